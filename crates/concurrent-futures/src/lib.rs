@@ -1,1 +1,154 @@
-//! placeholder
+//! Python's [`concurrent.futures`](https://docs.python.org/3/library/concurrent.futures.html)
+//! made Rust-native: pools of workers that run your functions and hand back
+//! [`FutureHandle`]s, with `submit`, an ordered lazy `map`, `as_completed`, `wait` and
+//! `shutdown`.
+//!
+//! # Submit and result
+//!
+//! ```
+//! use concurrent_futures::ThreadPoolExecutor;
+//!
+//! let pool = ThreadPoolExecutor::builder().max_workers(4).build()?;
+//! let handle = pool.submit(|| (1..=10).sum::<u32>())?;
+//! assert_eq!(handle.result()?, 55);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Map: ordered, lazy, bounded
+//!
+//! Results come back in input order. Only a window of items is in flight, so the input
+//! may be endless; a failing item is an `Err` at its place and iteration goes on.
+//!
+//! ```
+//! use concurrent_futures::ThreadPoolExecutor;
+//!
+//! let pool = ThreadPoolExecutor::new();
+//! let firsts: Vec<u64> = pool
+//!     .map(|n: u64| n * n, 1..) // an endless input
+//!     ?
+//!     .take(4)
+//!     .collect::<Result<_, _>>()?;
+//! assert_eq!(firsts, [1, 4, 9, 16]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # As completed
+//!
+//! ```
+//! use concurrent_futures::{ThreadPoolExecutor, as_completed};
+//!
+//! let pool = ThreadPoolExecutor::new();
+//! let handles: Vec<_> = ["br", "cn", "in"]
+//!     .into_iter()
+//!     .map(|cc| pool.submit(move || cc.to_uppercase()))
+//!     .collect::<Result<_, _>>()?;
+//! let mut codes: Vec<String> = Vec::new();
+//! for handle in as_completed(handles, None) {
+//!     codes.push(handle?.result()?);
+//! }
+//! codes.sort();
+//! assert_eq!(codes, ["BR", "CN", "IN"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Wait
+//!
+//! ```
+//! use std::time::Duration;
+//! use concurrent_futures::{ReturnWhen, ThreadPoolExecutor, wait};
+//!
+//! let pool = ThreadPoolExecutor::new();
+//! let handles: Vec<_> = (0..3).map(|i| pool.submit(move || i)).collect::<Result<_, _>>()?;
+//! let sets = wait(&handles, Some(Duration::from_secs(10)), ReturnWhen::AllCompleted);
+//! assert_eq!(sets.done.len(), 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Shutdown and cancellation
+//!
+//! `shutdown(wait, cancel_futures)` refuses later submits; with `cancel_futures` it
+//! cancels everything still queued, and unlike Python (gh-92001) those cancellations are
+//! seen at once by `wait` and `as_completed`. Dropping a pool is `shutdown(true, false)`.
+//!
+//! ```
+//! use concurrent_futures::{FutureError, ThreadPoolExecutor};
+//!
+//! let pool = ThreadPoolExecutor::builder().max_workers(1).build()?;
+//! let (started_tx, started) = std::sync::mpsc::channel();
+//! let (tx, rx) = std::sync::mpsc::channel::<()>();
+//! let running = pool.submit(move || {
+//!     started_tx.send(()).unwrap();
+//!     rx.recv().is_ok()
+//! })?;
+//! started.recv()?; // the one worker is busy now
+//! let queued = pool.submit(|| "never runs")?;
+//! assert!(queued.cancel());
+//! tx.send(())?;
+//! pool.shutdown(true, true);
+//! assert!(running.result()?);
+//! assert!(matches!(queued.result(), Err(FutureError::Cancelled)));
+//! assert!(pool.submit(|| ()).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Panics
+//!
+//! A task's panic is caught: the worker survives and the handle reports it.
+//!
+//! ```
+//! use concurrent_futures::{FutureError, ThreadPoolExecutor};
+//!
+//! let pool = ThreadPoolExecutor::new();
+//! let handle = pool.submit(|| -> u32 { panic!("boom") })?;
+//! match handle.result() {
+//!     Err(FutureError::Panicked(p)) => assert_eq!(p.message(), "boom"),
+//!     other => panic!("expected a panic, got {other:?}"),
+//! }
+//! assert_eq!(pool.submit(|| 1)?.result()?, 1); // the pool still works
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # From Python to Rust
+//!
+//! | Python | Rust |
+//! |---|---|
+//! | `ThreadPoolExecutor(max_workers=4, thread_name_prefix="w", initializer=f)` | `ThreadPoolExecutor::builder().max_workers(4).thread_name_prefix("w").initializer(f).build()?` |
+//! | `with ThreadPoolExecutor() as ex:` | `let ex = ThreadPoolExecutor::new();` (drop = `shutdown(wait=True)`) |
+//! | `ex.submit(fn, *args)` | `ex.submit(move \|\| f(args))?` |
+//! | `ex.map(fn, it, timeout=t, buffersize=n)` | `ex.map_with(f, it, MapOptions::new().timeout(t).window(n))?` |
+//! | (none) | `ex.map_unordered(f, it, MapOptions::new())?` |
+//! | `ex.shutdown(wait=True, cancel_futures=False)` | `ex.shutdown(true, false)` |
+//! | `Future` | [`FutureHandle<T>`] |
+//! | `f.result()`, `f.result(timeout=t)` | `f.result()?`, `f.result_timeout(t)` |
+//! | `f.exception()` | `f.exception()` |
+//! | `f.cancel()`, `f.cancelled()`, `f.running()`, `f.done()` | `f.cancel()`, `f.is_cancelled()`, `f.is_running()`, `f.is_done()` |
+//! | `f.add_done_callback(fn)` | `f.add_done_callback(\|f\| ..)` |
+//! | `await asyncio.wrap_future(f)` | `f.await` |
+//! | `as_completed(fs, timeout=t)` | [`as_completed(fs, Some(t))`](as_completed()) |
+//! | `wait(fs, timeout, return_when=FIRST_COMPLETED)` | [`wait(fs, timeout, ReturnWhen::FirstCompleted)`](wait()) |
+//! | `CancelledError` | [`FutureError::Cancelled`] |
+//! | `BrokenExecutor` | [`FutureError::BrokenPool`], [`SubmitError::Broken`] |
+//! | `TimeoutError` | [`ResultTimeoutError::Timeout`], [`AsCompletedTimeout`], [`MapItemError::Timeout`] |
+//! | `RuntimeError('cannot schedule new futures after shutdown')` | [`SubmitError::ShutDown`] |
+
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, unreachable_pub)]
+#![doc(test(attr(deny(warnings))))]
+
+mod as_completed;
+mod error;
+mod future;
+mod map;
+mod sync;
+mod thread_pool;
+mod wait;
+
+pub use crate::as_completed::{AsCompleted, as_completed};
+pub use crate::error::{
+    AsCompletedTimeout, BuildError, FutureError, MapError, MapItemError, PanicError,
+    ResultTimeoutError, SubmitError, TryResultError,
+};
+pub use crate::future::{AsHandle, FutureHandle};
+pub use crate::map::{Map, MapOptions, MapUnordered};
+pub use crate::thread_pool::{ThreadPoolBuilder, ThreadPoolExecutor};
+pub use crate::wait::{DoneAndNotDone, ReturnWhen, wait};

@@ -1,0 +1,327 @@
+//! Error types, one per operation (as crossbeam does for channels).
+
+use std::any::Any;
+use std::fmt;
+use std::time::Duration;
+
+use crate::FutureHandle;
+
+/// Why a future holds no value: what [`FutureHandle::result`] returns instead of one.
+///
+/// A task's own `Result<T, E>` is the task's value and is never wrapped in this type:
+/// a task returning `Err(e)` finishes successfully with the value `Err(e)`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FutureError {
+    /// The future was cancelled before it finished (`cancel()` or
+    /// `shutdown(cancel_futures = true)`), Python's `CancelledError`.
+    Cancelled,
+    /// The task panicked; the worker survived. Holds the panic message and payload.
+    Panicked(PanicError),
+    /// The pool became unusable before the task could run, Python's `BrokenExecutor`:
+    /// for example a worker initializer failed. The message says why.
+    BrokenPool(String),
+    /// A process-pool task could not be completed because of the worker process or the
+    /// wire: the worker died while running it (the message names the exit status or
+    /// signal), or its argument or result could not be encoded or decoded. The pool
+    /// itself stays usable.
+    WorkerFailed(String),
+    /// The value was already taken (the handle was polled again after it completed).
+    ResultTaken,
+}
+
+impl FutureError {
+    /// True for [`FutureError::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Self::Cancelled)
+    }
+
+    /// True for [`FutureError::Panicked`].
+    pub fn is_panic(&self) -> bool {
+        matches!(self, Self::Panicked(_))
+    }
+
+    /// A copy for [`FutureHandle::exception`]: the same kind and message, without a panic
+    /// payload (the payload can only be moved out once, through `result`).
+    pub(crate) fn describe(&self) -> Self {
+        match self {
+            Self::Cancelled => Self::Cancelled,
+            Self::Panicked(p) => Self::Panicked(PanicError {
+                message: p.message.clone(),
+                payload: None,
+            }),
+            Self::BrokenPool(m) => Self::BrokenPool(m.clone()),
+            Self::WorkerFailed(m) => Self::WorkerFailed(m.clone()),
+            Self::ResultTaken => Self::ResultTaken,
+        }
+    }
+
+    /// The short name used by `FutureHandle`'s `Debug` output (`raised Panicked`).
+    pub(crate) fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Cancelled => "Cancelled",
+            Self::Panicked(_) => "Panicked",
+            Self::BrokenPool(_) => "BrokenPool",
+            Self::WorkerFailed(_) => "WorkerFailed",
+            Self::ResultTaken => "ResultTaken",
+        }
+    }
+}
+
+impl fmt::Display for FutureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cancelled => f.write_str("the future was cancelled"),
+            Self::Panicked(p) => write!(f, "the task panicked: {}", p.message),
+            Self::BrokenPool(m) => write!(f, "broken pool: {m}"),
+            Self::WorkerFailed(m) => write!(f, "worker failed: {m}"),
+            Self::ResultTaken => f.write_str("the result was already taken"),
+        }
+    }
+}
+
+impl std::error::Error for FutureError {}
+
+/// A task's panic, caught by the pool: the message and (once) the payload.
+pub struct PanicError {
+    message: String,
+    payload: Option<Box<dyn Any + Send + 'static>>,
+}
+
+impl PanicError {
+    pub(crate) fn new(payload: Box<dyn Any + Send + 'static>) -> Self {
+        let message = panic_message(&*payload);
+        Self {
+            message,
+            payload: Some(payload),
+        }
+    }
+
+    /// A panic known only by its message (for example one that happened in another process).
+    #[allow(dead_code, reason = "used by the process pool")]
+    pub(crate) fn from_message(message: String) -> Self {
+        Self {
+            message,
+            payload: None,
+        }
+    }
+
+    /// The panic message (`"boom"` for `panic!("boom")`), or a placeholder when the payload
+    /// was neither a `&str` nor a `String`.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The panic payload, to re-raise it with [`std::panic::resume_unwind`]. When the
+    /// payload is not available (a copy made by `exception()`, or a panic in another
+    /// process), the message is returned as a `String` payload.
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        self.payload.unwrap_or_else(|| Box::new(self.message))
+    }
+}
+
+impl fmt::Debug for PanicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PanicError")
+            .field("message", &self.message)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for PanicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}
+
+/// The error of [`FutureHandle::result_timeout`]: the future did not finish in time (the
+/// handle is given back, still usable) or it finished without a value.
+#[non_exhaustive]
+pub enum ResultTimeoutError<T> {
+    /// The timeout passed first; the handle is still pending or running.
+    Timeout(FutureHandle<T>),
+    /// The future finished without a value.
+    Failed(FutureError),
+}
+
+/// The error of [`FutureHandle::try_result`]: the future is not done yet (the handle is
+/// given back) or it finished without a value.
+#[non_exhaustive]
+pub enum TryResultError<T> {
+    /// The future is still pending or running.
+    NotReady(FutureHandle<T>),
+    /// The future finished without a value.
+    Failed(FutureError),
+}
+
+macro_rules! give_back_impls {
+    ($ty:ident, $waiting:ident, $text:literal) => {
+        impl<T> $ty<T> {
+            /// The handle, when the future was not done yet.
+            pub fn into_handle(self) -> Option<FutureHandle<T>> {
+                match self {
+                    Self::$waiting(handle) => Some(handle),
+                    Self::Failed(_) => None,
+                }
+            }
+        }
+
+        impl<T> fmt::Debug for $ty<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    Self::$waiting(_) => f.write_str(concat!(stringify!($waiting), "(..)")),
+                    Self::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
+                }
+            }
+        }
+
+        impl<T> fmt::Display for $ty<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    Self::$waiting(_) => f.write_str($text),
+                    Self::Failed(e) => fmt::Display::fmt(e, f),
+                }
+            }
+        }
+
+        impl<T> std::error::Error for $ty<T> {}
+    };
+}
+
+give_back_impls!(
+    ResultTimeoutError,
+    Timeout,
+    "the future did not finish within the timeout"
+);
+give_back_impls!(TryResultError, NotReady, "the future is not done yet");
+
+impl<T> ResultTimeoutError<T> {
+    /// True when the timeout passed first.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+}
+
+/// The error of `submit`: the task was refused and is given back.
+#[non_exhaustive]
+pub enum SubmitError<F> {
+    /// The executor was shut down: Python's "cannot schedule new futures after shutdown".
+    ShutDown(F),
+    /// The executor is broken (for example an initializer failed); the message says why.
+    Broken(F, String),
+}
+
+impl<F> SubmitError<F> {
+    /// The refused task.
+    pub fn into_inner(self) -> F {
+        match self {
+            Self::ShutDown(f) | Self::Broken(f, _) => f,
+        }
+    }
+
+    /// True when the executor was shut down.
+    pub fn is_shutdown(&self) -> bool {
+        matches!(self, Self::ShutDown(_))
+    }
+
+    /// True when the executor is broken.
+    pub fn is_broken(&self) -> bool {
+        matches!(self, Self::Broken(..))
+    }
+}
+
+impl<F> fmt::Debug for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ShutDown(_) => f.write_str("ShutDown(..)"),
+            Self::Broken(_, m) => f.debug_tuple("Broken").field(&"..").field(m).finish(),
+        }
+    }
+}
+
+impl<F> fmt::Display for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ShutDown(_) => f.write_str("cannot schedule new futures after shutdown"),
+            Self::Broken(_, m) => write!(f, "cannot schedule new futures: {m}"),
+        }
+    }
+}
+
+impl<F> std::error::Error for SubmitError<F> {}
+
+/// An executor could not be built: an option was out of range or a resource was missing.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    message: String,
+}
+
+impl BuildError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// `as_completed` ran out of time: Python's `TimeoutError("2 (of 4) futures unfinished")`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{unfinished} (of {total}) futures unfinished after {timeout:?}")]
+pub struct AsCompletedTimeout {
+    /// How many futures were not done when the time ran out.
+    pub unfinished: usize,
+    /// How many distinct futures were given.
+    pub total: usize,
+    /// The timeout that passed.
+    pub timeout: Duration,
+}
+
+/// `map` could not start: the executor refused the work or an option was invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MapError {
+    /// The executor was shut down.
+    #[error("cannot schedule new futures after shutdown")]
+    ShutDown,
+    /// The executor is broken; the message says why.
+    #[error("cannot schedule new futures: {0}")]
+    Broken(String),
+    /// An option was out of range (a zero window or chunk size).
+    #[error("invalid map option: {0}")]
+    InvalidOption(&'static str),
+}
+
+/// Why one item of a `map` has no value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MapItemError {
+    /// This item's call failed (it panicked, was cancelled, or the pool broke); the map
+    /// goes on with the next item.
+    #[error(transparent)]
+    Failed(FutureError),
+    /// The map's deadline (measured from the call to `map`) passed before this item's
+    /// result arrived. The map ends: unstarted work is cancelled.
+    #[error("the map did not finish within {0:?}")]
+    Timeout(Duration),
+    /// The executor was shut down or broke before this item could be submitted. The map ends.
+    #[error("the executor stopped before the item could be submitted: {0}")]
+    Stopped(MapError),
+}
+
+impl From<FutureError> for MapItemError {
+    fn from(e: FutureError) -> Self {
+        Self::Failed(e)
+    }
+}

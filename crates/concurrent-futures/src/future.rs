@@ -1,0 +1,848 @@
+//! [`FutureHandle`]: the state machine shared by a task and its handle, the completing
+//! side ([`Promise`]), and the [`Waiter`]s that `wait` and `as_completed` install.
+//!
+//! States: `Pending → Running → Finished`, `Pending → Cancelled`, `Pending → Finished`
+//! (a broken pool fails queued work) and, where the executor can stop a running task
+//! for real (the process pool), `Running → Cancelled`. Every transition into a done
+//! state happens under the future's lock and notifies, outside the lock: blocked
+//! `result()` callers, installed waiters (so `wait` and `as_completed` see every
+//! cancellation at once, unlike Python's gh-92001), the async waker, then the done
+//! callbacks in the order they were added.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::error::{FutureError, ResultTimeoutError, TryResultError, panic_message};
+use crate::sync::{AtomicU8, Condvar, Mutex, Ordering};
+
+const PENDING: u8 = 0;
+const RUNNING: u8 = 1;
+const FINISHED: u8 = 2;
+const CANCELLED: u8 = 3;
+
+type Callback<T> = Box<dyn FnOnce(&FutureHandle<T>) + Send + 'static>;
+
+/// The state shared by a [`FutureHandle`] and the task that completes it.
+pub(crate) struct Shared<T> {
+    state: AtomicU8,
+    slot: Mutex<Slot<T>>,
+    done: Condvar,
+}
+
+struct Slot<T> {
+    outcome: Option<Result<T, FutureError>>,
+    failed: bool,
+    callbacks: Vec<Callback<T>>,
+    waiters: Vec<(Arc<Waiter>, usize)>,
+    waker: Option<Waker>,
+    /// Stops a running task for real (the process pool kills its worker).
+    stop_running: Option<Box<dyn FnOnce() + Send + 'static>>,
+}
+
+/// What a transition into a done state must notify, collected under the lock and
+/// delivered after it is released.
+struct Notices<T> {
+    callbacks: Vec<Callback<T>>,
+    waiters: Vec<(Arc<Waiter>, usize)>,
+    waker: Option<Waker>,
+}
+
+impl<T> Shared<T> {
+    fn new() -> Self {
+        Self {
+            state: AtomicU8::new(PENDING),
+            slot: Mutex::new(Slot {
+                outcome: None,
+                failed: false,
+                callbacks: Vec::new(),
+                waiters: Vec::new(),
+                waker: None,
+                stop_running: None,
+            }),
+            done: Condvar::new(),
+        }
+    }
+
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    fn is_done(&self) -> bool {
+        self.state() >= FINISHED
+    }
+
+    /// Moves the slot's notification lists out; called with the lock held, right after
+    /// the state became done.
+    fn take_notices(slot: &mut Slot<T>) -> Notices<T> {
+        Notices {
+            callbacks: std::mem::take(&mut slot.callbacks),
+            waiters: std::mem::take(&mut slot.waiters),
+            waker: slot.waker.take(),
+        }
+    }
+
+    /// Delivers the notices of a transition into a done state (no lock held).
+    fn deliver(self: &Arc<Self>, notices: Notices<T>) {
+        self.done.notify_all();
+        for (waiter, token) in notices.waiters {
+            waiter.notify(token);
+        }
+        if let Some(waker) = notices.waker {
+            waker.wake();
+        }
+        if !notices.callbacks.is_empty() {
+            let handle = FutureHandle {
+                shared: Arc::clone(self),
+            };
+            for callback in notices.callbacks {
+                run_callback(&handle, callback);
+            }
+        }
+    }
+
+    /// Registers `waiter` to hear about completion under `token`. Returns false (and
+    /// registers nothing) when the future is already done.
+    pub(crate) fn add_waiter(&self, waiter: &Arc<Waiter>, token: usize) -> bool {
+        let mut slot = self.slot.lock();
+        if self.is_done() {
+            return false;
+        }
+        slot.waiters.push((Arc::clone(waiter), token));
+        true
+    }
+
+    /// Removes every registration of `waiter` (a `wait` or `as_completed` that is over).
+    pub(crate) fn remove_waiter(&self, waiter: &Arc<Waiter>) {
+        let mut slot = self.slot.lock();
+        slot.waiters.retain(|(w, _)| !Arc::ptr_eq(w, waiter));
+    }
+
+    /// True when the future finished with a failure other than cancellation (what
+    /// `ReturnWhen::FirstException` looks for).
+    pub(crate) fn has_failed(&self) -> bool {
+        self.state() == FINISHED && self.slot.lock().failed
+    }
+}
+
+fn run_callback<T>(handle: &FutureHandle<T>, callback: Callback<T>) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| callback(handle))) {
+        // Python logs "exception calling callback for <repr>" and goes on; so do we.
+        eprintln!(
+            "concurrent_futures: exception calling callback for {handle:?}: {}",
+            panic_message(&*payload)
+        );
+    }
+}
+
+/// The completing side of a future, held by the executor's task.
+///
+/// Dropping a promise that never completed fails its future with
+/// [`FutureError::BrokenPool`], so a lost task can never leave `result()` blocked.
+pub(crate) struct Promise<T> {
+    shared: Option<Arc<Shared<T>>>,
+}
+
+/// A new pending future: the executor keeps the promise, the caller gets the handle.
+pub(crate) fn pending<T>() -> (Promise<T>, FutureHandle<T>) {
+    let shared = Arc::new(Shared::new());
+    (
+        Promise {
+            shared: Some(Arc::clone(&shared)),
+        },
+        FutureHandle { shared },
+    )
+}
+
+impl<T> Promise<T> {
+    /// Python's `set_running_or_notify_cancel`: moves a pending future to running and
+    /// returns true, or returns false when it was cancelled (do not run the task).
+    pub(crate) fn set_running(&self) -> bool {
+        match &self.shared {
+            Some(shared) => shared
+                .state
+                .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    #[allow(dead_code, reason = "used by the process pool")]
+    /// Installs what `cancel()` calls to stop this task while it runs. Returns false (and
+    /// drops `stop`) when the future is no longer running.
+    pub(crate) fn set_stop_running(&self, stop: Box<dyn FnOnce() + Send + 'static>) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let mut slot = shared.slot.lock();
+        if shared.state() != RUNNING {
+            return false;
+        }
+        slot.stop_running = Some(stop);
+        true
+    }
+
+    /// True when the future was cancelled (its result would be thrown away).
+    #[allow(dead_code, reason = "used by the process pool")]
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.shared.as_ref().is_none_or(|s| s.state() == CANCELLED)
+    }
+
+    /// Stores the outcome and notifies everyone. A future that is already done (it was
+    /// cancelled meanwhile) keeps its state and the outcome is dropped.
+    pub(crate) fn complete(mut self, outcome: Result<T, FutureError>) {
+        if let Some(shared) = self.shared.take() {
+            complete(&shared, outcome);
+        }
+    }
+
+    /// Cancels a task that never ran (`shutdown(cancel_futures = true)`), notifying
+    /// waiters at once.
+    pub(crate) fn cancel(mut self) {
+        if let Some(shared) = self.shared.take()
+            && let Some(notices) = try_cancel(&shared, false)
+        {
+            shared.deliver(notices);
+        }
+    }
+}
+
+fn complete<T>(shared: &Arc<Shared<T>>, outcome: Result<T, FutureError>) {
+    let notices = {
+        let mut slot = shared.slot.lock();
+        if shared.is_done() {
+            return;
+        }
+        slot.failed = matches!(&outcome, Err(e) if !e.is_cancelled());
+        slot.outcome = Some(outcome);
+        slot.stop_running = None;
+        shared.state.store(FINISHED, Ordering::Release);
+        Shared::take_notices(&mut slot)
+    };
+    shared.deliver(notices);
+}
+
+/// Moves a pending (or, with a stopper installed, running) future to cancelled and
+/// returns what to notify; `None` when nothing changed. Calls the stopper when
+/// `allow_running` is set.
+fn try_cancel<T>(shared: &Arc<Shared<T>>, allow_running: bool) -> Option<Notices<T>> {
+    let (notices, stop) = {
+        let mut slot = shared.slot.lock();
+        let cancelled_pending = shared
+            .state
+            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        let stop = if cancelled_pending {
+            None
+        } else if allow_running && shared.state() == RUNNING && slot.stop_running.is_some() {
+            shared.state.store(CANCELLED, Ordering::Release);
+            slot.stop_running.take()
+        } else {
+            return None;
+        };
+        slot.outcome = Some(Err(FutureError::Cancelled));
+        (Shared::take_notices(&mut slot), stop)
+    };
+    if let Some(stop) = stop {
+        stop();
+    }
+    Some(notices)
+}
+
+impl<T> Drop for Promise<T> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            complete(
+                &shared,
+                Err(FutureError::BrokenPool(
+                    "the task was dropped by the executor before it completed".to_owned(),
+                )),
+            );
+        }
+    }
+}
+
+impl<T> fmt::Debug for Promise<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Promise").finish_non_exhaustive()
+    }
+}
+
+/// The handle to a task's eventual result: Python's `concurrent.futures.Future`.
+///
+/// Returned by `submit`. It is not `Clone`: the result is moved out exactly once, by
+/// [`result`](Self::result) (or by `.await`, since the handle is also a
+/// [`std::future::Future`]). Pass handles, or references to them, to
+/// [`as_completed`](crate::as_completed) and [`wait`](crate::wait). Dropping a handle
+/// does not cancel its task.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::ThreadPoolExecutor;
+///
+/// let pool = ThreadPoolExecutor::new();
+/// let handle = pool.submit(|| 6 * 7)?;
+/// assert_eq!(handle.result()?, 42);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[doc(alias = "Future")]
+pub struct FutureHandle<T> {
+    pub(crate) shared: Arc<Shared<T>>,
+}
+
+impl<T> FutureHandle<T> {
+    /// Attempts to cancel the task, Python's `cancel()`.
+    ///
+    /// Succeeds (returns true) while the task is pending, or is already cancelled. A
+    /// running thread-pool task cannot be stopped (returns false); a running
+    /// process-pool task is stopped for real (its worker is killed and replaced).
+    /// A finished task returns false. A cancellation is seen at once by
+    /// [`wait`](crate::wait) and [`as_completed`](crate::as_completed).
+    pub fn cancel(&self) -> bool {
+        if self.shared.state() == CANCELLED {
+            return true;
+        }
+        match try_cancel(&self.shared, true) {
+            Some(notices) => {
+                self.shared.deliver(notices);
+                true
+            }
+            None => self.shared.state() == CANCELLED,
+        }
+    }
+
+    /// True when the future was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.state() == CANCELLED
+    }
+
+    /// True while the task is running.
+    pub fn is_running(&self) -> bool {
+        self.shared.state() == RUNNING
+    }
+
+    /// True when the future finished or was cancelled.
+    pub fn is_done(&self) -> bool {
+        self.shared.is_done()
+    }
+
+    /// Waits for the task and returns its value, Python's `result()`.
+    ///
+    /// # Errors
+    ///
+    /// [`FutureError::Cancelled`], [`FutureError::Panicked`] (with the panic message and
+    /// payload), [`FutureError::BrokenPool`] or [`FutureError::WorkerFailed`].
+    ///
+    /// # Blocking
+    ///
+    /// Blocks until the task is done, however long that takes; see
+    /// [`result_timeout`](Self::result_timeout) to bound the wait.
+    pub fn result(self) -> Result<T, FutureError> {
+        self.block_until(None);
+        self.take_outcome()
+    }
+
+    /// Waits at most `timeout` for the task and returns its value.
+    ///
+    /// A zero timeout polls. A timeout too large to add to the current time waits forever.
+    ///
+    /// # Errors
+    ///
+    /// [`ResultTimeoutError::Timeout`] gives the handle back, still usable, when the time
+    /// runs out; [`ResultTimeoutError::Failed`] as for [`result`](Self::result).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{ResultTimeoutError, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new();
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let handle = pool.submit(move || rx.recv().is_ok())?;
+    /// let handle = match handle.result_timeout(Duration::from_millis(10)) {
+    ///     Err(ResultTimeoutError::Timeout(handle)) => handle, // still usable
+    ///     other => panic!("expected a timeout, got {other:?}"),
+    /// };
+    /// tx.send(())?;
+    /// assert!(handle.result()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn result_timeout(self, timeout: Duration) -> Result<T, ResultTimeoutError<T>> {
+        if !self.block_until(Instant::now().checked_add(timeout)) {
+            return Err(ResultTimeoutError::Timeout(self));
+        }
+        self.take_outcome().map_err(ResultTimeoutError::Failed)
+    }
+
+    /// Returns the value if the future is done, without blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`TryResultError::NotReady`] gives the handle back when the task is not done;
+    /// [`TryResultError::Failed`] as for [`result`](Self::result).
+    pub fn try_result(self) -> Result<T, TryResultError<T>> {
+        if !self.is_done() {
+            return Err(TryResultError::NotReady(self));
+        }
+        self.take_outcome().map_err(TryResultError::Failed)
+    }
+
+    /// Waits for the task and returns its failure, or `None` when it succeeded, without
+    /// consuming the value: Python's `exception()`. A panic comes back with its message
+    /// (the payload stays for `result`).
+    ///
+    /// # Blocking
+    ///
+    /// Blocks until the task is done.
+    pub fn exception(&self) -> Option<FutureError> {
+        self.block_until(None);
+        let slot = self.shared.slot.lock();
+        match &slot.outcome {
+            Some(Err(e)) => Some(e.describe()),
+            Some(Ok(_)) => None,
+            None => Some(FutureError::ResultTaken),
+        }
+    }
+
+    /// Blocks until the task is done, without taking its value.
+    pub fn wait(&self) {
+        self.block_until(None);
+    }
+
+    /// Blocks until the task is done or `timeout` passes; returns whether it is done.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.block_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Adds a callback that runs once the future is done (finished or cancelled), with
+    /// the handle as argument, Python's `add_done_callback`.
+    ///
+    /// Callbacks run in the order they were added, in the thread that completes the
+    /// future (a worker, or the thread that cancels it); if the future is already done,
+    /// the callback runs at once in the calling thread. A panicking callback is reported
+    /// on stderr and never kills a worker or skips later callbacks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new();
+    /// let (tx, rx) = mpsc::channel();
+    /// let handle = pool.submit(|| 1)?;
+    /// handle.add_done_callback(move |h| tx.send(h.is_cancelled()).unwrap());
+    /// assert_eq!(rx.recv()?, false);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_done_callback<F>(&self, callback: F)
+    where
+        F: FnOnce(&FutureHandle<T>) + Send + 'static,
+    {
+        {
+            let mut slot = self.shared.slot.lock();
+            if !self.shared.is_done() {
+                slot.callbacks.push(Box::new(callback));
+                return;
+            }
+        }
+        run_callback(self, Box::new(callback));
+    }
+
+    /// Blocks until done or `deadline` (`None`: no deadline); returns whether done.
+    fn block_until(&self, deadline: Option<Instant>) -> bool {
+        if self.shared.is_done() {
+            return true;
+        }
+        let mut slot = self.shared.slot.lock();
+        while !self.shared.is_done() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            slot = self.shared.done.wait_until(slot, deadline).0;
+        }
+        true
+    }
+
+    fn take_outcome(&self) -> Result<T, FutureError> {
+        self.shared
+            .slot
+            .lock()
+            .outcome
+            .take()
+            .unwrap_or(Err(FutureError::ResultTaken))
+    }
+
+    /// The address that identifies this future (shown by `Debug`).
+    fn addr(&self) -> *const () {
+        Arc::as_ptr(&self.shared).cast()
+    }
+}
+
+impl<T> std::future::Future for FutureHandle<T> {
+    type Output = Result<T, FutureError>;
+
+    /// Completes with the task's outcome; the task keeps running on its pool, so an
+    /// async runtime can `.await` a pool result without blocking.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = self.shared.slot.lock();
+        if self.shared.is_done() {
+            return Poll::Ready(slot.outcome.take().unwrap_or(Err(FutureError::ResultTaken)));
+        }
+        match &mut slot.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waker => *waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> PartialEq for FutureHandle<T> {
+    /// Handles are equal when they are the same future.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl<T> Eq for FutureHandle<T> {}
+
+impl<T> std::hash::Hash for FutureHandle<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.addr().hash(state);
+    }
+}
+
+impl<T> fmt::Debug for FutureHandle<T> {
+    /// Python's repr: `<FutureHandle at 0x7f.. state=finished returned u32>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.state();
+        let word = match state {
+            PENDING => "pending",
+            RUNNING => "running",
+            CANCELLED => "cancelled",
+            _ => "finished",
+        };
+        write!(f, "<FutureHandle at {:p} state={word}", self.addr())?;
+        if state == FINISHED {
+            match &self.shared.slot.lock().outcome {
+                Some(Ok(_)) => write!(f, " returned {}", short_type_name::<T>())?,
+                Some(Err(e)) => write!(f, " raised {}", e.kind_name())?,
+                None => f.write_str(" result taken")?,
+            }
+        }
+        f.write_str(">")
+    }
+}
+
+/// `std::any::type_name` without module paths: `Vec<String>`, not
+/// `alloc::vec::Vec<alloc::string::String>`.
+fn short_type_name<T>() -> String {
+    let full = std::any::type_name::<T>();
+    let mut out = String::with_capacity(full.len());
+    let mut segment = String::new();
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            segment.clear();
+        } else if c.is_alphanumeric() || c == '_' {
+            segment.push(c);
+        } else {
+            out.push_str(&segment);
+            segment.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&segment);
+    out
+}
+
+/// Something that gives access to a [`FutureHandle`], so that [`wait`](crate::wait) and
+/// [`as_completed`](crate::as_completed) accept owned handles, references to handles,
+/// and `(key, handle)` pairs alike.
+pub trait AsHandle {
+    /// The value type of the future.
+    type Output;
+
+    /// The handle.
+    fn as_handle(&self) -> &FutureHandle<Self::Output>;
+}
+
+impl<T> AsHandle for FutureHandle<T> {
+    type Output = T;
+    fn as_handle(&self) -> &FutureHandle<T> {
+        self
+    }
+}
+
+impl<T> AsHandle for &FutureHandle<T> {
+    type Output = T;
+    fn as_handle(&self) -> &FutureHandle<T> {
+        self
+    }
+}
+
+impl<K, T> AsHandle for (K, FutureHandle<T>) {
+    type Output = T;
+    fn as_handle(&self) -> &FutureHandle<T> {
+        &self.1
+    }
+}
+
+/// Collects the tokens of futures that became done; shared by one `wait` or
+/// `as_completed` call and installed on each of its pending futures.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    finished: Mutex<Vec<usize>>,
+    ready: Condvar,
+}
+
+impl Waiter {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            finished: Mutex::new(Vec::new()),
+            ready: Condvar::new(),
+        })
+    }
+
+    fn notify(&self, token: usize) {
+        self.finished.lock().push(token);
+        self.ready.notify_one();
+    }
+
+    /// Waits until at least one token arrived or `deadline` passed, and appends the
+    /// tokens (in completion order) to `out`. Returns false on timeout with none.
+    pub(crate) fn take(&self, deadline: Option<Instant>, out: &mut Vec<usize>) -> bool {
+        let mut finished = self.finished.lock();
+        loop {
+            if !finished.is_empty() {
+                out.append(&mut finished);
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            finished = self.ready.wait_until(finished, deadline).0;
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_then_finished() {
+        let (promise, handle) = pending::<u32>();
+        assert!(!handle.is_done() && !handle.is_running() && !handle.is_cancelled());
+        assert!(promise.set_running());
+        assert!(handle.is_running());
+        assert!(
+            !handle.cancel(),
+            "a running thread task cannot be cancelled"
+        );
+        promise.complete(Ok(7));
+        assert!(handle.is_done());
+        assert_eq!(handle.result().ok(), Some(7));
+    }
+
+    #[test]
+    fn cancel_pending_wins_over_start() {
+        let (promise, handle) = pending::<u32>();
+        assert!(handle.cancel());
+        assert!(handle.cancel(), "cancel is idempotent");
+        assert!(!promise.set_running());
+        promise.complete(Ok(1));
+        assert!(handle.is_cancelled());
+        assert!(matches!(handle.result(), Err(FutureError::Cancelled)));
+    }
+
+    #[test]
+    fn dropped_promise_fails_the_future() {
+        let (promise, handle) = pending::<u32>();
+        drop(promise);
+        assert!(matches!(handle.result(), Err(FutureError::BrokenPool(_))));
+    }
+
+    #[test]
+    fn running_task_with_stopper_can_be_cancelled() {
+        let (promise, handle) = pending::<u32>();
+        assert!(promise.set_running());
+        let (tx, rx) = std::sync::mpsc::channel();
+        assert!(promise.set_stop_running(Box::new(move || tx.send(()).unwrap())));
+        assert!(handle.cancel());
+        assert!(rx.try_recv().is_ok(), "the stopper ran");
+        promise.complete(Ok(3));
+        assert!(matches!(handle.result(), Err(FutureError::Cancelled)));
+    }
+
+    #[test]
+    fn callbacks_run_in_order_once_and_survive_panics() {
+        let (promise, handle) = pending::<u32>();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for i in 0..3 {
+            let log = Arc::clone(&log);
+            handle.add_done_callback(move |_| {
+                log.lock().unwrap().push(i);
+                assert_ne!(i, 1, "callback 1 panics on purpose");
+            });
+        }
+        promise.complete(Ok(1));
+        assert_eq!(*log.lock().unwrap(), vec![0, 1, 2]);
+        let log2 = Arc::clone(&log);
+        handle.add_done_callback(move |h| {
+            assert!(h.is_done());
+            log2.lock().unwrap().push(9);
+        });
+        assert_eq!(
+            *log.lock().unwrap(),
+            vec![0, 1, 2, 9],
+            "runs at once when done"
+        );
+    }
+
+    #[test]
+    fn debug_looks_like_python_repr() {
+        let (promise, handle) = pending::<u32>();
+        let text = format!("{handle:?}");
+        assert!(text.starts_with("<FutureHandle at 0x") && text.ends_with("state=pending>"));
+        promise.complete(Ok(1));
+        assert!(format!("{handle:?}").ends_with("state=finished returned u32>"));
+        let (promise, handle) = pending::<Vec<String>>();
+        promise.complete(Err(FutureError::Cancelled));
+        assert!(format!("{handle:?}").ends_with("raised Cancelled>"));
+        assert_eq!(short_type_name::<Vec<String>>(), "Vec<String>");
+        assert_eq!(
+            short_type_name::<Result<u8, std::io::Error>>(),
+            "Result<u8, Error>"
+        );
+    }
+
+    #[test]
+    fn result_timeout_gives_the_handle_back() {
+        let (promise, handle) = pending::<u32>();
+        let handle = match handle.result_timeout(Duration::ZERO) {
+            Err(ResultTimeoutError::Timeout(h)) => h,
+            other => panic!("unexpected {other:?}"),
+        };
+        let handle = match handle.try_result() {
+            Err(TryResultError::NotReady(h)) => h,
+            other => panic!("unexpected {other:?}"),
+        };
+        promise.complete(Ok(5));
+        assert_eq!(handle.result_timeout(Duration::MAX).ok(), Some(5));
+    }
+
+    #[test]
+    fn exception_peeks_without_consuming() {
+        let (promise, handle) = pending::<u32>();
+        promise.complete(Err(FutureError::Panicked(crate::error::PanicError::new(
+            Box::new("boom"),
+        ))));
+        match handle.exception() {
+            Some(FutureError::Panicked(p)) => assert_eq!(p.message(), "boom"),
+            other => panic!("unexpected {other:?}"),
+        }
+        match handle.result() {
+            Err(FutureError::Panicked(p)) => {
+                assert_eq!(p.into_panic().downcast_ref::<&str>(), Some(&"boom"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! Model checks of the state machine: every interleaving of a worker completing or
+    //! starting a task against a client cancelling it or waiting for it.
+    use super::*;
+    use loom::thread;
+
+    #[test]
+    fn loom_complete_wakes_a_blocked_result() {
+        loom::model(|| {
+            let (promise, handle) = pending::<u32>();
+            let worker = thread::spawn(move || {
+                if promise.set_running() {
+                    promise.complete(Ok(1));
+                }
+            });
+            assert_eq!(handle.result().ok(), Some(1));
+            worker.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_cancel_races_start() {
+        loom::model(|| {
+            let (promise, handle) = pending::<u32>();
+            let worker = thread::spawn(move || {
+                if promise.set_running() {
+                    promise.complete(Ok(1));
+                    true
+                } else {
+                    false
+                }
+            });
+            let cancelled = handle.cancel();
+            let ran = worker.join().unwrap();
+            assert_ne!(cancelled, ran, "exactly one of cancel and run wins");
+            match handle.result() {
+                Ok(1) => assert!(ran),
+                Err(FutureError::Cancelled) => assert!(cancelled),
+                other => panic!("unexpected {other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    fn loom_waiter_hears_cancel_and_completion() {
+        loom::model(|| {
+            let (p1, h1) = pending::<u32>();
+            let (p2, h2) = pending::<u32>();
+            let waiter = Waiter::new();
+            assert!(h1.shared.add_waiter(&waiter, 0));
+            assert!(h2.shared.add_waiter(&waiter, 1));
+            let worker = thread::spawn(move || {
+                if p1.set_running() {
+                    p1.complete(Ok(1));
+                }
+            });
+            h2.cancel();
+            drop(p2);
+            let mut tokens = Vec::new();
+            while tokens.len() < 2 {
+                assert!(waiter.take(None, &mut tokens));
+            }
+            tokens.sort_unstable();
+            assert_eq!(tokens, vec![0, 1]);
+            worker.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_callback_runs_exactly_once() {
+        loom::model(|| {
+            let (promise, handle) = pending::<u32>();
+            let count = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+            let c = Arc::clone(&count);
+            let worker = thread::spawn(move || {
+                if promise.set_running() {
+                    promise.complete(Ok(1));
+                }
+            });
+            handle.add_done_callback(move |_| {
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+            handle.cancel();
+            worker.join().unwrap();
+            assert_eq!(count.load(Ordering::SeqCst), 1);
+        });
+    }
+}

@@ -1,0 +1,541 @@
+//! The lazy, bounded `map` shared by both pools: ordered ([`Map`]) and in completion
+//! order ([`MapUnordered`]).
+//!
+//! The input is pulled on the consumer's thread, batched into chunks and submitted
+//! through a [`ChunkSubmit`], with at most `window` chunks in flight. A chunk's items
+//! run one after another inside one task; a panicking item is caught and recorded at
+//! its position while the rest of the chunk goes on. With automatic chunking, the
+//! chunk size follows the measured cost of one call so that a chunk takes about
+//! [`AUTO_TARGET_NANOS`]: tiny calls are batched by the thousand, slow calls (I/O) go
+//! one per task so that they still run concurrently.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::error::{FutureError, MapError, MapItemError, PanicError, ResultTimeoutError};
+use crate::future::FutureHandle;
+
+/// The work one automatic chunk aims for, in nanoseconds.
+pub(crate) const AUTO_TARGET_NANOS: u64 = 100_000;
+/// The largest automatic chunk.
+pub(crate) const AUTO_MAX_CHUNK: usize = 4096;
+
+/// Options of `map`, `map_with` and `map_unordered`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use concurrent_futures::MapOptions;
+///
+/// let options = MapOptions::new()
+///     .window(8)                        // at most 8 chunks in flight
+///     .chunksize(16)                    // 16 items per task (default: adaptive)
+///     .timeout(Duration::from_secs(5)); // measured from the call to map
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct MapOptions {
+    window: Option<usize>,
+    chunksize: Option<usize>,
+    timeout: Option<Duration>,
+}
+
+impl MapOptions {
+    /// The defaults: a window of twice the worker count, adaptive chunks, no timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many chunks may be in flight (submitted and not yet consumed). Zero is refused.
+    pub fn window(mut self, chunks: usize) -> Self {
+        self.window = Some(chunks);
+        self
+    }
+
+    /// A fixed number of items per task, Python's `chunksize`. Zero is refused. Without
+    /// it the size adapts to the measured cost of a call.
+    pub fn chunksize(mut self, items: usize) -> Self {
+        self.chunksize = Some(items);
+        self
+    }
+
+    /// A deadline for the whole map, measured from the call. A timeout too large to add
+    /// to the current time means no deadline.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// The result of one chunk: the successful values in order and the failures with
+/// their positions in the chunk.
+#[derive(Debug)]
+pub(crate) struct ChunkOutput<R> {
+    pub(crate) values: Vec<R>,
+    pub(crate) failures: Vec<(usize, FutureError)>,
+    pub(crate) nanos_per_item: u64,
+}
+
+impl<R> ChunkOutput<R> {
+    /// Runs `f` on each item of `chunk`, catching each panic at its position.
+    pub(crate) fn run<A, F: Fn(A) -> R + ?Sized>(chunk: Vec<A>, f: &F) -> Self {
+        let start = Instant::now();
+        let len = chunk.len();
+        let mut values = Vec::with_capacity(len);
+        let mut failures = Vec::new();
+        let mut items = chunk.into_iter();
+        loop {
+            let pass = catch_unwind(AssertUnwindSafe(|| {
+                for item in &mut items {
+                    values.push(f(item));
+                }
+            }));
+            match pass {
+                Ok(()) => break,
+                Err(payload) => failures.push((
+                    values.len() + failures.len(),
+                    FutureError::Panicked(PanicError::new(payload)),
+                )),
+            }
+        }
+        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Self {
+            values,
+            failures,
+            nanos_per_item: nanos / len.max(1) as u64,
+        }
+    }
+}
+
+/// Submits one chunk of a map to a pool.
+pub(crate) trait ChunkSubmit<A, R> {
+    fn submit_chunk(&self, chunk: Vec<A>) -> Result<FutureHandle<ChunkOutput<R>>, MapError>;
+}
+
+/// The chunk size: fixed, or adapting to the measured cost of a call.
+#[derive(Debug, Clone, Copy)]
+enum Chunking {
+    Fixed(usize),
+    Auto(usize),
+}
+
+impl Chunking {
+    fn size(self) -> usize {
+        match self {
+            Self::Fixed(n) | Self::Auto(n) => n,
+        }
+    }
+
+    fn observe(&mut self, nanos_per_item: u64) {
+        if let Self::Auto(size) = self {
+            let fit = AUTO_TARGET_NANOS / nanos_per_item.max(1);
+            *size = usize::try_from(fit)
+                .unwrap_or(AUTO_MAX_CHUNK)
+                .clamp(1, AUTO_MAX_CHUNK);
+        }
+    }
+}
+
+/// What both map iterators share: the input, the submitter and the options.
+struct Feeder<'a, I: Iterator, R> {
+    submitter: Box<dyn ChunkSubmit<I::Item, R> + 'a>,
+    source: I,
+    exhausted: bool,
+    chunking: Chunking,
+    window: usize,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    /// Why submitting stopped early; reported after the chunks in flight.
+    stopped: Option<MapError>,
+}
+
+impl<'a, I: Iterator, R> Feeder<'a, I, R> {
+    fn new(
+        submitter: Box<dyn ChunkSubmit<I::Item, R> + 'a>,
+        source: I,
+        default_window: usize,
+        options: MapOptions,
+    ) -> Result<Self, MapError> {
+        let window = options.window.unwrap_or(default_window);
+        if window == 0 {
+            return Err(MapError::InvalidOption("window must be at least 1"));
+        }
+        let chunking = match options.chunksize {
+            Some(0) => return Err(MapError::InvalidOption("chunksize must be at least 1")),
+            Some(n) => Chunking::Fixed(n),
+            None => Chunking::Auto(1),
+        };
+        Ok(Self {
+            submitter,
+            source,
+            exhausted: false,
+            chunking,
+            window,
+            timeout: options.timeout,
+            deadline: options.timeout.and_then(|t| Instant::now().checked_add(t)),
+            stopped: None,
+        })
+    }
+
+    /// Takes the next chunk from the input and submits it; `None` when the input is
+    /// exhausted or submitting failed (recorded in `stopped`).
+    fn submit_next(&mut self) -> Option<(FutureHandle<ChunkOutput<R>>, usize)> {
+        if self.exhausted || self.stopped.is_some() {
+            return None;
+        }
+        let size = self.chunking.size();
+        let chunk: Vec<I::Item> = self.source.by_ref().take(size).collect();
+        if chunk.len() < size {
+            self.exhausted = true;
+        }
+        if chunk.is_empty() {
+            return None;
+        }
+        let len = chunk.len();
+        match self.submitter.submit_chunk(chunk) {
+            Ok(handle) => Some((handle, len)),
+            Err(e) => {
+                self.stopped = Some(e);
+                None
+            }
+        }
+    }
+
+    fn timeout_error(&self) -> MapItemError {
+        MapItemError::Timeout(self.timeout.unwrap_or(Duration::MAX))
+    }
+}
+
+/// Yields one chunk's items in order.
+struct ChunkDrain<R> {
+    values: std::vec::IntoIter<R>,
+    failures: VecDeque<(usize, FutureError)>,
+    whole: Option<FutureError>,
+    position: usize,
+    len: usize,
+}
+
+impl<R> ChunkDrain<R> {
+    fn new(output: ChunkOutput<R>, len: usize) -> Self {
+        Self {
+            values: output.values.into_iter(),
+            failures: output.failures.into(),
+            whole: None,
+            position: 0,
+            len,
+        }
+    }
+
+    /// A chunk that failed as a whole (cancelled, broken pool): every item gets the error.
+    fn failed(error: FutureError, len: usize) -> Self {
+        Self {
+            values: Vec::new().into_iter(),
+            failures: VecDeque::new(),
+            whole: Some(error),
+            position: 0,
+            len,
+        }
+    }
+
+    fn next(&mut self) -> Option<Result<R, MapItemError>> {
+        if self.position == self.len {
+            return None;
+        }
+        let position = self.position;
+        self.position += 1;
+        if let Some(error) = &self.whole {
+            return Some(Err(MapItemError::Failed(error.describe())));
+        }
+        if self.failures.front().is_some_and(|(at, _)| *at == position) {
+            return self
+                .failures
+                .pop_front()
+                .map(|(_, e)| Err(MapItemError::Failed(e)));
+        }
+        Some(self.values.next().ok_or_else(|| {
+            MapItemError::Failed(FutureError::WorkerFailed(
+                "a map chunk returned fewer results than items".to_owned(),
+            ))
+        }))
+    }
+}
+
+/// The iterator of an ordered `map`: yields `Ok(value)` or the item's
+/// [`MapItemError`], in input order.
+///
+/// Dropping it cancels the chunks that have not started.
+pub struct Map<'a, I: Iterator, R> {
+    feeder: Feeder<'a, I, R>,
+    in_flight: VecDeque<(FutureHandle<ChunkOutput<R>>, usize)>,
+    current: Option<ChunkDrain<R>>,
+    finished: bool,
+}
+
+impl<'a, I: Iterator, R> Map<'a, I, R> {
+    pub(crate) fn new(
+        submitter: Box<dyn ChunkSubmit<I::Item, R> + 'a>,
+        source: I,
+        default_window: usize,
+        options: MapOptions,
+    ) -> Result<Self, MapError> {
+        let mut map = Self {
+            feeder: Feeder::new(submitter, source, default_window, options)?,
+            in_flight: VecDeque::new(),
+            current: None,
+            finished: false,
+        };
+        map.fill();
+        match map.feeder.stopped.take() {
+            Some(e) if map.in_flight.is_empty() => Err(e),
+            stopped => {
+                map.feeder.stopped = stopped;
+                Ok(map)
+            }
+        }
+    }
+
+    fn fill(&mut self) {
+        while self.in_flight.len() < self.feeder.window {
+            match self.feeder.submit_next() {
+                Some(entry) => self.in_flight.push_back(entry),
+                None => break,
+            }
+        }
+    }
+
+    fn cancel_all(&mut self) {
+        for (handle, _) in self.in_flight.drain(..) {
+            handle.cancel();
+        }
+    }
+}
+
+impl<I: Iterator, R> Iterator for Map<'_, I, R> {
+    type Item = Result<R, MapItemError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            if let Some(item) = self.current.as_mut().and_then(ChunkDrain::next) {
+                return Some(item);
+            }
+            self.current = None;
+            self.fill();
+            let Some((handle, len)) = self.in_flight.pop_front() else {
+                self.finished = true;
+                return self
+                    .feeder
+                    .stopped
+                    .take()
+                    .map(|e| Err(MapItemError::Stopped(e)));
+            };
+            let waited = match self.feeder.deadline {
+                None => handle.result().map_err(ResultTimeoutError::Failed),
+                Some(deadline) => {
+                    handle.result_timeout(deadline.saturating_duration_since(Instant::now()))
+                }
+            };
+            self.current = Some(match waited {
+                Ok(output) => {
+                    self.feeder.chunking.observe(output.nanos_per_item);
+                    ChunkDrain::new(output, len)
+                }
+                Err(ResultTimeoutError::Failed(error)) => ChunkDrain::failed(error, len),
+                Err(ResultTimeoutError::Timeout(handle)) => {
+                    handle.cancel();
+                    self.cancel_all();
+                    self.finished = true;
+                    return Some(Err(self.feeder.timeout_error()));
+                }
+            });
+        }
+    }
+}
+
+impl<I: Iterator, R> Drop for Map<'_, I, R> {
+    fn drop(&mut self) {
+        self.cancel_all();
+    }
+}
+
+impl<I: Iterator, R> fmt::Debug for Map<'_, I, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map")
+            .field("in_flight", &self.in_flight.len())
+            .field("chunking", &self.feeder.chunking)
+            .field("window", &self.feeder.window)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The iterator of `map_unordered`: yields results as chunks complete.
+///
+/// Dropping it cancels the chunks that have not started.
+pub struct MapUnordered<'a, I: Iterator, R> {
+    feeder: Feeder<'a, I, R>,
+    in_flight: HashMap<u64, (FutureHandle<ChunkOutput<R>>, usize)>,
+    next_id: u64,
+    completions: Receiver<u64>,
+    notify: Sender<u64>,
+    current: Option<ChunkDrain<R>>,
+    finished: bool,
+}
+
+impl<'a, I: Iterator, R: Send + 'static> MapUnordered<'a, I, R> {
+    pub(crate) fn new(
+        submitter: Box<dyn ChunkSubmit<I::Item, R> + 'a>,
+        source: I,
+        default_window: usize,
+        options: MapOptions,
+    ) -> Result<Self, MapError> {
+        let (notify, completions) = crossbeam_channel::unbounded();
+        let mut map = Self {
+            feeder: Feeder::new(submitter, source, default_window, options)?,
+            in_flight: HashMap::new(),
+            next_id: 0,
+            completions,
+            notify,
+            current: None,
+            finished: false,
+        };
+        map.fill();
+        match map.feeder.stopped.take() {
+            Some(e) if map.in_flight.is_empty() => Err(e),
+            stopped => {
+                map.feeder.stopped = stopped;
+                Ok(map)
+            }
+        }
+    }
+
+    fn fill(&mut self) {
+        while self.in_flight.len() < self.feeder.window {
+            let Some((handle, len)) = self.feeder.submit_next() else {
+                break;
+            };
+            let id = self.next_id;
+            self.next_id += 1;
+            let notify = self.notify.clone();
+            handle.add_done_callback(move |_| {
+                // The receiver lives as long as the iterator; after that nobody listens.
+                let _ = notify.send(id);
+            });
+            self.in_flight.insert(id, (handle, len));
+        }
+    }
+}
+
+impl<I: Iterator, R> MapUnordered<'_, I, R> {
+    fn cancel_all(&mut self) {
+        for (_, (handle, _)) in self.in_flight.drain() {
+            handle.cancel();
+        }
+    }
+}
+
+impl<I: Iterator, R: Send + 'static> Iterator for MapUnordered<'_, I, R> {
+    type Item = Result<R, MapItemError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            if let Some(item) = self.current.as_mut().and_then(ChunkDrain::next) {
+                return Some(item);
+            }
+            self.current = None;
+            self.fill();
+            if self.in_flight.is_empty() {
+                self.finished = true;
+                return self
+                    .feeder
+                    .stopped
+                    .take()
+                    .map(|e| Err(MapItemError::Stopped(e)));
+            }
+            let id = match self.feeder.deadline {
+                None => self
+                    .completions
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+                Some(deadline) => self.completions.recv_deadline(deadline),
+            };
+            let Some((handle, len)) = id.ok().and_then(|id| self.in_flight.remove(&id)) else {
+                // Only a timeout gets here: the iterator holds a sender, so the channel
+                // never disconnects, and every id sent is in flight.
+                self.cancel_all();
+                self.finished = true;
+                return Some(Err(self.feeder.timeout_error()));
+            };
+            self.current = Some(match handle.result() {
+                Ok(output) => {
+                    self.feeder.chunking.observe(output.nanos_per_item);
+                    ChunkDrain::new(output, len)
+                }
+                Err(error) => ChunkDrain::failed(error, len),
+            });
+        }
+    }
+}
+
+impl<I: Iterator, R> Drop for MapUnordered<'_, I, R> {
+    fn drop(&mut self) {
+        self.cancel_all();
+    }
+}
+
+impl<I: Iterator, R> fmt::Debug for MapUnordered<'_, I, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapUnordered")
+            .field("in_flight", &self.in_flight.len())
+            .field("chunking", &self.feeder.chunking)
+            .field("window", &self.feeder.window)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_records_panics_at_their_positions() {
+        let out = ChunkOutput::run(vec![1, 2, 3, 4, 5], &|x: i32| {
+            assert!(x % 2 == 0, "odd {x}");
+            x * 10
+        });
+        assert_eq!(out.values, vec![20, 40]);
+        let positions: Vec<usize> = out.failures.iter().map(|(i, _)| *i).collect();
+        assert_eq!(positions, vec![0, 2, 4]);
+        let mut drain = ChunkDrain::new(out, 5);
+        let kinds: Vec<bool> = std::iter::from_fn(|| drain.next())
+            .map(|r| r.is_ok())
+            .collect();
+        assert_eq!(kinds, vec![false, true, false, true, false]);
+    }
+
+    #[test]
+    fn auto_chunking_follows_the_cost_of_a_call() {
+        let mut chunking = Chunking::Auto(1);
+        chunking.observe(1);
+        assert_eq!(chunking.size(), AUTO_MAX_CHUNK);
+        chunking.observe(1_000_000_000);
+        assert_eq!(chunking.size(), 1);
+        chunking.observe(10_000);
+        assert_eq!(chunking.size(), 10);
+        let mut fixed = Chunking::Fixed(7);
+        fixed.observe(1);
+        assert_eq!(fixed.size(), 7);
+    }
+}

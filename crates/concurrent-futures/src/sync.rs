@@ -1,0 +1,118 @@
+//! Synchronisation primitives, routed through one module so that the future's state
+//! machine can be model-checked with loom (`RUSTFLAGS="--cfg loom"`).
+//!
+//! Outside loom the types are parking_lot's: an uncontended lock is one atomic operation
+//! and `notify_all` on a condition variable with no sleeper makes no system call, which
+//! matters on the per-task hot path.
+
+use std::time::Instant;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+/// A mutual-exclusion lock whose `lock` never fails (tasks run outside every lock, so a
+/// lock is never poisoned).
+#[derive(Debug, Default)]
+pub(crate) struct Mutex<T> {
+    #[cfg(not(loom))]
+    inner: parking_lot::Mutex<T>,
+    #[cfg(loom)]
+    inner: loom::sync::Mutex<T>,
+}
+
+/// The guard of [`Mutex`].
+#[cfg(not(loom))]
+pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+/// The guard of [`Mutex`].
+#[cfg(loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            #[cfg(not(loom))]
+            inner: parking_lot::Mutex::new(value),
+            #[cfg(loom)]
+            inner: loom::sync::Mutex::new(value),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        #[cfg(not(loom))]
+        {
+            self.inner.lock()
+        }
+        #[cfg(loom)]
+        {
+            // loom's lock only fails after a panic while locked; no user code runs under our locks.
+            self.inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+}
+
+/// A condition variable paired with [`Mutex`].
+#[derive(Debug, Default)]
+pub(crate) struct Condvar {
+    #[cfg(not(loom))]
+    inner: parking_lot::Condvar,
+    #[cfg(loom)]
+    inner: loom::sync::Condvar,
+}
+
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Blocks until notified (or spuriously woken).
+    pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        #[cfg(not(loom))]
+        {
+            let mut guard = guard;
+            self.inner.wait(&mut guard);
+            guard
+        }
+        #[cfg(loom)]
+        {
+            self.inner
+                .wait(guard)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+
+    /// Blocks until notified or until `deadline`; `None` waits without a deadline.
+    /// Returns the guard and whether the deadline passed.
+    pub(crate) fn wait_until<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'a, T>, bool) {
+        match deadline {
+            None => (self.wait(guard), false),
+            #[cfg(not(loom))]
+            Some(deadline) => {
+                let mut guard = guard;
+                let timed_out = self.inner.wait_until(&mut guard, deadline).timed_out();
+                (guard, timed_out)
+            }
+            #[cfg(loom)]
+            Some(deadline) => {
+                // loom has no clock: model a timed wait as a wait that may end at any time.
+                let _ = deadline;
+                (self.wait(guard), false)
+            }
+        }
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.inner.notify_all();
+    }
+
+    pub(crate) fn notify_one(&self) {
+        self.inner.notify_one();
+    }
+}

@@ -1,0 +1,124 @@
+//! [`ThreadPoolBuilder`]: the options of a [`ThreadPoolExecutor`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::ThreadPoolExecutor;
+use crate::error::BuildError;
+
+/// A worker initializer: `Err(message)` (or a panic) breaks the pool.
+pub(crate) type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync + 'static>;
+
+/// Numbers the pools built without a thread name prefix (`ThreadPoolExecutor-{n}`).
+static UNNAMED_POOLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Python's default worker count, `min(32, CPUs + 4)`.
+pub(crate) fn default_max_workers() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus + 4).min(32)
+}
+
+/// Builds a [`ThreadPoolExecutor`], as Python's constructor arguments do.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::ThreadPoolExecutor;
+///
+/// let pool = ThreadPoolExecutor::builder()
+///     .max_workers(4)
+///     .thread_name_prefix("downloader")
+///     .initializer(|| {
+///         // set up per-thread state here; an Err breaks the pool
+///         Ok::<(), String>(())
+///     })
+///     .build()?;
+/// let name = pool.submit(|| std::thread::current().name().map(str::to_owned))?.result()?;
+/// assert_eq!(name.as_deref(), Some("downloader_0"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ThreadPoolBuilder {
+    max_workers: Option<usize>,
+    thread_name_prefix: Option<String>,
+    initializer: Option<Initializer>,
+    stack_size: Option<usize>,
+}
+
+impl ThreadPoolBuilder {
+    pub(crate) fn new() -> Self {
+        Self {
+            max_workers: None,
+            thread_name_prefix: None,
+            initializer: None,
+            stack_size: None,
+        }
+    }
+
+    /// The most worker threads the pool starts (default `min(32, CPUs + 4)`). Zero is
+    /// refused by [`build`](Self::build).
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// Names the worker threads `{prefix}_{i}` (default prefix `ThreadPoolExecutor-{n}`).
+    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name_prefix = Some(prefix.into());
+        self
+    }
+
+    /// A function each worker thread runs once, before its first task.
+    ///
+    /// If it returns `Err` (or panics), the pool is broken, as in Python: queued futures
+    /// fail with [`FutureError::BrokenPool`](crate::FutureError::BrokenPool) carrying the
+    /// message, and later submits are refused.
+    pub fn initializer<F, E>(mut self, init: F) -> Self
+    where
+        F: Fn() -> Result<(), E> + Send + Sync + 'static,
+        E: fmt::Display,
+    {
+        self.initializer = Some(Arc::new(move || init().map_err(|e| e.to_string())));
+        self
+    }
+
+    /// The stack size of each worker thread, in bytes (default: the platform's).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Builds the pool. No thread starts until the first `submit`.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] when `max_workers` is zero.
+    pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
+        let max_workers = self.max_workers.unwrap_or_else(default_max_workers);
+        if max_workers == 0 {
+            return Err(BuildError::new("max_workers must be greater than 0"));
+        }
+        let prefix = self.thread_name_prefix.unwrap_or_else(|| {
+            let n = UNNAMED_POOLS.fetch_add(1, Ordering::Relaxed);
+            format!("ThreadPoolExecutor-{n}")
+        });
+        Ok(ThreadPoolExecutor::from_parts(
+            max_workers,
+            prefix,
+            self.initializer,
+            self.stack_size,
+        ))
+    }
+}
+
+impl fmt::Debug for ThreadPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPoolBuilder")
+            .field("max_workers", &self.max_workers)
+            .field("thread_name_prefix", &self.thread_name_prefix)
+            .field("initializer", &self.initializer.is_some())
+            .field("stack_size", &self.stack_size)
+            .finish()
+    }
+}

@@ -1,0 +1,462 @@
+//! [`ThreadPoolExecutor`]: runs closures on a lazily grown pool of threads.
+//!
+//! The design follows tokio's blocking pool: one queue (a crossbeam channel), a lock
+//! around the pool's bookkeeping (never held while user code runs), and workers that
+//! exit when the queue is closed and empty. Workers start lazily, as in Python: a
+//! submit starts a thread only when no worker is idle and fewer than `max_workers`
+//! run, so sequential `submit(..).result()` calls reuse one thread.
+
+mod builder;
+mod worker;
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use self::builder::Initializer;
+pub use self::builder::ThreadPoolBuilder;
+use crate::error::{FutureError, MapError, PanicError, SubmitError};
+use crate::future::{self, FutureHandle, Promise};
+use crate::map::{ChunkOutput, ChunkSubmit, Map, MapOptions, MapUnordered};
+use crate::sync::{AtomicUsize, Mutex, Ordering};
+
+/// A unit of queued work, type-erased.
+pub(crate) trait Job: Send {
+    /// Runs the task unless it was cancelled; `before_publish` runs after the task and
+    /// before its result becomes visible (the worker announces itself idle there).
+    fn run(self: Box<Self>, before_publish: &mut dyn FnMut());
+    /// Cancels the task without running it.
+    fn cancel(self: Box<Self>);
+    /// Fails the task without running it.
+    fn fail(self: Box<Self>, error: FutureError);
+}
+
+struct Task<F, T> {
+    func: F,
+    promise: Promise<T>,
+}
+
+impl<F, T> Job for Task<F, T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    fn run(self: Box<Self>, before_publish: &mut dyn FnMut()) {
+        let Task { func, promise } = *self;
+        if !promise.set_running() {
+            return;
+        }
+        let outcome = catch_unwind(AssertUnwindSafe(func))
+            .map_err(|payload| FutureError::Panicked(PanicError::new(payload)));
+        before_publish();
+        promise.complete(outcome);
+    }
+
+    fn cancel(self: Box<Self>) {
+        self.promise.cancel();
+    }
+
+    fn fail(self: Box<Self>, error: FutureError) {
+        self.promise.complete(Err(error));
+    }
+}
+
+type BoxedJob = Box<dyn Job>;
+
+/// What the pool's threads and its handle share.
+pub(crate) struct Inner {
+    /// A receiving end kept by the pool itself, to drain the queue on cancel or break.
+    queue: Receiver<BoxedJob>,
+    /// Workers that are idle (or about to be) and not yet claimed by a submit.
+    idle: AtomicUsize,
+    state: Mutex<State>,
+    max_workers: usize,
+    prefix: String,
+    initializer: Option<Initializer>,
+    stack_size: Option<usize>,
+}
+
+struct State {
+    /// `None` once the pool is shut down: workers exit when the queue is empty.
+    sender: Option<Sender<BoxedJob>>,
+    broken: Option<String>,
+    threads: Vec<JoinHandle<()>>,
+    spawned: usize,
+}
+
+impl Inner {
+    /// Takes one idle worker for a new task; false when none is idle.
+    fn claim_idle(&self) -> bool {
+        self.idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Marks the pool broken (an initializer failed) and fails every queued task.
+    fn break_pool(&self, reason: String) {
+        let message =
+            format!("A thread initializer failed, the thread pool is not usable anymore: {reason}");
+        {
+            let mut state = self.state.lock();
+            if state.broken.is_none() {
+                state.broken = Some(message.clone());
+            }
+        }
+        for job in self.queue.try_iter() {
+            job.fail(FutureError::BrokenPool(message.clone()));
+        }
+    }
+}
+
+/// A pool of threads that run submitted closures and hand back [`FutureHandle`]s:
+/// Python's `concurrent.futures.ThreadPoolExecutor`.
+///
+/// Dropping the pool is `shutdown(wait = true)`, like leaving Python's `with` block:
+/// queued tasks still run and the drop waits for them.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::ThreadPoolExecutor;
+///
+/// let pool = ThreadPoolExecutor::builder().max_workers(3).build()?;
+/// let handles: Vec<_> = (1..=3)
+///     .map(|n| pool.submit(move || n * 10))
+///     .collect::<Result<_, _>>()?;
+/// let total: i32 = handles.into_iter().map(|h| h.result()).sum::<Result<_, _>>()?;
+/// assert_eq!(total, 60);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ThreadPoolExecutor {
+    inner: Arc<Inner>,
+}
+
+impl ThreadPoolExecutor {
+    /// A pool with the default options (`min(32, CPUs + 4)` workers).
+    pub fn new() -> Self {
+        // The default worker count is never zero, so the default build cannot fail;
+        // the fallback keeps this panic-free all the same.
+        Self::builder()
+            .build()
+            .unwrap_or_else(|_| Self::from_parts(1, "ThreadPoolExecutor".to_owned(), None, None))
+    }
+
+    /// A builder for the pool's options.
+    pub fn builder() -> ThreadPoolBuilder {
+        ThreadPoolBuilder::new()
+    }
+
+    pub(crate) fn from_parts(
+        max_workers: usize,
+        prefix: String,
+        initializer: Option<Initializer>,
+        stack_size: Option<usize>,
+    ) -> Self {
+        let (sender, queue) = crossbeam_channel::unbounded();
+        Self {
+            inner: Arc::new(Inner {
+                queue,
+                idle: AtomicUsize::new(0),
+                state: Mutex::new(State {
+                    sender: Some(sender),
+                    broken: None,
+                    threads: Vec::new(),
+                    spawned: 0,
+                }),
+                max_workers,
+                prefix,
+                initializer,
+                stack_size,
+            }),
+        }
+    }
+
+    /// The most worker threads this pool starts.
+    pub fn max_workers(&self) -> usize {
+        self.inner.max_workers
+    }
+
+    /// Schedules `task` to run on a worker and returns its handle, Python's `submit`.
+    ///
+    /// A task's panic is caught: the worker lives on and the handle's `result()` returns
+    /// [`FutureError::Panicked`] with the message.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::ShutDown`] after [`shutdown`](Self::shutdown), and
+    /// [`SubmitError::Broken`] once an initializer failed; both give the task back.
+    pub fn submit<F, T>(&self, task: F) -> Result<FutureHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (promise, handle) = future::pending();
+        let lost = {
+            let mut state = self.inner.state.lock();
+            if let Some(reason) = &state.broken {
+                return Err(SubmitError::Broken(task, reason.clone()));
+            }
+            let Some(sender) = &state.sender else {
+                return Err(SubmitError::ShutDown(task));
+            };
+            // An unbounded send only fails without receivers, and the pool holds one;
+            // a failed send drops the task, whose promise then fails the handle.
+            let _ = sender.send(Box::new(Task {
+                func: task,
+                promise,
+            }));
+            self.adjust_thread_count(&mut state)
+        };
+        for job in lost {
+            job.fail(FutureError::BrokenPool(
+                "no worker thread could be started".to_owned(),
+            ));
+        }
+        Ok(handle)
+    }
+
+    /// Starts a worker unless an idle one can take the new task or `max_workers` run.
+    /// Returns the queued tasks to fail when no worker exists and none could start.
+    fn adjust_thread_count(&self, state: &mut State) -> Vec<BoxedJob> {
+        if self.inner.claim_idle() || state.spawned >= self.inner.max_workers {
+            return Vec::new();
+        }
+        let mut builder =
+            std::thread::Builder::new().name(format!("{}_{}", self.inner.prefix, state.spawned));
+        if let Some(bytes) = self.inner.stack_size {
+            builder = builder.stack_size(bytes);
+        }
+        let inner = Arc::clone(&self.inner);
+        match builder.spawn(move || worker::run(&inner)) {
+            Ok(thread) => {
+                state.spawned += 1;
+                state.threads.push(thread);
+                Vec::new()
+            }
+            Err(_) if state.spawned == 0 => self.inner.queue.try_iter().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Stops the pool, Python's `shutdown(wait, cancel_futures)`. Idempotent.
+    ///
+    /// Later submits are refused. With `cancel_futures`, every task still queued is
+    /// cancelled at once (and [`wait`](crate::wait) / [`as_completed`](crate::as_completed)
+    /// see it immediately); otherwise queued tasks still run. Running tasks always finish.
+    ///
+    /// # Blocking
+    ///
+    /// With `wait`, blocks until every worker has exited (after the queue drained). A
+    /// worker thread calling `shutdown(true, _)` on its own pool does not wait for itself.
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        let (cancelled, threads) = {
+            let mut state = self.inner.state.lock();
+            state.sender = None;
+            let cancelled: Vec<BoxedJob> = if cancel_futures {
+                self.inner.queue.try_iter().collect()
+            } else {
+                Vec::new()
+            };
+            let threads = if wait {
+                std::mem::take(&mut state.threads)
+            } else {
+                Vec::new()
+            };
+            (cancelled, threads)
+        };
+        for job in cancelled {
+            job.cancel();
+        }
+        let me = std::thread::current().id();
+        for thread in threads {
+            if thread.thread().id() != me {
+                // Workers catch every task panic; a join error would be a bug in the
+                // pool itself and there is nobody to hand it to during shutdown.
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// Runs `f` on every item, in parallel, and yields the results in input order,
+    /// lazily: Python's `Executor.map` with a bounded `buffersize`.
+    ///
+    /// Only a window of items is in flight at a time (see [`MapOptions`]), so an endless
+    /// iterator runs in constant memory. Items are batched into chunks whose size adapts
+    /// to how long `f` takes: tiny calls are grouped, slow ones (I/O) go one by one. A
+    /// failing item yields an error when it is reached and iteration goes on past it.
+    /// Dropping the iterator cancels the work that has not started.
+    ///
+    /// # Errors
+    ///
+    /// [`MapError::ShutDown`] or [`MapError::Broken`] when the pool refuses work.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new();
+    /// let squares: Vec<u64> = pool
+    ///     .map(|x: u64| x * x, 1..=5)?
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(squares, [1, 4, 9, 16, 25]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map<I, F, R>(&self, f: F, items: I) -> Result<Map<'_, I::IntoIter, R>, MapError>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> R + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        self.map_with(f, items, MapOptions::new())
+    }
+
+    /// [`map`](Self::map) with options: window, chunk size, timeout.
+    ///
+    /// # Errors
+    ///
+    /// As for [`map`](Self::map), and [`MapError::InvalidOption`] for a zero window or
+    /// chunk size.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{MapOptions, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new();
+    /// let options = MapOptions::new()
+    ///     .window(4)
+    ///     .chunksize(1)
+    ///     .timeout(Duration::from_secs(60));
+    /// let mut results = pool.map_with(|x: u32| x + 1, 0.., options)?; // endless input
+    /// assert_eq!(results.next().transpose()?, Some(1));
+    /// assert_eq!(results.next().transpose()?, Some(2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_with<I, F, R>(
+        &self,
+        f: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<Map<'_, I::IntoIter, R>, MapError>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> R + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        Map::new(
+            Box::new(ThreadChunks {
+                pool: self,
+                f: Arc::new(f),
+            }),
+            items.into_iter(),
+            self.default_window(),
+            options,
+        )
+    }
+
+    /// Like [`map`](Self::map), but yields results as they complete, not in input order
+    /// (Python has no such method; people rebuild it from `as_completed`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`map_with`](Self::map_with).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{MapOptions, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new();
+    /// let mut squares: Vec<u64> = pool
+    ///     .map_unordered(|x: u64| x * x, 1..=5, MapOptions::new())?
+    ///     .collect::<Result<_, _>>()?;
+    /// squares.sort();
+    /// assert_eq!(squares, [1, 4, 9, 16, 25]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_unordered<I, F, R>(
+        &self,
+        f: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<MapUnordered<'_, I::IntoIter, R>, MapError>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> R + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        MapUnordered::new(
+            Box::new(ThreadChunks {
+                pool: self,
+                f: Arc::new(f),
+            }),
+            items.into_iter(),
+            self.default_window(),
+            options,
+        )
+    }
+
+    /// Chunks in flight by default: enough to keep every worker busy while the consumer
+    /// takes results.
+    fn default_window(&self) -> usize {
+        self.inner.max_workers.saturating_mul(2).max(2)
+    }
+}
+
+/// Submits `map` chunks to a thread pool.
+struct ThreadChunks<'a, F> {
+    pool: &'a ThreadPoolExecutor,
+    f: Arc<F>,
+}
+
+impl<A, R, F> ChunkSubmit<A, R> for ThreadChunks<'_, F>
+where
+    A: Send + 'static,
+    R: Send + 'static,
+    F: Fn(A) -> R + Send + Sync + 'static,
+{
+    fn submit_chunk(&self, chunk: Vec<A>) -> Result<FutureHandle<ChunkOutput<R>>, MapError> {
+        let f = Arc::clone(&self.f);
+        self.pool
+            .submit(move || ChunkOutput::run(chunk, &*f))
+            .map_err(|e| match e {
+                SubmitError::ShutDown(_) => MapError::ShutDown,
+                SubmitError::Broken(_, reason) => MapError::Broken(reason),
+            })
+    }
+}
+
+impl Default for ThreadPoolExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ThreadPoolExecutor {
+    /// `shutdown(wait = true, cancel_futures = false)`.
+    fn drop(&mut self) {
+        self.shutdown(true, false);
+    }
+}
+
+impl fmt::Debug for ThreadPoolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state.lock();
+        f.debug_struct("ThreadPoolExecutor")
+            .field("max_workers", &self.inner.max_workers)
+            .field("thread_name_prefix", &self.inner.prefix)
+            .field("threads", &state.spawned)
+            .field("queued", &self.inner.queue.len())
+            .field("shut_down", &state.sender.is_none())
+            .field("broken", &state.broken)
+            .finish()
+    }
+}

@@ -1,0 +1,121 @@
+//! [`wait`]: blocks until some or all of a set of futures are done.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::future::{AsHandle, Waiter};
+
+/// When [`wait`] returns, Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION` and
+/// `ALL_COMPLETED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ReturnWhen {
+    /// As soon as any future finishes or is cancelled.
+    FirstCompleted,
+    /// As soon as any future fails (panics or breaks; a cancellation is not a failure),
+    /// or when all are done.
+    FirstException,
+    /// When every future is done.
+    #[default]
+    AllCompleted,
+}
+
+/// The two sets [`wait`] returns, Python's `DoneAndNotDoneFutures`; each keeps the
+/// order the handles were given in.
+#[derive(Debug)]
+pub struct DoneAndNotDone<H> {
+    /// The futures that finished or were cancelled.
+    pub done: Vec<H>,
+    /// The others.
+    pub not_done: Vec<H>,
+}
+
+/// Waits until the futures satisfy `return_when` or `timeout` passes, Python's
+/// `concurrent.futures.wait`. A timeout is not an error: the sets say what finished.
+///
+/// Duplicates (the same handle passed twice by reference) are kept once. Cancellations
+/// count as done at once, including those made by `shutdown(cancel_futures = true)`.
+///
+/// # Blocking
+///
+/// Blocks until the condition holds or `timeout` passes (`None`: no limit).
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{ReturnWhen, ThreadPoolExecutor, wait};
+///
+/// let pool = ThreadPoolExecutor::new();
+/// let quick = pool.submit(|| true)?;
+/// let (tx, rx) = std::sync::mpsc::channel::<()>();
+/// let slow = pool.submit(move || rx.recv().is_ok())?;
+/// let sets = wait([&quick, &slow], None, ReturnWhen::FirstCompleted);
+/// assert_eq!(sets.done, [&quick]);
+/// assert_eq!(sets.not_done, [&slow]);
+/// tx.send(())?;
+/// let sets = wait([quick, slow], None, ReturnWhen::AllCompleted);
+/// assert_eq!((sets.done.len(), sets.not_done.len()), (2, 0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn wait<I, H>(
+    handles: I,
+    timeout: Option<Duration>,
+    return_when: ReturnWhen,
+) -> DoneAndNotDone<H>
+where
+    I: IntoIterator<Item = H>,
+    H: AsHandle,
+{
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let waiter = Waiter::new();
+    let mut seen = HashSet::new();
+    let mut items: Vec<H> = Vec::new();
+    let mut done: Vec<bool> = Vec::new();
+    let mut done_count = 0;
+    let mut failed = false;
+    for handle in handles {
+        let shared = &handle.as_handle().shared;
+        if !seen.insert(Arc::as_ptr(shared).cast::<()>()) {
+            continue;
+        }
+        let is_done = !shared.add_waiter(&waiter, items.len());
+        if is_done {
+            done_count += 1;
+            failed |= shared.has_failed();
+        }
+        done.push(is_done);
+        items.push(handle);
+    }
+    let mut tokens = Vec::new();
+    loop {
+        let satisfied = done_count == items.len()
+            || match return_when {
+                ReturnWhen::FirstCompleted => done_count > 0,
+                ReturnWhen::FirstException => failed,
+                ReturnWhen::AllCompleted => false,
+            };
+        if satisfied || !waiter.take(deadline, &mut tokens) {
+            break;
+        }
+        for token in tokens.drain(..) {
+            if let Some(flag) = done.get_mut(token).filter(|flag| !**flag) {
+                *flag = true;
+                done_count += 1;
+                failed |= items[token].as_handle().shared.has_failed();
+            }
+        }
+    }
+    let mut sets = DoneAndNotDone {
+        done: Vec::with_capacity(done_count),
+        not_done: Vec::with_capacity(items.len() - done_count),
+    };
+    for (handle, seen_done) in items.into_iter().zip(done) {
+        if seen_done || handle.as_handle().is_done() {
+            sets.done.push(handle);
+        } else {
+            handle.as_handle().shared.remove_waiter(&waiter);
+            sets.not_done.push(handle);
+        }
+    }
+    sets
+}
