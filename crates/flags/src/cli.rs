@@ -1,6 +1,24 @@
 //! The command line: `flags [OPTIONS] [CC]...` and its subcommands.
+//!
+//! [`Cli`] is the raw record clap fills in; [`Config::try_from`] validates it into the settings the
+//! downloader runs with (ripgrep's lowargs → hiargs split). A validation failure is a
+//! [`UsageError`]: `main` prints it as `*** Usage error: …` plus the usage line and exits with 2.
 
-use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::countries;
+
+/// The most connections (or workers) a run will use, whatever `--max-req` says.
+pub(crate) const MAX_CONCURRENT_REQ: usize = 1000;
+/// Default `--max-req` for the concurrent modes.
+const DEFAULT_CONCURRENT_REQ: usize = 30;
+/// Default `--max-req` for the sequential mode.
+const DEFAULT_SEQUENTIAL_REQ: usize = 1;
+/// The longest `--timeout` accepted, in seconds (one day).
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 
 /// Download flags of countries, as in Fluent Python's flags2 examples.
 #[derive(Debug, Parser)]
@@ -9,6 +27,10 @@ pub(crate) struct Cli {
     /// A subcommand; without one, `flags` downloads.
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
+
+    /// What to download and how.
+    #[command(flatten)]
+    pub(crate) download: DownloadArgs,
 }
 
 /// The subcommands.
@@ -16,4 +38,341 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run the test HTTP server (the book's LOCAL, DELAY and ERROR servers by default).
     Serve(crate::serve::ServeArgs),
+}
+
+/// The downloader's options, as typed (validated by [`Config::try_from`]).
+#[derive(Debug, Args)]
+pub(crate) struct DownloadArgs {
+    /// Country codes to download: two letters, or one letter for the 26 codes starting with it
+    /// [default: the 20 most populous countries]
+    #[arg(value_name = "CC")]
+    pub(crate) codes: Vec<String>,
+
+    /// Get all 194 available flags (AD to ZW)
+    #[arg(short, long, conflicts_with_all = ["every", "codes"])]
+    pub(crate) all: bool,
+
+    /// Get flags for every possible code (AA to ZZ, 676 requests)
+    #[arg(short, long, conflicts_with = "codes")]
+    pub(crate) every: bool,
+
+    /// Limit to the first N codes (after sorting)
+    #[arg(short, long, value_name = "N")]
+    pub(crate) limit: Option<usize>,
+
+    /// Maximum concurrent requests [default: 30, or 1 for --mode sequential; 1000 at most]
+    #[arg(short, long = "max-req", value_name = "N")]
+    pub(crate) max_req: Option<usize>,
+
+    /// Server: BUILTIN (in-process test server), LOCAL, DELAY, ERROR, REMOTE, or an http(s):// base URL
+    #[arg(short, long, value_name = "LABEL|URL", default_value = "BUILTIN")]
+    pub(crate) server: String,
+
+    /// Output a line per code as it completes (and no progress bar)
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+
+    /// How to schedule the downloads
+    #[arg(long, value_enum, default_value_t = Mode::Threads)]
+    pub(crate) mode: Mode,
+
+    /// Directory for the downloaded files (created if missing)
+    #[arg(long, value_name = "DIR", default_value = "downloaded")]
+    pub(crate) dest: PathBuf,
+
+    /// Timeout of each request, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub(crate) timeout: f64,
+
+    /// Retries of a transient error (timeout, connection failure, 429, 5xx), with exponential
+    /// backoff and jitter; honours Retry-After
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) retries: u32,
+
+    /// Print the final report as one JSON object on stdout
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Write one JSON line per download (code, lane, start and end in seconds from the start of
+    /// the run, attempts, outcome) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub(crate) trace: Option<PathBuf>,
+
+    /// Name files by country code (BR.gif) or by the country name from metadata.json (Brazil.gif)
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = NameBy::Code)]
+    pub(crate) name_by: NameBy,
+}
+
+/// How the downloads are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Mode {
+    /// One request after the other, on one keep-alive connection
+    Sequential,
+    /// A ThreadPoolExecutor with --max-req workers and a blocking HTTP client
+    Threads,
+    /// Tokio tasks with at most --max-req requests in flight
+    Async,
+}
+
+/// How saved files are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum NameBy {
+    /// `{CC}.gif`
+    Code,
+    /// `{Country_Name}.gif`, from the server's `{cc}/metadata.json`
+    Country,
+}
+
+/// Where to download from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Server {
+    /// The built-in test server, started in-process on an ephemeral loopback port.
+    Builtin,
+    /// A named server of the book (`LOCAL`, `DELAY`, `ERROR`, `REMOTE`) or a URL (label `URL`).
+    Remote {
+        /// How the initial report names the server.
+        label: &'static str,
+        /// The base URL, without a trailing slash.
+        base_url: String,
+    },
+}
+
+/// The named servers of the book and their base URLs.
+const SERVERS: [(&str, &str); 4] = [
+    ("LOCAL", "http://localhost:8000/flags"),
+    ("DELAY", "http://localhost:8001/flags"),
+    ("ERROR", "http://localhost:8002/flags"),
+    ("REMOTE", "https://www.fluentpython.com/data/flags"),
+];
+
+impl Server {
+    /// Parses `-s LABEL|URL`.
+    fn parse(arg: &str) -> Result<Self, UsageError> {
+        if arg.eq_ignore_ascii_case("BUILTIN") {
+            return Ok(Self::Builtin);
+        }
+        if let Some(&(label, url)) = SERVERS
+            .iter()
+            .find(|(label, _)| arg.eq_ignore_ascii_case(label))
+        {
+            return Ok(Self::Remote {
+                label,
+                base_url: url.to_owned(),
+            });
+        }
+        let lower = arg.to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("http://")
+            .or_else(|| lower.strip_prefix("https://"));
+        match rest {
+            Some(rest)
+                if !rest.is_empty()
+                    && !rest.starts_with('/')
+                    && !arg.chars().any(char::is_whitespace) =>
+            {
+                Ok(Self::Remote {
+                    label: "URL",
+                    base_url: arg.trim_end_matches('/').to_owned(),
+                })
+            }
+            _ => Err(UsageError(format!(
+                "unknown server {arg:?}: expected BUILTIN, LOCAL, DELAY, ERROR, REMOTE or an http(s):// URL"
+            ))),
+        }
+    }
+}
+
+/// The validated settings of a download run.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// The codes to download, upper case, sorted, without duplicates.
+    pub(crate) codes: Vec<String>,
+    pub(crate) server: Server,
+    pub(crate) mode: Mode,
+    /// Connections (or workers) to use: `min(--max-req, codes)`, at least 1.
+    pub(crate) concurrency: usize,
+    pub(crate) dest: PathBuf,
+    pub(crate) timeout: Duration,
+    pub(crate) retries: u32,
+    pub(crate) json: bool,
+    pub(crate) verbose: bool,
+    pub(crate) name_by: NameBy,
+    /// Where to write the per-request trace, if anywhere.
+    pub(crate) trace: Option<PathBuf>,
+}
+
+/// A command line that parses but makes no sense; exit status 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl TryFrom<DownloadArgs> for Config {
+    type Error = UsageError;
+
+    fn try_from(args: DownloadArgs) -> Result<Self, UsageError> {
+        let mut codes = if args.every {
+            countries::every()
+        } else if args.all {
+            countries::all()
+        } else if args.codes.is_empty() {
+            countries::pop20()
+        } else {
+            countries::expand(&args.codes).map_err(|e| UsageError(e.to_string()))?
+        };
+        if let Some(limit) = args.limit {
+            if limit == 0 {
+                return Err(UsageError("--limit must be at least 1".into()));
+            }
+            codes.truncate(limit);
+        }
+        let max_req = match args.max_req {
+            Some(0) => return Err(UsageError("--max-req must be at least 1".into())),
+            Some(n) => n,
+            None if args.mode == Mode::Sequential => DEFAULT_SEQUENTIAL_REQ,
+            None => DEFAULT_CONCURRENT_REQ,
+        };
+        let concurrency = max_req.min(codes.len()).clamp(1, MAX_CONCURRENT_REQ);
+        if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= MAX_TIMEOUT_SECS) {
+            return Err(UsageError(format!(
+                "--timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECS}"
+            )));
+        }
+        if args.dest.as_os_str().is_empty() {
+            return Err(UsageError("--dest must not be empty".into()));
+        }
+        Ok(Self {
+            codes,
+            server: Server::parse(&args.server)?,
+            mode: args.mode,
+            concurrency,
+            dest: args.dest,
+            timeout: Duration::from_secs_f64(args.timeout),
+            retries: args.retries,
+            json: args.json,
+            verbose: args.verbose,
+            name_by: args.name_by,
+            trace: args.trace,
+        })
+    }
+}
+
+impl TryFrom<Cli> for Config {
+    type Error = UsageError;
+
+    fn try_from(cli: Cli) -> Result<Self, UsageError> {
+        Self::try_from(cli.download)
+    }
+}
+
+/// Creates `dest` if needed and checks that a file can be written in it.
+///
+/// # Errors
+///
+/// A [`UsageError`] naming the directory and the reason.
+pub(crate) fn prepare_dest(dest: &Path) -> Result<(), UsageError> {
+    let unwritable =
+        |e: std::io::Error| UsageError(format!("cannot write to --dest {}: {e}", dest.display()));
+    std::fs::create_dir_all(dest).map_err(unwritable)?;
+    tempfile::Builder::new()
+        .prefix(".flags-check")
+        .tempfile_in(dest)
+        .map_err(unwritable)?;
+    Ok(())
+}
+
+/// The usage line clap prints, for `*** Usage error` messages.
+pub(crate) fn usage() -> String {
+    Cli::command().render_usage().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, UsageError> {
+        let cli = Cli::try_parse_from(std::iter::once("flags").chain(args.iter().copied()))
+            .map_err(|e| UsageError(e.to_string()))?;
+        Config::try_from(cli)
+    }
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() -> Result<(), UsageError> {
+        let c = config(&[])?;
+        assert_eq!(c.codes.len(), 20);
+        assert_eq!(c.server, Server::Builtin);
+        assert_eq!(c.mode, Mode::Threads);
+        assert_eq!(c.concurrency, 20);
+        assert_eq!(c.dest, PathBuf::from("downloaded"));
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert_eq!(c.retries, 0);
+        assert_eq!(c.name_by, NameBy::Code);
+        assert!(!c.json && !c.verbose);
+        Ok(())
+    }
+
+    #[test]
+    fn concurrency_is_bounded_by_codes_and_mode() -> Result<(), UsageError> {
+        assert_eq!(config(&["--mode", "sequential", "-a"])?.concurrency, 1);
+        assert_eq!(config(&["-a"])?.concurrency, 30);
+        assert_eq!(config(&["-a", "-m", "500"])?.concurrency, 194);
+        assert_eq!(config(&["-e", "-m", "5000"])?.concurrency, 676);
+        assert_eq!(config(&["br", "-m", "5000"])?.concurrency, 1);
+        assert_eq!(config(&["-a", "-l", "7"])?.codes.len(), 7);
+        Ok(())
+    }
+
+    #[test]
+    fn servers() -> Result<(), UsageError> {
+        assert_eq!(config(&["-s", "builtin"])?.server, Server::Builtin);
+        assert_eq!(
+            config(&["-s", "Delay"])?.server,
+            Server::Remote {
+                label: "DELAY",
+                base_url: "http://localhost:8001/flags".into()
+            }
+        );
+        assert_eq!(
+            config(&["-s", "http://127.0.0.1:9/x/"])?.server,
+            Server::Remote {
+                label: "URL",
+                base_url: "http://127.0.0.1:9/x".into()
+            }
+        );
+        for bad in ["nowhere", "ftp://x", "http://", "http:///x", "http://a b"] {
+            assert!(config(&["-s", bad]).is_err(), "{bad}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn usage_errors() {
+        for args in [
+            &["-m", "0"][..],
+            &["-l", "0"],
+            &["ABC"],
+            &["1"],
+            &["--timeout", "0"],
+            &["--timeout", "NaN"],
+            &["--timeout", "-1"],
+        ] {
+            assert!(config(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn unwritable_dest() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x")?;
+        assert!(prepare_dest(&file).is_err());
+        assert!(prepare_dest(&file.join("below")).is_err());
+        assert!(prepare_dest(&dir.path().join("new/dir")).is_ok());
+        Ok(())
+    }
 }

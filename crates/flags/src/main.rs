@@ -4,21 +4,122 @@
 //! See the workspace README for the tour.
 
 mod cli;
+mod countries;
+mod download;
+mod progress;
+mod report;
 mod serve;
 
+use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
 
+use anyhow::Context as _;
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Config, Server, UsageError};
+use crate::download::{Cancel, Target};
+use crate::progress::Progress;
+use crate::report::{JsonReport, Tally};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Serve(args)) => serve::main(args),
-        None => {
-            eprintln!("the downloader is not built yet");
-            ExitCode::from(2)
-        }
+        None => match Config::try_from(cli.download) {
+            Ok(config) => run(config).unwrap_or_else(|error| {
+                eprintln!("flags: {error:#}");
+                ExitCode::FAILURE
+            }),
+            Err(error) => usage_error(&error),
+        },
     }
+}
+
+/// Prints `*** Usage error: …` and the usage line; exit status 2.
+fn usage_error(error: &UsageError) -> ExitCode {
+    eprintln!("*** Usage error: {error}\n{}", cli::usage());
+    ExitCode::from(2)
+}
+
+/// Downloads as `config` says, prints the reports and returns the exit status.
+fn run(config: Config) -> anyhow::Result<ExitCode> {
+    if let Err(error) = cli::prepare_dest(&config.dest) {
+        return Ok(usage_error(&error));
+    }
+    let cancel = Cancel::new();
+    ctrlc::set_handler({
+        let cancel = Arc::clone(&cancel);
+        move || cancel.cancel()
+    })
+    .context("cannot install the Ctrl-C handler")?;
+
+    // Keeps the built-in server running until the run ends.
+    let (label, base_url, _builtin) = match &config.server {
+        Server::Builtin => {
+            let server = slow_server::start(slow_server::ServerConfig::new())
+                .context("cannot start the built-in server")?;
+            ("BUILTIN", server.flags_url(), Some(server))
+        }
+        Server::Remote { label, base_url } => (*label, base_url.clone(), None),
+    };
+    if !config.json {
+        let header = report::initial_report(label, &base_url, &config.codes, config.concurrency);
+        let _ = std::io::stdout().lock().write_all(header.as_bytes());
+    }
+
+    let progress = Progress::new(config.codes.len(), config.verbose, config.json);
+    cancel.on_cancel({
+        let progress = progress.clone();
+        move || progress.note("*** Interrupted: starting no more downloads")
+    });
+    let target = Target {
+        base_url: base_url.clone(),
+        dest: config.dest.clone(),
+        name_by: config.name_by,
+        retries: config.retries,
+        timeout: config.timeout,
+        cancel: Arc::clone(&cancel),
+    };
+    let mut tally = Tally::default();
+    let start = Instant::now();
+    download::run(&config, target, &mut |record| {
+        progress.inc();
+        if config.verbose {
+            progress.line(&report::verbose_line(&record));
+        }
+        tally.add(record);
+    })?;
+    let elapsed = start.elapsed();
+    progress.finish();
+
+    if let Some(path) = &config.trace {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create --trace {}", path.display()))?,
+        );
+        report::write_trace(&mut file, &tally.records, start)
+            .and_then(|()| file.flush())
+            .with_context(|| format!("cannot write --trace {}", path.display()))?;
+    }
+    let interrupted = cancel.is_cancelled();
+    let total = config.codes.len();
+    let out = if config.json {
+        let json = JsonReport::new(
+            (label, &base_url),
+            config.mode,
+            total,
+            config.concurrency,
+            &tally,
+            elapsed,
+            interrupted,
+        );
+        serde_json::to_string(&json).context("cannot encode the JSON report")? + "\n"
+    } else {
+        report::final_report(&tally, total, elapsed, interrupted)
+    };
+    // A closed stdout does not change the outcome: the counters decide the exit status.
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    Ok(report::exit_code(&tally, interrupted))
 }

@@ -1,0 +1,60 @@
+//! `--mode async`: tokio tasks in a `JoinSet`, at most `max_req` in flight, results in completion
+//! order. Each task holds a lane (a slot of the concurrency bound) that it hands back when it
+//! ends; the next code starts on the lane freed first, in code order.
+//!
+//! Ctrl-C stops scheduling and aborts the tasks in flight. A task is only interrupted at an
+//! `.await` (a request or a backoff), never in the middle of a save, so no partial file remains.
+
+use std::sync::Arc;
+
+use super::{AsyncClient, Record, Target, get_flag};
+
+/// Downloads `codes` with at most `max_req` requests in flight.
+pub(super) async fn run(
+    codes: &[String],
+    max_req: usize,
+    client: Arc<AsyncClient>,
+    target: Arc<Target>,
+    sink: &mut dyn FnMut(Record),
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut free_lanes: Vec<usize> = (0..max_req.max(1)).rev().collect();
+    let mut next_lane = free_lanes.len();
+    let mut codes = codes.iter();
+    loop {
+        while !target.cancel.is_cancelled() {
+            let Some(lane) = free_lanes.pop() else { break };
+            let Some(code) = codes.next() else {
+                free_lanes.push(lane);
+                break;
+            };
+            let (client, target, code) = (Arc::clone(&client), Arc::clone(&target), code.clone());
+            tasks.spawn(async move { get_flag(&*client, &target, &code, lane).await });
+        }
+        let joined = tokio::select! {
+            joined = tasks.join_next() => joined,
+            () = target.cancel.cancelled() => {
+                tasks.abort_all();
+                while let Some(joined) = tasks.join_next().await {
+                    if let Ok(record) = joined {
+                        sink(record);
+                    }
+                }
+                return;
+            }
+        };
+        match joined {
+            None => return,
+            Some(Ok(record)) => {
+                free_lanes.push(record.lane);
+                sink(record);
+            }
+            Some(Err(error)) => {
+                // A panic in the download path is a bug; count it, and replace its lane.
+                free_lanes.push(next_lane);
+                next_lane += 1;
+                sink(Record::failed_task(&error));
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The two [`Transport`]s: a blocking ureq agent (sequential and threads) and an async reqwest
+//! client (async). Each is built once per run and keeps its connections alive; both follow at
+//! most [`MAX_REDIRECTS`] redirects, give up after the `--timeout` (whole request, body
+//! included), read at most [`MAX_BODY`] bytes and turn failures into one-line [`FetchError`]s.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Cancel, FetchError, Response, Transport};
+
+/// Redirects followed before "too many redirects".
+const MAX_REDIRECTS: u32 = 10;
+/// Largest body accepted (flags are a few KiB).
+const MAX_BODY: u64 = 10 * 1024 * 1024;
+/// Sent with every request.
+const USER_AGENT: &str = concat!("flags/", env!("CARGO_PKG_VERSION"));
+
+/// `Retry-After` as a number of seconds (the HTTP-date form is ignored: backoff applies).
+fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(ureq::http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// An error and its causes on one line: `outer: inner: root`, without repeats.
+fn one_line(error: &dyn StdError) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line.replace(['\n', '\r'], " ")
+}
+
+/// The blocking client: one ureq agent whose pool keeps a connection per worker.
+#[derive(Debug)]
+pub(crate) struct BlockingClient {
+    agent: ureq::Agent,
+    timeout: Duration,
+    cancel: Arc<Cancel>,
+}
+
+impl BlockingClient {
+    /// A client for `connections` concurrent requests.
+    pub(crate) fn new(
+        timeout: Duration,
+        connections: usize,
+        cancel: Arc<Cancel>,
+    ) -> anyhow::Result<Self> {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .max_redirects(MAX_REDIRECTS)
+            .max_idle_connections(connections.max(1))
+            .max_idle_connections_per_host(connections.max(1))
+            .user_agent(USER_AGENT)
+            .build()
+            .new_agent();
+        Ok(Self {
+            agent,
+            timeout,
+            cancel,
+        })
+    }
+
+    fn get_blocking(&self, url: &str) -> Result<Response, FetchError> {
+        let mut response = self.agent.get(url).call().map_err(|e| self.error(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
+        let read = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec();
+        let body = match read {
+            Ok(body) => body,
+            // The body of an error status does not matter; the status is the error.
+            Err(_) if !response.status().is_success() => Vec::new(),
+            Err(e) => return Err(self.error(&e)),
+        };
+        Ok(Response {
+            status,
+            retry_after,
+            body,
+        })
+    }
+
+    fn error(&self, error: &ureq::Error) -> FetchError {
+        use ureq::Error as E;
+        match error {
+            E::Timeout(_) => FetchError::transient(format!("timed out after {:?}", self.timeout)),
+            E::TooManyRedirects => {
+                FetchError::permanent(format!("too many redirects (more than {MAX_REDIRECTS})"))
+            }
+            E::BodyExceedsLimit(_) => {
+                FetchError::permanent(format!("body larger than {MAX_BODY} bytes"))
+            }
+            E::Io(_) | E::ConnectionFailed | E::HostNotFound | E::Protocol(_) | E::BodyStalled => {
+                FetchError::transient(one_line(error))
+            }
+            _ => FetchError::permanent(one_line(error)),
+        }
+    }
+}
+
+impl Transport for BlockingClient {
+    fn get(&self, url: &str) -> impl Future<Output = Result<Response, FetchError>> + Send {
+        std::future::ready(self.get_blocking(url))
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send {
+        std::future::ready(self.cancel.sleep_blocking(duration))
+    }
+}
+
+/// The async client: one reqwest client (its pool holds the connections) for the whole run.
+#[derive(Debug)]
+pub(crate) struct AsyncClient {
+    client: reqwest::Client,
+    timeout: Duration,
+    cancel: Arc<Cancel>,
+}
+
+impl AsyncClient {
+    /// A client for `connections` concurrent requests.
+    pub(crate) fn new(
+        timeout: Duration,
+        connections: usize,
+        cancel: Arc<Cancel>,
+    ) -> anyhow::Result<Self> {
+        // reqwest is built without a default crypto provider; https needs one. Installing fails
+        // only when one is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS as usize))
+            .pool_max_idle_per_host(connections.max(1))
+            .tcp_nodelay(true)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {}", one_line(&e)))?;
+        Ok(Self {
+            client,
+            timeout,
+            cancel,
+        })
+    }
+
+    async fn get_async(&self, url: String) -> Result<Response, FetchError> {
+        let mut response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.error(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if (body.len() + chunk.len()) as u64 > MAX_BODY {
+                        if response.status().is_success() {
+                            return Err(FetchError::permanent(format!(
+                                "body larger than {MAX_BODY} bytes"
+                            )));
+                        }
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(_) if !response.status().is_success() => break,
+                Err(e) => return Err(self.error(&e)),
+            }
+        }
+        Ok(Response {
+            status,
+            retry_after,
+            body,
+        })
+    }
+
+    fn error(&self, error: &reqwest::Error) -> FetchError {
+        if error.is_timeout() {
+            FetchError::transient(format!("timed out after {:?}", self.timeout))
+        } else if error.is_redirect() {
+            FetchError::permanent(format!("too many redirects (more than {MAX_REDIRECTS})"))
+        } else if error.is_connect() || error.is_body() || error.is_request() || error.is_decode() {
+            FetchError::transient(one_line(error))
+        } else {
+            FetchError::permanent(one_line(error))
+        }
+    }
+}
+
+impl Transport for AsyncClient {
+    fn get(&self, url: &str) -> impl Future<Output = Result<Response, FetchError>> + Send {
+        self.get_async(url.to_owned())
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send {
+        self.cancel.sleep_async(duration)
+    }
+}

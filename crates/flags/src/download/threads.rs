@@ -1,0 +1,86 @@
+//! `--mode threads`: our `ThreadPoolExecutor` with one worker per connection, `submit` for every
+//! code in order, `as_completed` for the results. The workers share one blocking client whose
+//! pool keeps a connection per worker.
+//!
+//! Ctrl-C shuts the pool down with `cancel_futures`: codes not started are cancelled at once,
+//! downloads in flight finish (within `--timeout`), and `as_completed` ends when they have.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Context as _;
+use concurrent_futures::{FutureError, ThreadPoolExecutor, as_completed};
+
+use super::{BlockingClient, Record, Target, block_on, get_flag};
+
+thread_local! {
+    /// This worker thread's lane in the run's records (the pool's threads serve one run).
+    static LANE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The calling worker's lane, numbered from 0 in the order workers first run a download.
+fn lane(next: &AtomicUsize) -> usize {
+    LANE.with(|lane| {
+        *lane.get().get_or_insert_with(|| {
+            let id = next.fetch_add(1, Ordering::Relaxed);
+            lane.set(Some(id));
+            id
+        })
+    })
+}
+
+/// Downloads `codes` on `workers` threads.
+///
+/// # Errors
+///
+/// Failing to start the pool.
+pub(super) fn run(
+    codes: &[String],
+    workers: usize,
+    client: Arc<BlockingClient>,
+    target: Arc<Target>,
+    sink: &mut dyn FnMut(Record),
+) -> anyhow::Result<()> {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(workers)
+        .thread_name_prefix("flags")
+        .build()
+        .context("cannot start the thread pool")?;
+    let pool = Arc::new(pool);
+    target.cancel.on_cancel({
+        let pool = Arc::clone(&pool);
+        move || pool.shutdown(false, true)
+    });
+
+    let lanes = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::with_capacity(codes.len());
+    for code in codes {
+        let (client, target, lanes, code) = (
+            Arc::clone(&client),
+            Arc::clone(&target),
+            Arc::clone(&lanes),
+            code.clone(),
+        );
+        match pool.submit(move || block_on(get_flag(&*client, &target, &code, lane(&lanes)))) {
+            Ok(handle) => handles.push(handle),
+            // Shut down by Ctrl-C: schedule nothing more.
+            Err(_) => break,
+        }
+    }
+
+    for done in as_completed(handles, None) {
+        // Without a timeout, `as_completed` yields no errors.
+        let Ok(handle) = done else { continue };
+        match handle.result() {
+            Ok(record) => sink(record),
+            Err(FutureError::Cancelled) => {}
+            // A panic in the download path is a bug; count it rather than lose the run.
+            Err(error) => {
+                sink(Record::failed_task(&error));
+            }
+        }
+    }
+    pool.shutdown(true, false);
+    Ok(())
+}
