@@ -632,7 +632,7 @@ impl Waiter {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(cf_loom)))]
 mod tests {
     use super::*;
 
@@ -757,7 +757,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, cf_loom))]
 mod loom_tests {
     //! Model checks of the state machine: every interleaving of a worker completing or
     //! starting a task against a client cancelling it or waiting for it.

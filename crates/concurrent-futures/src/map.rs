@@ -505,7 +505,7 @@ impl<I: Iterator, R> fmt::Debug for MapUnordered<'_, I, R> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(cf_loom)))]
 mod tests {
     use super::*;
 

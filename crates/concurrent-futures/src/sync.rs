@@ -1,5 +1,5 @@
 //! Synchronisation primitives, routed through one module so that the future's state
-//! machine can be model-checked with loom (`RUSTFLAGS="--cfg loom"`).
+//! machine can be model-checked with loom (`RUSTFLAGS="--cfg cf_loom"`; a name of our own, because `--cfg loom` would also switch tokio, a dev-dependency, into its loom mode).
 //!
 //! Outside loom the types are parking_lot's: an uncontended lock is one atomic operation
 //! and `notify_all` on a condition variable with no sleeper makes no system call, which
@@ -7,44 +7,44 @@
 
 use std::time::Instant;
 
-#[cfg(loom)]
+#[cfg(cf_loom)]
 pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(cf_loom))]
 pub(crate) use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 /// A mutual-exclusion lock whose `lock` never fails (tasks run outside every lock, so a
 /// lock is never poisoned).
 #[derive(Debug, Default)]
 pub(crate) struct Mutex<T> {
-    #[cfg(not(loom))]
+    #[cfg(not(cf_loom))]
     inner: parking_lot::Mutex<T>,
-    #[cfg(loom)]
+    #[cfg(cf_loom)]
     inner: loom::sync::Mutex<T>,
 }
 
 /// The guard of [`Mutex`].
-#[cfg(not(loom))]
+#[cfg(not(cf_loom))]
 pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
 /// The guard of [`Mutex`].
-#[cfg(loom)]
+#[cfg(cf_loom)]
 pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
 
 impl<T> Mutex<T> {
     pub(crate) fn new(value: T) -> Self {
         Self {
-            #[cfg(not(loom))]
+            #[cfg(not(cf_loom))]
             inner: parking_lot::Mutex::new(value),
-            #[cfg(loom)]
+            #[cfg(cf_loom)]
             inner: loom::sync::Mutex::new(value),
         }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-        #[cfg(not(loom))]
+        #[cfg(not(cf_loom))]
         {
             self.inner.lock()
         }
-        #[cfg(loom)]
+        #[cfg(cf_loom)]
         {
             // loom's lock only fails after a panic while locked; no user code runs under our locks.
             self.inner
@@ -57,9 +57,9 @@ impl<T> Mutex<T> {
 /// A condition variable paired with [`Mutex`].
 #[derive(Debug, Default)]
 pub(crate) struct Condvar {
-    #[cfg(not(loom))]
+    #[cfg(not(cf_loom))]
     inner: parking_lot::Condvar,
-    #[cfg(loom)]
+    #[cfg(cf_loom)]
     inner: loom::sync::Condvar,
 }
 
@@ -70,13 +70,13 @@ impl Condvar {
 
     /// Blocks until notified (or spuriously woken).
     pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-        #[cfg(not(loom))]
+        #[cfg(not(cf_loom))]
         {
             let mut guard = guard;
             self.inner.wait(&mut guard);
             guard
         }
-        #[cfg(loom)]
+        #[cfg(cf_loom)]
         {
             self.inner
                 .wait(guard)
@@ -93,13 +93,13 @@ impl Condvar {
     ) -> (MutexGuard<'a, T>, bool) {
         match deadline {
             None => (self.wait(guard), false),
-            #[cfg(not(loom))]
+            #[cfg(not(cf_loom))]
             Some(deadline) => {
                 let mut guard = guard;
                 let timed_out = self.inner.wait_until(&mut guard, deadline).timed_out();
                 (guard, timed_out)
             }
-            #[cfg(loom)]
+            #[cfg(cf_loom)]
             Some(deadline) => {
                 // loom has no clock: model a timed wait as a wait that may end at any time.
                 let _ = deadline;

@@ -1,0 +1,239 @@
+//! `map` and `map_unordered`: order, laziness over endless input, per-item failures,
+//! timeouts, cancellation on drop and bad options.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::Gate;
+use concurrent_futures::{FutureError, MapError, MapItemError, MapOptions, ThreadPoolExecutor};
+
+#[test]
+fn map_keeps_input_order() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(4)
+        .build()
+        .unwrap();
+    let out: Vec<u64> = pool
+        .map(|x: u64| x * 2, 0..10_000)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(out, (0..10_000).map(|x| x * 2).collect::<Vec<_>>());
+}
+
+#[test]
+fn map_with_fixed_chunks_keeps_order() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(3)
+        .build()
+        .unwrap();
+    for chunk in [1, 2, 7, 1000] {
+        let out: Vec<i32> = pool
+            .map_with(|x: i32| x - 1, 0..500, MapOptions::new().chunksize(chunk))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(out, (-1..499).collect::<Vec<_>>(), "chunksize {chunk}");
+    }
+}
+
+#[test]
+fn map_over_an_endless_iterator_is_lazy_and_bounded() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&pulled);
+    let endless = (0u64..).inspect(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let options = MapOptions::new().window(3).chunksize(2);
+    let mut it = pool.map_with(|x| x + 1, endless, options).unwrap();
+    assert!(
+        pulled.load(Ordering::SeqCst) <= 6,
+        "only the window is submitted"
+    );
+    let firsts: Vec<u64> = it.by_ref().take(100).map(Result::unwrap).collect();
+    assert_eq!(firsts, (1..=100).collect::<Vec<_>>());
+    let pulled_now = pulled.load(Ordering::SeqCst);
+    assert!(
+        pulled_now <= 100 + 3 * 2,
+        "pulled {pulled_now} items for 100 results"
+    );
+}
+
+#[test]
+fn a_failing_item_surfaces_in_place_and_the_map_goes_on() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    for chunk in [1, 3, 100] {
+        let results: Vec<_> = pool
+            .map_with(
+                |x: i32| {
+                    assert!(x != 2 && x != 5, "item {x} fails");
+                    x * 10
+                },
+                0..8,
+                MapOptions::new().chunksize(chunk),
+            )
+            .unwrap()
+            .collect();
+        assert_eq!(results.len(), 8);
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(v) => assert_eq!(v, i as i32 * 10),
+                Err(MapItemError::Failed(FutureError::Panicked(p))) => {
+                    assert!(i == 2 || i == 5, "item {i} failed unexpectedly");
+                    assert_eq!(p.message(), format!("item {i} fails"));
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn map_timeout_is_measured_from_the_call_and_ends_the_map() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
+    let mut gate = Gate::new();
+    let wait = gate.waiter();
+    let options = MapOptions::new()
+        .chunksize(1)
+        .timeout(Duration::from_millis(30));
+    let mut it = pool
+        .map_with(
+            move |x: i32| {
+                if x == 1 {
+                    wait.wait();
+                }
+                x
+            },
+            0..5,
+            options,
+        )
+        .unwrap();
+    assert_eq!(it.next().unwrap().unwrap(), 0);
+    match it.next() {
+        Some(Err(MapItemError::Timeout(d))) => assert_eq!(d, Duration::from_millis(30)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(it.next().is_none(), "a timeout ends the map");
+    gate.open();
+}
+
+#[test]
+fn dropping_the_iterator_cancels_unstarted_work() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&ran);
+    let mut gate = Gate::new();
+    let wait = gate.waiter();
+    let it = pool
+        .map_with(
+            move |x: i32| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                if x == 0 {
+                    wait.wait();
+                }
+            },
+            0..1000,
+            MapOptions::new().window(10).chunksize(1),
+        )
+        .unwrap();
+    drop(it);
+    gate.open();
+    pool.shutdown(true, false);
+    let ran = ran.load(Ordering::SeqCst);
+    assert!(ran <= 1, "{ran} items ran after the iterator was dropped");
+}
+
+#[test]
+fn zero_window_and_zero_chunksize_are_clear_errors() {
+    let pool = ThreadPoolExecutor::new();
+    let err = pool
+        .map_with(|x: i32| x, 0..3, MapOptions::new().window(0))
+        .unwrap_err();
+    assert_eq!(err, MapError::InvalidOption("window must be at least 1"));
+    let err = pool
+        .map_with(|x: i32| x, 0..3, MapOptions::new().chunksize(0))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid map option: chunksize must be at least 1"
+    );
+}
+
+#[test]
+fn an_absurd_timeout_means_no_deadline() {
+    let pool = ThreadPoolExecutor::new();
+    let out: Vec<i32> = pool
+        .map_with(|x: i32| x, 0..3, MapOptions::new().timeout(Duration::MAX))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(out, vec![0, 1, 2]);
+}
+
+#[test]
+fn map_after_shutdown_is_refused() {
+    let pool = ThreadPoolExecutor::new();
+    pool.shutdown(true, false);
+    assert_eq!(pool.map(|x: i32| x, 0..3).unwrap_err(), MapError::ShutDown);
+}
+
+#[test]
+fn map_unordered_yields_every_result_once() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(4)
+        .build()
+        .unwrap();
+    let mut out: Vec<u32> = pool
+        .map_unordered(|x: u32| x + 1, 0..5000, MapOptions::new())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    out.sort_unstable();
+    assert_eq!(out, (1..=5000).collect::<Vec<_>>());
+}
+
+#[test]
+fn map_unordered_yields_in_completion_order() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    let mut gate = Gate::new();
+    let wait = gate.waiter();
+    let mut it = pool
+        .map_unordered(
+            move |x: i32| {
+                if x == 0 {
+                    wait.wait();
+                }
+                x
+            },
+            0..2,
+            MapOptions::new().chunksize(1),
+        )
+        .unwrap();
+    assert_eq!(
+        it.next().unwrap().unwrap(),
+        1,
+        "the unblocked item comes first"
+    );
+    gate.open();
+    assert_eq!(it.next().unwrap().unwrap(), 0);
+    assert!(it.next().is_none());
+}
