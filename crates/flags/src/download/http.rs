@@ -26,6 +26,15 @@ fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// The innermost cause of an error, on one line.
+fn root_cause(error: &dyn StdError) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string().replace(['\n', '\r'], " ")
+}
+
 /// An error and its causes on one line: `outer: inner: root`, without repeats.
 fn one_line(error: &dyn StdError) -> String {
     let mut line = error.to_string();
@@ -195,8 +204,12 @@ impl AsyncClient {
             FetchError::transient(format!("timed out after {:?}", self.timeout))
         } else if error.is_redirect() {
             FetchError::permanent(format!("too many redirects (more than {MAX_REDIRECTS})"))
-        } else if error.is_connect() || error.is_body() || error.is_request() || error.is_decode() {
-            FetchError::transient(one_line(error))
+        } else if error.is_connect() {
+            FetchError::transient(format!("connection failed: {}", root_cause(error)))
+        } else if error.is_body() || error.is_decode() {
+            FetchError::transient(format!("incomplete body: {}", root_cause(error)))
+        } else if error.is_request() {
+            FetchError::transient(format!("request failed: {}", root_cause(error)))
         } else {
             FetchError::permanent(one_line(error))
         }
