@@ -38,6 +38,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run the test HTTP server (the book's LOCAL, DELAY and ERROR servers by default).
     Serve(crate::serve::ServeArgs),
+    /// Compare the modes against the seeded test server and the ideal schedule; draw it
+    Bench(crate::bench::BenchArgs),
 }
 
 /// The downloader's options, as typed (validated by [`Config::try_from`]).

@@ -3,6 +3,7 @@
 //! `flags [CC...]` downloads flag images; `flags serve` runs the test server.
 //! See the workspace README for the tour.
 
+mod bench;
 mod cli;
 mod countries;
 mod download;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Serve(args)) => serve::main(args),
+        Some(Command::Bench(args)) => bench::main(args),
         None => match Config::try_from(cli.download) {
             Ok(config) => run(config).unwrap_or_else(|error| {
                 eprintln!("flags: {error:#}");

@@ -1,0 +1,542 @@
+//! `flags bench`: the chapter's lesson, measured. Every mode downloads the same codes from the
+//! same seeded slow server, several times, and each is compared with what the server allows:
+//! the greedy schedule of its delays on `max_req` connections ([`ideal`]). The table says how
+//! far each mode is from that ideal and from the sequential loop; `--svg` draws every request
+//! on its lane.
+//!
+//! Each run is a child `flags --json --trace FILE` process ([`measure`]), so the figures are
+//! those of the real command, peak RSS included, and the runs do not share a heap or a pool.
+
+mod ideal;
+mod measure;
+mod svg;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, CommandFactory as _, ValueEnum as _};
+
+use self::ideal::Ideal;
+use self::measure::Run;
+use crate::cli::{Cli, MAX_CONCURRENT_REQ, Mode};
+use crate::countries;
+
+/// Options of `flags bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Country codes: two letters, or one letter for the 26 codes starting with it
+    /// [default: the 20 most populous countries]
+    #[arg(value_name = "CC")]
+    pub(crate) codes: Vec<String>,
+
+    /// All 194 available flags (AD to ZW)
+    #[arg(short, long, conflicts_with_all = ["every", "codes"])]
+    pub(crate) all: bool,
+
+    /// Every possible code (AA to ZZ, 676 requests)
+    #[arg(short, long, conflicts_with = "codes")]
+    pub(crate) every: bool,
+
+    /// Only the first N codes (after sorting)
+    #[arg(short, long, value_name = "N")]
+    pub(crate) limit: Option<usize>,
+
+    /// Concurrent requests to try, comma-separated (the sequential mode always uses 1)
+    #[arg(
+        short,
+        long = "max-req",
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "30"
+    )]
+    pub(crate) max_req: Vec<usize>,
+
+    /// Modes to measure, comma-separated [default: every mode]
+    #[arg(
+        long = "mode",
+        value_enum,
+        value_name = "MODE,...",
+        value_delimiter = ','
+    )]
+    pub(crate) modes: Vec<Mode>,
+
+    /// Runs of each mode and max_req; the table shows the median
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub(crate) runs: usize,
+
+    /// Shortest delay of the built-in server, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 0.1)]
+    pub(crate) min_delay: f64,
+
+    /// Longest delay of the built-in server, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 0.5)]
+    pub(crate) max_delay: f64,
+
+    /// Share of `418 I'm a Teapot` answers of the built-in server, 0 to 1
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub(crate) error_rate: f64,
+
+    /// Seed of the built-in server's delays and errors
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) seed: u64,
+
+    /// Measure this http(s):// base URL instead of the built-in server (the ideal is then
+    /// computed from the sequential run's request times)
+    #[arg(short, long, value_name = "URL")]
+    pub(crate) server: Option<String>,
+
+    /// Timeout of each request, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub(crate) timeout: f64,
+
+    /// Print the results as one JSON object on stdout instead of the table
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Draw the timelines (one panel per mode and max_req) and the elapsed times to FILE (SVG)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) svg: Option<PathBuf>,
+
+    /// Skip the untraced runs that measure what tracing costs
+    #[arg(long)]
+    pub(crate) no_overhead: bool,
+
+    /// Internal: run `flags ARGS` and report its peak RSS (how the bench measures each run)
+    #[arg(last = true, hide = true, value_name = "ARGS")]
+    pub(crate) probe: Vec<String>,
+}
+
+/// Where the bench downloads from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// The built-in server, with this configuration, and its delays, error rate and seed.
+    Builtin(slow_server::ServerConfig, (Duration, Duration, f64, u64)),
+    /// A server somewhere else.
+    Url(String),
+}
+
+/// The validated settings of a bench.
+#[derive(Debug, Clone)]
+struct Plan {
+    codes: Vec<String>,
+    modes: Vec<Mode>,
+    max_reqs: Vec<usize>,
+    runs: usize,
+    source: Source,
+    timeout: f64,
+    json: bool,
+    svg: Option<PathBuf>,
+    overhead: bool,
+}
+
+/// A bench command line that parses but makes no sense.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl TryFrom<BenchArgs> for Plan {
+    type Error = UsageError;
+
+    fn try_from(args: BenchArgs) -> Result<Self, UsageError> {
+        let mut codes = if args.every {
+            countries::every()
+        } else if args.all {
+            countries::all()
+        } else if args.codes.is_empty() {
+            countries::pop20()
+        } else {
+            countries::expand(&args.codes).map_err(|e| UsageError(e.to_string()))?
+        };
+        if let Some(limit) = args.limit {
+            if limit == 0 {
+                return Err(UsageError("--limit must be at least 1".into()));
+            }
+            codes.truncate(limit);
+        }
+        let mut max_reqs = Vec::new();
+        for &m in &args.max_req {
+            if m == 0 {
+                return Err(UsageError("--max-req must be at least 1".into()));
+            }
+            if !max_reqs.contains(&m) {
+                max_reqs.push(m);
+            }
+        }
+        if args.runs == 0 {
+            return Err(UsageError("--runs must be at least 1".into()));
+        }
+        let secs = |name: &str, value: f64| {
+            if value.is_finite() && (0.0..=3600.0).contains(&value) {
+                Ok(Duration::from_secs_f64(value))
+            } else {
+                Err(UsageError(format!(
+                    "{name} must be a number of seconds from 0 to 3600"
+                )))
+            }
+        };
+        let (min, max) = (
+            secs("--min-delay", args.min_delay)?,
+            secs("--max-delay", args.max_delay)?,
+        );
+        if min > max {
+            return Err(UsageError("--min-delay must not exceed --max-delay".into()));
+        }
+        if !(0.0..=1.0).contains(&args.error_rate) {
+            return Err(UsageError("--error-rate must be from 0 to 1".into()));
+        }
+        if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
+            return Err(UsageError(
+                "--timeout must be a number of seconds above 0 and at most 86400".into(),
+            ));
+        }
+        let source = match args.server {
+            None => Source::Builtin(
+                slow_server::ServerConfig::new()
+                    .delay(min, max)
+                    .error_rate(args.error_rate)
+                    .seed(args.seed),
+                (min, max, args.error_rate, args.seed),
+            ),
+            Some(url) => {
+                let lower = url.to_ascii_lowercase();
+                let rest = lower
+                    .strip_prefix("http://")
+                    .or_else(|| lower.strip_prefix("https://"))
+                    .unwrap_or_default();
+                if rest.is_empty() || rest.starts_with('/') || url.contains(char::is_whitespace) {
+                    return Err(UsageError(format!(
+                        "--server must be an http(s):// base URL, not {url:?}"
+                    )));
+                }
+                Source::Url(url.trim_end_matches('/').to_owned())
+            }
+        };
+        let modes = Mode::value_variants()
+            .iter()
+            .copied()
+            .filter(|m| args.modes.is_empty() || args.modes.contains(m))
+            .collect();
+        Ok(Self {
+            codes,
+            modes,
+            max_reqs,
+            runs: args.runs,
+            source,
+            timeout: args.timeout,
+            json: args.json,
+            svg: args.svg,
+            overhead: !args.no_overhead,
+        })
+    }
+}
+
+/// One mode at one max_req: its runs and what the server allowed.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub(crate) mode: Mode,
+    /// The `-m` asked for.
+    pub(crate) max_req: usize,
+    /// Connections (or workers) used: `min(max_req, codes)`.
+    pub(crate) lanes: usize,
+    /// Traced runs, in the order they ran.
+    pub(crate) runs: Vec<Run>,
+    /// Untraced runs, to measure what tracing costs (none for the sequential mode).
+    pub(crate) untraced: Vec<Run>,
+    pub(crate) ideal: Option<Ideal>,
+}
+
+impl Row {
+    /// The median elapsed time of the traced runs.
+    pub(crate) fn median(&self) -> Duration {
+        median(self.runs.iter().map(|r| r.elapsed).collect())
+    }
+
+    pub(crate) fn min_max(&self) -> (Duration, Duration) {
+        let elapsed = self.runs.iter().map(|r| r.elapsed);
+        (
+            elapsed.clone().min().unwrap_or_default(),
+            elapsed.max().unwrap_or_default(),
+        )
+    }
+
+    /// The run drawn in the timeline: the one with the median elapsed time (the lower one of an
+    /// even count).
+    pub(crate) fn median_run(&self) -> Option<&Run> {
+        let mut runs: Vec<&Run> = self.runs.iter().collect();
+        runs.sort_by_key(|r| r.elapsed);
+        runs.get(runs.len().saturating_sub(1) / 2).copied()
+    }
+
+    /// Median elapsed over the ideal (greedy) time.
+    pub(crate) fn ratio(&self) -> Option<f64> {
+        let ideal = self.ideal?.greedy.as_secs_f64();
+        (ideal > 0.0).then(|| self.median().as_secs_f64() / ideal)
+    }
+
+    /// The median peak RSS, where measured.
+    pub(crate) fn peak_rss_kib(&self) -> Option<u64> {
+        let mut rss: Vec<u64> = self.runs.iter().filter_map(|r| r.peak_rss_kib).collect();
+        rss.sort_unstable();
+        rss.get(rss.len().saturating_sub(1) / 2).copied()
+    }
+
+    /// What tracing costs: `(traced − untraced) / untraced` of the median elapsed and wall
+    /// times, in percent.
+    pub(crate) fn trace_overhead(&self) -> Option<(f64, f64)> {
+        if self.untraced.is_empty() {
+            return None;
+        }
+        let pct = |on: Duration, off: Duration| {
+            100.0 * (on.as_secs_f64() - off.as_secs_f64()) / off.as_secs_f64().max(1e-9)
+        };
+        let untraced_elapsed = median(self.untraced.iter().map(|r| r.elapsed).collect());
+        let wall = |runs: &[Run]| median(runs.iter().map(|r| r.wall).collect());
+        Some((
+            pct(self.median(), untraced_elapsed),
+            pct(wall(&self.runs), wall(&self.untraced)),
+        ))
+    }
+}
+
+/// The median of some durations (the mean of the middle two for an even count).
+pub(crate) fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort_unstable();
+    let n = values.len();
+    match n {
+        0 => Duration::ZERO,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2,
+    }
+}
+
+/// Everything a bench measured.
+#[derive(Debug)]
+pub(crate) struct Bench {
+    /// `BUILTIN` or `URL`.
+    pub(crate) server: &'static str,
+    pub(crate) url: String,
+    pub(crate) codes: usize,
+    pub(crate) runs: usize,
+    /// The built-in server's settings (none for `--server URL`).
+    pub(crate) delay: Option<(Duration, Duration, f64, u64)>,
+    /// Where the ideal comes from: `seed` or `sequential`.
+    pub(crate) ideal_source: &'static str,
+    /// What two clock reads (the timing of one request) cost, in nanoseconds.
+    pub(crate) record_ns: f64,
+    pub(crate) rows: Vec<Row>,
+}
+
+impl Bench {
+    /// The sequential row's median: the base of the speed-ups.
+    pub(crate) fn sequential(&self) -> Option<Duration> {
+        self.rows
+            .iter()
+            .find(|r| r.mode == Mode::Sequential)
+            .map(Row::median)
+    }
+
+    /// How many times faster than the sequential mode.
+    pub(crate) fn speedup(&self, row: &Row) -> Option<f64> {
+        let base = self.sequential()?.as_secs_f64();
+        let this = row.median().as_secs_f64();
+        (this > 0.0).then(|| base / this)
+    }
+
+    /// The recording cost of a run of `row`, in percent of its median elapsed time.
+    pub(crate) fn record_cost_pct(&self, row: &Row) -> f64 {
+        let requests = row.runs.first().map_or(self.codes, |r| r.requests.len());
+        let cost = self.record_ns * requests as f64 * 1e-9;
+        100.0 * cost / row.median().as_secs_f64().max(1e-9)
+    }
+}
+
+/// `flags bench`.
+pub(crate) fn main(args: BenchArgs) -> ExitCode {
+    if !args.probe.is_empty() {
+        return measure::probe(&args.probe);
+    }
+    match Plan::try_from(args) {
+        Ok(plan) => run(&plan).unwrap_or_else(|error| {
+            eprintln!("flags bench: {error:#}");
+            ExitCode::FAILURE
+        }),
+        Err(UsageError(message)) => {
+            let mut cmd = Cli::command();
+            let usage = cmd
+                .find_subcommand_mut("bench")
+                .map(|bench| bench.render_usage().to_string())
+                .unwrap_or_default();
+            eprintln!("*** Usage error: {message}\n{usage}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the plan, prints the table (or JSON) and draws the SVG.
+fn run(plan: &Plan) -> anyhow::Result<ExitCode> {
+    let (server, url, _builtin, delays) = match &plan.source {
+        Source::Builtin(config, _) => {
+            let handle =
+                slow_server::start(config.clone()).context("cannot start the built-in server")?;
+            let delays: Vec<Duration> = plan
+                .codes
+                .iter()
+                .map(|cc| {
+                    let lower = cc.to_ascii_lowercase();
+                    slow_server::plan_for(config, &format!("/flags/{lower}/{lower}.gif")).delay
+                })
+                .collect();
+            ("BUILTIN", handle.flags_url(), Some(handle), Some(delays))
+        }
+        Source::Url(url) => ("URL", url.clone(), None, None),
+    };
+    let no_proxy = matches!(plan.source, Source::Builtin(..));
+
+    let mut rows = Vec::new();
+    for &mode in &plan.modes {
+        let max_reqs: &[usize] = if mode == Mode::Sequential {
+            &[1]
+        } else {
+            &plan.max_reqs
+        };
+        for &max_req in max_reqs {
+            rows.push(measure_row(plan, &url, mode, max_req, no_proxy)?);
+        }
+    }
+
+    // The ideal: the seeded delays, or else the sequential run's request times.
+    let (delays, ideal_source) = match delays {
+        Some(delays) => (Some(delays), "seed"),
+        None => (sequential_delays(&rows, &plan.codes), "sequential"),
+    };
+    if let Some(delays) = &delays {
+        for row in &mut rows {
+            row.ideal = Some(Ideal::new(delays, row.lanes));
+        }
+    }
+
+    let bench = Bench {
+        server,
+        url,
+        codes: plan.codes.len(),
+        runs: plan.runs,
+        delay: match &plan.source {
+            Source::Builtin(_, settings) => Some(*settings),
+            Source::Url(_) => None,
+        },
+        ideal_source,
+        record_ns: record_cost_ns(),
+        rows,
+    };
+    if let Some(path) = &plan.svg {
+        let svg = svg::render(&bench).context("cannot draw the charts")?;
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let out = if plan.json {
+        serde_json::to_string_pretty(&table::json(&bench)).context("cannot encode the JSON")? + "\n"
+    } else {
+        table::text(&bench)
+    };
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one mode at one max_req `plan.runs` times (and as often untraced, interleaved).
+fn measure_row(
+    plan: &Plan,
+    url: &str,
+    mode: Mode,
+    max_req: usize,
+    no_proxy: bool,
+) -> anyhow::Result<Row> {
+    let mode_name = mode
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default();
+    let mut args = vec![
+        "--mode".to_owned(),
+        mode_name.clone(),
+        "-m".to_owned(),
+        max_req.to_string(),
+        "-s".to_owned(),
+        url.to_owned(),
+        "--timeout".to_owned(),
+        plan.timeout.to_string(),
+    ];
+    args.extend(plan.codes.iter().cloned());
+    let lanes = max_req.min(plan.codes.len()).clamp(1, MAX_CONCURRENT_REQ);
+    let untraced = plan.overhead && mode != Mode::Sequential;
+    let mut row = Row {
+        mode,
+        max_req,
+        lanes,
+        runs: Vec::new(),
+        untraced: Vec::new(),
+        ideal: None,
+    };
+    for i in 1..=plan.runs {
+        let run = measure::run(&args, true, no_proxy)?;
+        eprintln!(
+            "{mode_name:>10} -m {max_req:<4} run {i}/{}: {:.3} s",
+            plan.runs,
+            run.elapsed.as_secs_f64()
+        );
+        row.runs.push(run);
+        if untraced {
+            row.untraced.push(measure::run(&args, false, no_proxy)?);
+        }
+    }
+    Ok(row)
+}
+
+/// Each code's request time in the median sequential run, in code order (0 for a code the run
+/// did not reach).
+fn sequential_delays(rows: &[Row], codes: &[String]) -> Option<Vec<Duration>> {
+    let run = rows
+        .iter()
+        .find(|r| r.mode == Mode::Sequential)?
+        .median_run()?;
+    Some(
+        codes
+            .iter()
+            .map(|cc| {
+                run.requests
+                    .iter()
+                    .find(|r| &r.code == cc)
+                    .and_then(|r| Duration::try_from_secs_f64(r.end - r.start).ok())
+                    .unwrap_or_default()
+            })
+            .collect(),
+    )
+}
+
+/// What the per-request timing costs: two `Instant::now()` (start and end), in nanoseconds,
+/// timed over many reads.
+fn record_cost_ns() -> f64 {
+    const READS: u32 = 200_000;
+    let started = Instant::now();
+    let mut last = started;
+    for _ in 0..READS {
+        last = std::hint::black_box(Instant::now());
+    }
+    let total = last.saturating_duration_since(started);
+    2.0 * total.as_nanos() as f64 / f64::from(READS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(vec![]), Duration::ZERO);
+        assert_eq!(median(vec![ms(3), ms(1), ms(2)]), ms(2));
+        assert_eq!(
+            median(vec![ms(4), ms(1), ms(2), ms(3)]),
+            Duration::from_micros(2500)
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! The bench's pictures, in one SVG: the timelines of the median run of every mode and max_req
+//! (one panel each, one lane per connection or worker, one bar per request coloured by outcome,
+//! the ideal marked), then a bar chart of the elapsed times.
+//!
+//! Request bars are the only `<rect>`s filled with an outcome colour: the legend draws its
+//! swatches as thick lines, so a reader (and the tests) can count the requests in the file.
+
+use std::fmt::Display;
+
+use clap::ValueEnum as _;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::measure::Status;
+use super::{Bench, Row};
+
+/// Width of the picture, in pixels.
+const WIDTH: u32 = 1000;
+/// Height of the title and legend band.
+const HEADER: u32 = 70;
+const FONT: &str = "sans-serif";
+
+/// The fill of a request bar with this outcome.
+pub(crate) fn colour(status: Status) -> RGBColor {
+    match status {
+        Status::Ok => RGBColor(0x2c, 0xa0, 0x2c),
+        Status::NotFound => RGBColor(0xf0, 0xa0, 0x20),
+        Status::Error => RGBColor(0xd6, 0x27, 0x28),
+    }
+}
+
+/// The ideal (greedy schedule) marker.
+const IDEAL: RGBColor = RGBColor(0x1f, 0x3a, 0x93);
+/// The lower-bound marker.
+const BOUND: RGBColor = RGBColor(0x99, 0x99, 0x99);
+/// The elapsed-time bars.
+const BAR: RGBColor = RGBColor(0x5b, 0x8d, 0xc9);
+
+fn failed(error: impl Display) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
+}
+
+/// Lanes drawn for a row: those used, or more if the trace names more.
+fn lanes(row: &Row) -> usize {
+    let traced = row
+        .median_run()
+        .into_iter()
+        .flat_map(|run| &run.requests)
+        .map(|r| r.lane)
+        .filter(|&lane| lane != usize::MAX)
+        .max()
+        .map_or(0, |lane| lane + 1);
+    row.lanes.max(traced).max(1)
+}
+
+/// The plot height of a timeline panel with `lanes` lanes.
+fn panel_height(lanes: usize) -> u32 {
+    let lanes = u32::try_from(lanes).unwrap_or(u32::MAX);
+    90 + lanes.saturating_mul(8).clamp(40, 360)
+}
+
+fn mode_name(row: &Row) -> String {
+    row.mode
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// Renders the picture as an SVG document.
+///
+/// # Errors
+///
+/// A drawing failure (plotters reports them; none is expected when drawing to a string).
+pub(crate) fn render(bench: &Bench) -> anyhow::Result<String> {
+    let panels: Vec<u32> = bench.rows.iter().map(|r| panel_height(lanes(r))).collect();
+    let bars_height = 110 + 40 * u32::try_from(bench.rows.len()).unwrap_or(u32::MAX);
+    let height = HEADER + panels.iter().sum::<u32>() + bars_height;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(failed)?;
+        let (header, mut rest) = root.split_vertically(HEADER);
+        draw_header(&header, bench)?;
+        for (row, &h) in bench.rows.iter().zip(&panels) {
+            let (panel, below) = rest.split_vertically(h);
+            draw_timeline(&panel, row)?;
+            rest = below;
+        }
+        draw_bars(&rest, bench)?;
+        root.present().map_err(failed)?;
+    }
+    Ok(svg)
+}
+
+/// The title and the legend.
+fn draw_header(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyhow::Result<()> {
+    let server = match bench.delay {
+        Some((min, max, _, seed)) => format!(
+            "built-in server, delays {:.2}–{:.2} s (seed {seed})",
+            min.as_secs_f64(),
+            max.as_secs_f64()
+        ),
+        None => bench.url.clone(),
+    };
+    let title = format!(
+        "flags bench: {} codes, {server}; median of {} run{}",
+        bench.codes,
+        bench.runs,
+        if bench.runs == 1 { "" } else { "s" }
+    );
+    area.draw(&Text::new(title, (20, 12), (FONT, 20).into_font()))
+        .map_err(failed)?;
+    let label = (FONT, 14).into_font();
+    let mut x = 20;
+    let mut item = |colour: RGBColor, width: u32, text: &str| -> anyhow::Result<()> {
+        let y = 50;
+        area.draw(&PathElement::new(
+            vec![(x, y), (x + 24, y)],
+            colour.stroke_width(width),
+        ))
+        .map_err(failed)?;
+        area.draw(&Text::new(text.to_owned(), (x + 30, y - 8), label.clone()))
+            .map_err(failed)?;
+        x += 40 + 8 * i32::try_from(text.len()).unwrap_or(0);
+        Ok(())
+    };
+    for status in Status::ALL {
+        item(colour(status), 10, &format!("request: {}", status.label()))?;
+    }
+    item(IDEAL, 3, "ideal (greedy schedule)")?;
+    item(BOUND, 3, "lower bound")?;
+    Ok(())
+}
+
+/// One panel: the median run of a row, a bar per request on its lane.
+fn draw_timeline(area: &DrawingArea<SVGBackend<'_>, Shift>, row: &Row) -> anyhow::Result<()> {
+    let lanes = lanes(row);
+    let Some(run) = row.median_run() else {
+        return Ok(());
+    };
+    let end = run
+        .requests
+        .iter()
+        .map(|r| r.end)
+        .fold(run.elapsed.as_secs_f64(), f64::max);
+    let ideal = row.ideal.map(|i| i.greedy.as_secs_f64());
+    let x_max = end.max(ideal.unwrap_or(0.0)).max(1e-3) * 1.03;
+    let caption = format!(
+        "{} (max_req {}, {} lane{}): {:.3} s{}",
+        mode_name(row),
+        row.max_req,
+        lanes,
+        if lanes == 1 { "" } else { "s" },
+        run.elapsed.as_secs_f64(),
+        match (ideal, row.ratio()) {
+            (Some(ideal), Some(ratio)) => format!(", ideal {ideal:.3} s, ratio {ratio:.3}"),
+            _ => String::new(),
+        }
+    );
+    let lanes_f = lanes as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 16))
+        .margin_left(20)
+        .margin_right(30)
+        .margin_top(8)
+        .margin_bottom(4)
+        .x_label_area_size(36)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..x_max, (lanes_f - 0.5)..-0.5f64)
+        .map_err(failed)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("seconds from the start of the run")
+        .y_desc("lane")
+        .y_labels(lanes.min(8))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .x_label_formatter(&|x| format!("{x:.2}"))
+        .label_style((FONT, 12))
+        .axis_desc_style((FONT, 13))
+        .draw()
+        .map_err(failed)?;
+    // At least a pixel wide, so a very short request stays visible.
+    let min_width = x_max / f64::from(WIDTH);
+    let half = if lanes > 40 { 0.5 } else { 0.35 };
+    chart
+        .draw_series(run.requests.iter().map(|r| {
+            let lane = r.lane.min(lanes - 1) as f64;
+            let end = r.end.max(r.start + min_width);
+            let mut bar = Rectangle::new(
+                [(r.start, lane - half), (end, lane + half)],
+                colour(r.status).filled(),
+            );
+            // A pixel of white between back-to-back requests on a lane.
+            if end - r.start > 3.0 * min_width {
+                bar.set_margin(0, 0, 0, 1);
+            }
+            bar
+        }))
+        .map_err(failed)?;
+    if let Some(i) = row.ideal {
+        for (at, colour, width) in [
+            (i.lower_bound.as_secs_f64(), BOUND, 2),
+            (i.greedy.as_secs_f64(), IDEAL, 3),
+        ] {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(at, -0.5), (at, lanes_f - 0.5)],
+                    colour.stroke_width(width),
+                )))
+                .map_err(failed)?;
+        }
+    }
+    Ok(())
+}
+
+/// The elapsed times: a bar per row (the median), its min–max, and its ideal.
+fn draw_bars(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyhow::Result<()> {
+    let n = bench.rows.len();
+    let x_max = bench
+        .rows
+        .iter()
+        .map(|r| {
+            let ideal = r.ideal.map_or(0.0, |i| i.greedy.as_secs_f64());
+            r.min_max().1.as_secs_f64().max(ideal)
+        })
+        .fold(1e-3, f64::max)
+        * 1.25;
+    let names: Vec<String> = bench
+        .rows
+        .iter()
+        .map(|r| format!("{} -m {}", mode_name(r), r.max_req))
+        .collect();
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "Elapsed time per mode (median; whisker: min–max; blue tick: ideal)",
+            (FONT, 16),
+        )
+        .margin_left(20)
+        .margin_right(30)
+        .margin_top(12)
+        .margin_bottom(8)
+        .x_label_area_size(36)
+        .y_label_area_size(130)
+        .build_cartesian_2d(0f64..x_max, (0..n.saturating_sub(1)).into_segmented())
+        .map_err(failed)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("seconds")
+        .y_labels(n.max(1))
+        .y_label_formatter(&|y| match y {
+            // The first row on top.
+            SegmentValue::CenterOf(i) => n
+                .checked_sub(i + 1)
+                .and_then(|row| names.get(row))
+                .cloned()
+                .unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_label_formatter(&|x| format!("{x:.1}"))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 13))
+        .draw()
+        .map_err(failed)?;
+    for (row_index, row) in bench.rows.iter().enumerate() {
+        // The first row on top.
+        let i = n - 1 - row_index;
+        let median = row.median().as_secs_f64();
+        let (min, max) = row.min_max();
+        let (min, max) = (min.as_secs_f64(), max.as_secs_f64());
+        // Segment i is 40 pixels high; the bar leaves 8 above and below.
+        let mut bar = Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(i)),
+                (median, SegmentValue::Exact(i + 1)),
+            ],
+            BAR.filled(),
+        );
+        bar.set_margin(8, 8, 0, 0);
+        chart.draw_series(std::iter::once(bar)).map_err(failed)?;
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![
+                    (min, SegmentValue::CenterOf(i)),
+                    (max, SegmentValue::CenterOf(i)),
+                ],
+                BLACK.stroke_width(2),
+            )))
+            .map_err(failed)?;
+        if let Some(ideal) = row.ideal {
+            let at = ideal.greedy.as_secs_f64();
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![
+                        (at, SegmentValue::Exact(i)),
+                        (at, SegmentValue::Exact(i + 1)),
+                    ],
+                    IDEAL.stroke_width(3),
+                )))
+                .map_err(failed)?;
+        }
+        let label = match bench.speedup(row) {
+            Some(s) if row.mode != crate::cli::Mode::Sequential => {
+                format!("{median:.3} s, {s:.1}× sequential")
+            }
+            _ => format!("{median:.3} s"),
+        };
+        chart
+            .draw_series(std::iter::once(Text::new(
+                label,
+                (max.max(median) + x_max * 0.01, SegmentValue::CenterOf(i)),
+                (FONT, 13).into_font(),
+            )))
+            .map_err(failed)?;
+    }
+    Ok(())
+}
