@@ -3,10 +3,14 @@
 //! most [`MAX_REDIRECTS`] redirects, give up after the `--timeout` (whole request, body
 //! included), read at most [`MAX_BODY`] bytes and turn failures into one-line [`FetchError`]s.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use super::{Cancel, FetchError, Response, Transport};
 
@@ -65,15 +69,16 @@ impl BlockingClient {
         connections: usize,
         cancel: Arc<Cancel>,
     ) -> anyhow::Result<Self> {
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .max_redirects(MAX_REDIRECTS)
             .max_idle_connections(connections.max(1))
             .max_idle_connections_per_host(connections.max(1))
             .user_agent(USER_AGENT)
-            .build()
-            .new_agent();
+            .build();
+        let agent =
+            ureq::Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default());
         Ok(Self {
             agent,
             timeout,
@@ -128,6 +133,45 @@ impl Transport for BlockingClient {
 
     fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send {
         std::future::ready(self.cancel.sleep_blocking(duration))
+    }
+}
+
+/// ureq's resolver, remembering its answers for the run. ureq resolves the host before every
+/// request, pooled connection or not, and its default resolver spawns a thread per lookup when
+/// a timeout is set: measured, that was one thread per flag and most of the system time.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: DefaultResolver,
+    cache: Mutex<HashMap<String, ResolvedSocketAddrs>>,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let key = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or(""),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(addrs) = cached {
+            return Ok(addrs);
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, addrs.clone());
+        Ok(addrs)
     }
 }
 

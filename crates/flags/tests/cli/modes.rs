@@ -55,12 +55,24 @@ fn default_set_in_every_mode() -> TestResult {
     Ok(())
 }
 
+// The other tests share one in-process server per test rather than start the built-in one
+// in every run: generating the built-in flag set dominates a debug build's run time.
+
 #[test]
 fn all_in_every_mode() -> TestResult {
+    let server = slow_server::start(ServerConfig::new())?;
     for mode in MODES {
         let scratch = Scratch::new()?;
         let output = flags(scratch.path())
-            .args(["-a", "--mode", mode, "--dest", "dest"])
+            .args([
+                "-a",
+                "--mode",
+                mode,
+                "--dest",
+                "dest",
+                "-s",
+                &server.flags_url(),
+            ])
             .assert()
             .success()
             .stdout(predicate::str::contains(
@@ -76,10 +88,21 @@ fn all_in_every_mode() -> TestResult {
 
 #[test]
 fn every_in_every_mode() -> TestResult {
+    let server = slow_server::start(ServerConfig::new())?;
     for mode in MODES {
         let scratch = Scratch::new()?;
         let output = flags(scratch.path())
-            .args(["-e", "--mode", mode, "--dest", "dest", "-m", "100"])
+            .args([
+                "-e",
+                "--mode",
+                mode,
+                "--dest",
+                "dest",
+                "-m",
+                "100",
+                "-s",
+                &server.flags_url(),
+            ])
             .assert()
             .success()
             .stdout(predicate::str::contains(
