@@ -116,6 +116,21 @@ impl ServerConfig {
         self.addr
     }
 
+    /// The shortest and longest delay.
+    pub fn delay_range(&self) -> (Duration, Duration) {
+        (self.min_delay, self.max_delay)
+    }
+
+    /// The probability of a `418 I'm a Teapot`.
+    pub fn error_probability(&self) -> f64 {
+        self.error_rate
+    }
+
+    /// The seed, if the faults are deterministic.
+    pub fn fixed_seed(&self) -> Option<u64> {
+        self.seed
+    }
+
     /// The directory served, if not the built-in flag set.
     pub fn served_dir(&self) -> Option<&Path> {
         self.dir.as_deref()

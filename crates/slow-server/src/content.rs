@@ -79,10 +79,21 @@ impl Content {
     }
 }
 
-/// The built-in flag set: every answer computed once, keyed by its canonical path.
+/// The built-in flag set: every answer keyed by its canonical path. Images are drawn on first
+/// request (a few hundred microseconds each), so that starting a server costs little.
 #[derive(Debug)]
 pub(crate) struct Builtin {
-    replies: HashMap<String, Reply>,
+    replies: HashMap<String, Stored>,
+    /// The image of `country_codes()[i]`, once drawn.
+    gifs: Vec<OnceLock<Bytes>>,
+}
+
+/// An answer of the built-in set.
+#[derive(Debug)]
+enum Stored {
+    Ready(Reply),
+    /// The image of `country_codes()[i]`.
+    Gif(usize),
 }
 
 impl Builtin {
@@ -98,10 +109,10 @@ impl Builtin {
             let bytes = Bytes::from(bytes);
             replies.insert(
                 path,
-                Reply::Body {
+                Stored::Ready(Reply::Body {
                     bytes,
                     content_type,
-                },
+                }),
             );
         };
         add("/".into(), root_listing().into_bytes(), HTML);
@@ -117,6 +128,7 @@ impl Builtin {
             listing::render("/flags/", &dirs).into_bytes(),
             HTML,
         );
+        let mut gifs = Vec::new();
         for cc in country_codes() {
             let lower = cc.to_ascii_lowercase();
             let dir = format!("/flags/{lower}/");
@@ -135,28 +147,53 @@ impl Builtin {
                 listing::render(&dir, &files).into_bytes(),
                 HTML,
             );
-            add(format!("{dir}{lower}.gif"), flag_gif(cc), "image/gif");
+            gifs.push((format!("{dir}{lower}.gif"), gifs.len()));
             add(
                 format!("{dir}metadata.json"),
                 metadata(cc).into_bytes(),
                 "application/json",
             );
         }
-        replies.insert("/flags".into(), Reply::Redirect("/flags/".into()));
+        let redirect = |to: String| Stored::Ready(Reply::Redirect(to));
+        replies.insert("/flags".into(), redirect("/flags/".into()));
         for cc in country_codes() {
             let lower = cc.to_ascii_lowercase();
             replies.insert(
                 format!("/flags/{lower}"),
-                Reply::Redirect(format!("/flags/{lower}/")),
+                redirect(format!("/flags/{lower}/")),
             );
         }
-        Self { replies }
+        let count = gifs.len();
+        for (path, index) in gifs {
+            replies.insert(path, Stored::Gif(index));
+        }
+        Self {
+            replies,
+            gifs: (0..count).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The answer stored for a canonical path.
+    fn stored(&self, stored: &Stored) -> Reply {
+        match stored {
+            Stored::Ready(reply) => reply.clone(),
+            Stored::Gif(index) => {
+                let (Some(gif), Some(cc)) = (self.gifs.get(*index), country_codes().get(*index))
+                else {
+                    return Reply::NotFound;
+                };
+                Reply::Body {
+                    bytes: gif.get_or_init(|| Bytes::from(flag_gif(cc))).clone(),
+                    content_type: "image/gif",
+                }
+            }
+        }
     }
 
     /// The answer to `raw`: a direct hit for canonical paths, else the decoded path's.
     fn reply(&self, raw: &str) -> Reply {
-        if let Some(reply) = self.replies.get(raw) {
-            return reply.clone();
+        if let Some(stored) = self.replies.get(raw) {
+            return self.stored(stored);
         }
         let canonical = match Target::parse(raw) {
             Some(Target::Root) => "/".to_owned(),
@@ -175,8 +212,8 @@ impl Builtin {
         };
         match self.replies.get(&canonical) {
             // A redirect goes to the path as the client wrote it, plus the slash.
-            Some(Reply::Redirect(_)) => Reply::Redirect(format!("{raw}/")),
-            Some(reply) => reply.clone(),
+            Some(Stored::Ready(Reply::Redirect(_))) => Reply::Redirect(format!("{raw}/")),
+            Some(stored) => self.stored(stored),
             None => Reply::NotFound,
         }
     }
