@@ -311,6 +311,13 @@ pub(crate) fn median(mut values: Vec<Duration>) -> Duration {
     }
 }
 
+/// A delay setting for titles: `0.1`, `0.25`, `0.005`.
+pub(crate) fn short_secs(d: Duration) -> String {
+    let text = format!("{:.3}", d.as_secs_f64());
+    let text = text.trim_end_matches('0');
+    text.strip_suffix('.').unwrap_or(text).to_owned()
+}
+
 /// Everything a bench measured.
 #[derive(Debug)]
 pub(crate) struct Bench {
@@ -538,5 +545,13 @@ mod tests {
             median(vec![ms(4), ms(1), ms(2), ms(3)]),
             Duration::from_micros(2500)
         );
+    }
+
+    #[test]
+    fn short_seconds() {
+        assert_eq!(short_secs(Duration::from_millis(100)), "0.1");
+        assert_eq!(short_secs(Duration::from_millis(5)), "0.005");
+        assert_eq!(short_secs(Duration::from_secs(2)), "2");
+        assert_eq!(short_secs(Duration::ZERO), "0");
     }
 }

@@ -96,9 +96,9 @@ pub(crate) fn render(bench: &Bench) -> anyhow::Result<String> {
 fn draw_header(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyhow::Result<()> {
     let server = match bench.delay {
         Some((min, max, _, seed)) => format!(
-            "built-in server, delays {:.2}–{:.2} s (seed {seed})",
-            min.as_secs_f64(),
-            max.as_secs_f64()
+            "built-in server, delays {}–{} s (seed {seed})",
+            super::short_secs(min),
+            super::short_secs(max)
         ),
         None => bench.url.clone(),
     };
@@ -315,4 +315,100 @@ fn draw_bars(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyhow
             .map_err(failed)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::ideal::Ideal;
+    use super::super::measure::{Request, Run};
+    use super::*;
+    use crate::cli::Mode;
+
+    fn request(code: &str, lane: usize, start: f64, end: f64, status: Status) -> Request {
+        Request {
+            code: code.into(),
+            lane,
+            start,
+            end,
+            status,
+        }
+    }
+
+    fn run(elapsed_ms: u64, requests: Vec<Request>) -> Run {
+        Run {
+            elapsed: Duration::from_millis(elapsed_ms),
+            wall: Duration::from_millis(elapsed_ms + 5),
+            peak_rss_kib: Some(10_000),
+            downloaded: 0,
+            not_found: 0,
+            errors: 0,
+            requests,
+        }
+    }
+
+    fn row(mode: Mode, lanes: usize, runs: Vec<Run>) -> Row {
+        Row {
+            mode,
+            max_req: lanes,
+            lanes,
+            runs,
+            untraced: Vec::new(),
+            ideal: Some(Ideal {
+                greedy: Duration::from_millis(20),
+                lower_bound: Duration::from_millis(15),
+            }),
+        }
+    }
+
+    #[test]
+    fn one_bar_per_request_of_the_median_run() -> Result<(), Box<dyn std::error::Error>> {
+        let sequential = vec![
+            request("AA", 0, 0.0, 0.01, Status::NotFound),
+            request("BR", 0, 0.01, 0.02, Status::Ok),
+            request("DE", 0, 0.02, 0.02, Status::Error),
+        ];
+        let threads = vec![
+            request("AA", 0, 0.0, 0.01, Status::NotFound),
+            request("BR", 1, 0.0, 0.012, Status::Ok),
+            // A panicked task's record has no lane: drawn on the last one, not lost.
+            request("??", usize::MAX, 0.013, 0.013, Status::Error),
+        ];
+        let bench = Bench {
+            server: "BUILTIN",
+            url: "http://127.0.0.1:1/flags".into(),
+            codes: 3,
+            runs: 3,
+            delay: Some((Duration::from_millis(1), Duration::from_millis(9), 0.0, 1)),
+            ideal_source: "seed",
+            record_ns: 50.0,
+            rows: vec![
+                row(Mode::Sequential, 1, vec![run(30, sequential)]),
+                // Three runs: only the median one (25 ms) is drawn.
+                row(
+                    Mode::Threads,
+                    2,
+                    vec![
+                        run(40, threads.clone()),
+                        run(25, threads.clone()),
+                        run(10, threads[..1].to_vec()),
+                    ],
+                ),
+            ],
+        };
+        let svg = render(&bench)?;
+        let doc = roxmltree::Document::parse(&svg)?;
+        let bars = |status: Status| {
+            let (r, g, b) = colour(status).rgb();
+            let hex = format!("#{r:02X}{g:02X}{b:02X}");
+            doc.descendants()
+                .filter(|n| n.has_tag_name("rect") && n.attribute("fill") == Some(&*hex))
+                .count()
+        };
+        assert_eq!(bars(Status::Ok), 2);
+        assert_eq!(bars(Status::NotFound), 2);
+        assert_eq!(bars(Status::Error), 2);
+        Ok(())
+    }
 }

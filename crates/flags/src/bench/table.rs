@@ -31,9 +31,9 @@ pub(crate) fn text(bench: &Bench) -> String {
         if bench.runs == 1 { "" } else { "s" },
         match bench.delay {
             Some((min, max, rate, seed)) => format!(
-                "; delays {:.2}–{:.2} s, seed {seed}{}",
-                min.as_secs_f64(),
-                max.as_secs_f64(),
+                "; delays {}–{} s, seed {seed}{}",
+                super::short_secs(min),
+                super::short_secs(max),
                 if rate > 0.0 {
                     format!(", error rate {rate}")
                 } else {
