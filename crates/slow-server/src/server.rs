@@ -37,11 +37,8 @@ const GRACE: Duration = Duration::from_secs(1);
 const MAX_REJECTING: usize = 1024;
 /// How long a connection past the cap is given to take its 503.
 const REJECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// The answer to a connection past the cap.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: text/plain; charset=utf-8\r\n\
-content-length: 46\r\nretry-after: 1\r\nconnection: close\r\n\r\n\
-too many connections: try again in a second.\n";
+/// The body of the answer to a connection past the cap.
+const BUSY: &str = "too many connections: try again in a second.\n";
 /// The reason phrase of the book's errors (Python's spelling, not the `http` crate's).
 const TEAPOT: &[u8] = b"I'm a Teapot";
 
@@ -250,7 +247,12 @@ fn serve_connection(
 /// Answers a connection past the cap with 503 and closes it.
 async fn reject(mut stream: TcpStream) {
     let _ = tokio::time::timeout(REJECT_TIMEOUT, async {
-        stream.write_all(BUSY).await?;
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{BUSY}",
+            BUSY.len()
+        );
+        stream.write_all(answer.as_bytes()).await?;
         stream.shutdown().await?;
         // Read what the client sent, so that closing does not reset the connection and lose
         // the answer before the client reads it.

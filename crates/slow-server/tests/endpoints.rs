@@ -1,0 +1,252 @@
+//! Every endpoint of the built-in flag set and of the directory mode: status, headers, bodies,
+//! listings, redirects, HEAD, 405, keep-alive, shutdown.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::{connect, get, gif_path, parse, request};
+use slow_server::{ServerConfig, country_codes, country_name, start};
+
+#[test]
+fn every_flag_and_metadata_of_the_builtin_set() {
+    let server = start(ServerConfig::new()).expect("start");
+    let addr = server.local_addr();
+    let mut gifs = std::collections::HashSet::new();
+    for cc in country_codes() {
+        let lower = cc.to_ascii_lowercase();
+        let gif = get(addr, &gif_path(cc));
+        assert_eq!(gif.status, 200, "{cc}");
+        assert_eq!(gif.header("content-type"), Some("image/gif"));
+        assert_eq!(
+            gif.header("content-length"),
+            Some(gif.body.len().to_string().as_str())
+        );
+        assert!(gif.body.starts_with(b"GIF89a"), "{cc}");
+        assert!(gifs.insert(gif.body), "{cc} has the image of another code");
+
+        let meta = get(addr, &format!("/flags/{lower}/metadata.json"));
+        assert_eq!(meta.status, 200);
+        assert_eq!(meta.header("content-type"), Some("application/json"));
+        let json: serde_json::Value = serde_json::from_slice(&meta.body).expect("JSON");
+        assert_eq!(json["iso_cc"], *cc);
+        assert_eq!(json["tld_cc"], format!(".{lower}"));
+        assert_eq!(json["country"], country_name(cc).expect("a name"));
+        assert!(json["gec_cc"].is_string());
+    }
+}
+
+#[test]
+fn images_are_the_same_on_every_server() {
+    let a = start(ServerConfig::new()).expect("start");
+    let b = start(ServerConfig::new()).expect("start");
+    let path = gif_path("BR");
+    assert_eq!(
+        get(a.local_addr(), &path).body,
+        get(b.local_addr(), &path).body
+    );
+}
+
+#[test]
+fn listings_link_to_every_entry() {
+    let server = start(ServerConfig::new()).expect("start");
+    let addr = server.local_addr();
+
+    let root = get(addr, "/");
+    assert_eq!(root.status, 200);
+    assert!(root.text().contains(r#"<a href="flags/">flags/</a>"#));
+
+    let flags = get(addr, "/flags/");
+    assert_eq!(flags.status, 200);
+    assert_eq!(
+        flags.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let html = flags.text();
+    assert!(html.contains("<title>Directory listing for /flags/</title>"));
+    assert_eq!(html.matches("<li><a href=").count(), 194);
+    for cc in country_codes() {
+        let lower = cc.to_ascii_lowercase();
+        assert!(
+            html.contains(&format!(r#"<a href="{lower}/">{lower}/</a>"#)),
+            "{cc}"
+        );
+    }
+
+    let br = get(addr, "/flags/br/").text();
+    assert!(br.contains(r#"<a href="br.gif">br.gif</a>"#));
+    assert!(br.contains(r#"<a href="metadata.json">metadata.json</a>"#));
+    assert_eq!(br.matches("<li>").count(), 2);
+}
+
+#[test]
+fn directories_without_their_slash_redirect() {
+    let server = start(ServerConfig::new()).expect("start");
+    let addr = server.local_addr();
+    for (path, location) in [("/flags", "/flags/"), ("/flags/br", "/flags/br/")] {
+        let response = get(addr, path);
+        assert_eq!(response.status, 301, "{path}");
+        assert_eq!(response.header("location"), Some(location));
+    }
+}
+
+#[test]
+fn absent_things_are_404() {
+    let server = start(ServerConfig::new()).expect("start");
+    let addr = server.local_addr();
+    for path in [
+        "/flags/xx/xx.gif",
+        "/flags/br/de.gif",
+        "/flags/BR/BR.gif",
+        "/flags/br/br.png",
+        "/flags/br/br.gif/",
+        "/flags/br/metadata.json/x",
+        "/flagsbr",
+        "/index.html",
+        "/favicon.ico",
+    ] {
+        let response = get(addr, path);
+        assert_eq!(response.status, 404, "{path}");
+        assert_eq!(
+            response.header("content-length"),
+            Some(response.body.len().to_string().as_str())
+        );
+    }
+}
+
+#[test]
+fn query_strings_are_ignored() {
+    let server = start(ServerConfig::new()).expect("start");
+    assert_eq!(get(server.local_addr(), "/flags/br/br.gif?x=1").status, 200);
+}
+
+#[test]
+fn head_sends_the_headers_of_get_without_the_body() {
+    let server = start(ServerConfig::new()).expect("start");
+    let addr = server.local_addr();
+    for path in [
+        "/flags/br/br.gif",
+        "/flags/br/metadata.json",
+        "/flags/",
+        "/nothing",
+    ] {
+        let got = get(addr, path);
+        let head = request(addr, "HEAD", path);
+        assert_eq!(head.status, got.status, "{path}");
+        assert_eq!(head.header("content-type"), got.header("content-type"));
+        assert_eq!(head.header("content-length"), got.header("content-length"));
+        assert!(head.body.is_empty());
+    }
+    // Nothing follows the head on the wire.
+    let raw = common::exchange(
+        addr,
+        b"HEAD /flags/br/br.gif HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(raw.ends_with(b"\r\n\r\n"));
+}
+
+#[test]
+fn other_methods_are_405_with_allow() {
+    let server = start(ServerConfig::new()).expect("start");
+    let addr = server.local_addr();
+    for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "BREW"] {
+        let response = request(addr, method, "/flags/br/br.gif");
+        assert_eq!(response.status, 405, "{method}");
+        assert_eq!(response.header("allow"), Some("GET, HEAD"));
+    }
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let server = start(ServerConfig::new()).expect("start");
+    let mut stream = connect(server.local_addr());
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    for path in ["/flags/br/br.gif", "/flags/de/metadata.json", "/flags/"] {
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .expect("send");
+        let response = loop {
+            if let Some((response, used)) = parse(&bytes, false) {
+                bytes.drain(..used);
+                break response;
+            }
+            let n = stream.read(&mut buffer).expect("receive");
+            assert!(n > 0, "the server closed a kept-alive connection");
+            bytes.extend_from_slice(&buffer[..n]);
+        };
+        assert_eq!(response.status, 200, "{path}");
+        assert_ne!(response.header("connection"), Some("close"));
+    }
+}
+
+#[test]
+fn shutdown_stops_listening_and_flags_url_has_no_trailing_slash() {
+    let server = start(ServerConfig::new()).expect("start");
+    let addr = server.local_addr();
+    assert_ne!(addr.port(), 0);
+    assert_eq!(server.flags_url(), format!("http://{addr}/flags"));
+    server.shutdown();
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still listening after shutdown"
+    );
+}
+
+#[test]
+fn dropping_the_handle_stops_the_server() {
+    let addr = start(ServerConfig::new()).expect("start").local_addr();
+    assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn a_directory_is_served_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    std::fs::create_dir(root.join("br")).expect("mkdir");
+    let gif: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    std::fs::write(root.join("br/br.gif"), &gif).expect("write");
+    std::fs::write(root.join("br/metadata.json"), br#"{"country": "Brazil"}"#).expect("write");
+    std::fs::write(root.join("notes.txt"), "hello").expect("write");
+    std::fs::write(root.join("a b.bin"), [0u8, 1, 2]).expect("write");
+
+    let server = start(ServerConfig::new().dir(root)).expect("start");
+    let addr = server.local_addr();
+
+    let response = get(addr, "/flags/br/br.gif");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, gif);
+    assert_eq!(response.header("content-type"), Some("image/gif"));
+    assert_eq!(response.header("content-length"), Some("5000"));
+    assert_eq!(
+        get(addr, "/flags/br/metadata.json").header("content-type"),
+        Some("application/json")
+    );
+    assert_eq!(get(addr, "/flags/notes.txt").text(), "hello");
+    let spaced = get(addr, "/flags/a%20b.bin");
+    assert_eq!(spaced.body, [0, 1, 2]);
+    assert_eq!(
+        spaced.header("content-type"),
+        Some("application/octet-stream")
+    );
+
+    let listing = get(addr, "/flags/").text();
+    assert!(listing.contains(r#"<a href="a%20b.bin">a b.bin</a>"#));
+    assert!(listing.contains(r#"<a href="br/">br/</a>"#));
+    assert!(listing.contains(r#"<a href="notes.txt">notes.txt</a>"#));
+    assert!(
+        get(addr, "/flags/br/")
+            .text()
+            .contains(r#"<a href="br.gif">br.gif</a>"#)
+    );
+    assert_eq!(
+        get(addr, "/flags/br").header("location"),
+        Some("/flags/br/")
+    );
+    assert_eq!(get(addr, "/flags/de/de.gif").status, 404);
+    assert_eq!(get(addr, "/flags/notes.txt/").status, 404);
+    let head = request(addr, "HEAD", "/flags/br/br.gif");
+    assert_eq!(head.header("content-length"), Some("5000"));
+    assert!(head.body.is_empty());
+}
