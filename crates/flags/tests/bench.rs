@@ -99,6 +99,12 @@ fn json_schema_and_svg_bars() -> TestResult {
         assert!(row["ratio"].as_f64().is_some_and(|r| r > 0.0), "{row}");
         assert!(row["speedup"].as_f64().is_some_and(|s| s > 0.0), "{row}");
         assert!(row["record_cost_pct"].as_f64().is_some(), "{row}");
+        assert!(
+            row["extra_per_request_secs"]
+                .as_f64()
+                .is_some_and(|s| s >= 0.0),
+            "{row}"
+        );
         assert_eq!(row["elapsed_secs"].as_array().map(Vec::len), Some(1));
         assert!(row["ideal_secs"].as_f64() >= row["lower_bound_secs"].as_f64());
         if cfg!(target_os = "linux") {

@@ -245,6 +245,9 @@ pub(crate) struct Row {
     /// Untraced runs, to measure what tracing costs (none for the sequential mode).
     pub(crate) untraced: Vec<Run>,
     pub(crate) ideal: Option<Ideal>,
+    /// The median over the median run's requests of (request time − the server's delay for
+    /// it): what each request costs beyond the wait the server imposes (seeded server only).
+    pub(crate) extra_per_request: Option<Duration>,
 }
 
 impl Row {
@@ -423,6 +426,29 @@ fn run(plan: &Plan) -> anyhow::Result<ExitCode> {
             row.ideal = Some(Ideal::new(delays, row.lanes));
         }
     }
+    if ideal_source == "seed"
+        && let Some(delays) = &delays
+    {
+        let by_code: std::collections::HashMap<&str, Duration> = plan
+            .codes
+            .iter()
+            .map(String::as_str)
+            .zip(delays.iter().copied())
+            .collect();
+        for row in &mut rows {
+            row.extra_per_request = row.median_run().map(|run| {
+                median(
+                    run.requests
+                        .iter()
+                        .filter_map(|r| {
+                            let took = Duration::try_from_secs_f64(r.end - r.start).ok()?;
+                            Some(took.saturating_sub(*by_code.get(r.code.as_str())?))
+                        })
+                        .collect(),
+                )
+            });
+        }
+    }
 
     let bench = Bench {
         server,
@@ -482,6 +508,7 @@ fn measure_row(
         runs: Vec::new(),
         untraced: Vec::new(),
         ideal: None,
+        extra_per_request: None,
     };
     for i in 1..=plan.runs {
         let run = measure::run(&args, true, no_proxy)?;

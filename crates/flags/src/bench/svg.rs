@@ -359,6 +359,7 @@ mod tests {
                 greedy: Duration::from_millis(20),
                 lower_bound: Duration::from_millis(15),
             }),
+            extra_per_request: None,
         }
     }
 

@@ -52,10 +52,11 @@ pub(crate) fn text(bench: &Bench) -> String {
         "bound s",
         "ratio",
         "speed-up",
+        "extra/req",
         "peak RSS",
         "trace cost",
     ];
-    let mut lines: Vec<[String; 10]> = vec![header.map(String::from)];
+    let mut lines: Vec<[String; 11]> = vec![header.map(String::from)];
     for row in &bench.rows {
         let (min, max) = row.min_max();
         lines.push([
@@ -71,6 +72,10 @@ pub(crate) fn text(bench: &Bench) -> String {
             bench
                 .speedup(row)
                 .map_or_else(|| "-".into(), |s| format!("{s:.1}×")),
+            row.extra_per_request.map_or_else(
+                || "-".into(),
+                |d| format!("{:.1} ms", d.as_secs_f64() * 1e3),
+            ),
             mib(row.peak_rss_kib()),
             row.trace_overhead()
                 .map_or_else(|| "-".into(), |(_, wall)| format!("{wall:+.1}%")),
@@ -113,6 +118,7 @@ pub(crate) fn text(bench: &Bench) -> String {
         out,
         "\nideal: greedy schedule of {source}, in submission order, on max_req connections; \
          bound: max(longest delay, total / max_req).\n\
+         extra/req: median of (request time − the server's delay for it) in the median run.\n\
          trace cost: wall time with --trace over without (median of each; noise included).\n\
          recording: 2 clock reads per request, {:.0} ns, {:.5}% of the fastest median.",
         bench.record_ns,
@@ -172,6 +178,8 @@ struct JsonRow {
     lower_bound_secs: Option<f64>,
     ratio: Option<f64>,
     speedup: Option<f64>,
+    /// Median over the median run's requests of (request time − server delay), in seconds.
+    extra_per_request_secs: Option<f64>,
     peak_rss_kib: Option<u64>,
     /// Median elapsed of the untraced runs (null when not measured).
     untraced_median_secs: Option<f64>,
@@ -208,6 +216,7 @@ pub(crate) fn json(bench: &Bench) -> Json {
                 lower_bound_secs: row.ideal.map(|i| i.lower_bound.as_secs_f64()),
                 ratio: row.ratio(),
                 speedup: bench.speedup(row),
+                extra_per_request_secs: row.extra_per_request.map(|d| d.as_secs_f64()),
                 peak_rss_kib: row.peak_rss_kib(),
                 untraced_median_secs: (!row.untraced.is_empty()).then(|| {
                     super::median(row.untraced.iter().map(|r| r.elapsed).collect()).as_secs_f64()
