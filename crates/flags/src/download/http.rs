@@ -18,6 +18,10 @@ use super::{Cancel, FetchError, Response, Transport};
 const MAX_REDIRECTS: u32 = 10;
 /// Largest body accepted (flags are a few KiB).
 const MAX_BODY: u64 = 10 * 1024 * 1024;
+/// ureq's read buffer per connection: as large as its response-header limit (64 KiB).
+const INPUT_BUFFER: usize = 64 * 1024;
+/// ureq's write buffer per connection (a request head).
+const OUTPUT_BUFFER: usize = 8 * 1024;
 /// Sent with every request.
 const USER_AGENT: &str = concat!("flags/", env!("CARGO_PKG_VERSION"));
 
@@ -76,6 +80,10 @@ impl BlockingClient {
             .max_idle_connections(connections.max(1))
             .max_idle_connections_per_host(connections.max(1))
             .user_agent(USER_AGENT)
+            // Flags are small: ureq's 128 KiB buffers each way per connection only cost memory
+            // (mapped and faulted in per connection, 63 MiB of RSS with 194 workers).
+            .input_buffer_size(INPUT_BUFFER)
+            .output_buffer_size(OUTPUT_BUFFER)
             .build();
         let agent =
             ureq::Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default());
