@@ -1,0 +1,125 @@
+//! Load client for the concurrency benchmark (`crates/slow-server/bench.sh`): opens N
+//! connections to a server, holds them all open, then sends one `GET` on each at the same
+//! moment and times how long it takes until every answer has arrived.
+//!
+//! `cargo run --release -p slow-server --example hold -- ADDR N [PATH]`
+//!
+//! Prints one line: connections, answers by status, and the time from the release of the
+//! requests to the last answer, with latency percentiles. Raise `ulimit -n` above N first.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, watch};
+
+/// Connections opened at the same time while setting up (keeps the SYN queue short).
+const CONNECT_BATCH: usize = 256;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(addr), Some(count)) = (
+        args.first().and_then(|a| a.parse::<SocketAddr>().ok()),
+        args.get(1).and_then(|n| n.parse::<usize>().ok()),
+    ) else {
+        eprintln!("usage: hold ADDR CONNECTIONS [PATH]");
+        return ExitCode::from(2);
+    };
+    let path = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "/flags/br/br.gif".into());
+    let request = Arc::new(format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    ));
+
+    let (go_tx, go_rx) = watch::channel(None::<Instant>);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(count.max(1));
+    let connecting = Arc::new(Semaphore::new(CONNECT_BATCH));
+    let mut tasks = tokio::task::JoinSet::new();
+    let setup = Instant::now();
+    for _ in 0..count {
+        let (request, mut go, ready, connecting) = (
+            Arc::clone(&request),
+            go_rx.clone(),
+            ready_tx.clone(),
+            Arc::clone(&connecting),
+        );
+        tasks.spawn(async move {
+            let permit = connecting.acquire_owned().await.ok();
+            let stream = TcpStream::connect(addr).await;
+            drop(permit);
+            let _ = ready.send(()).await;
+            let mut stream = stream.map_err(|e| format!("connect: {e}"))?;
+            let start = loop {
+                if let Some(start) = *go.borrow_and_update() {
+                    break start;
+                }
+                go.changed().await.map_err(|e| e.to_string())?;
+            };
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .map_err(|e| format!("send: {e}"))?;
+            let mut response = Vec::with_capacity(8192);
+            stream
+                .read_to_end(&mut response)
+                .await
+                .map_err(|e| format!("receive: {e}"))?;
+            let status = response
+                .get(9..12)
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(|s| s.parse::<u16>().ok())
+                .unwrap_or(0);
+            Ok::<(u16, Duration), String>((status, start.elapsed()))
+        });
+    }
+    drop(ready_tx);
+    for _ in 0..count {
+        if ready_rx.recv().await.is_none() {
+            break;
+        }
+    }
+    let connected_in = setup.elapsed();
+    let start = Instant::now();
+    let _ = go_tx.send(Some(start));
+
+    let mut latencies = Vec::with_capacity(count);
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok((status, latency))) => {
+                *statuses.entry(status).or_default() += 1;
+                latencies.push(latency);
+            }
+            Ok(Err(error)) => *failures.entry(error).or_default() += 1,
+            Err(error) => *failures.entry(error.to_string()).or_default() += 1,
+        }
+    }
+    let total = start.elapsed();
+    latencies.sort();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q) as usize)
+            .map_or(0.0, Duration::as_secs_f64)
+    };
+    println!(
+        "connections {count} (opened in {:.2} s); answers {statuses:?}; failures {failures:?}; \
+         all answered {:.3} s after the release; latency p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+        connected_in.as_secs_f64(),
+        total.as_secs_f64(),
+        pick(0.5),
+        pick(0.99),
+        pick(1.0),
+    );
+    if failures.is_empty() && statuses.keys().all(|&s| s == 200) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
