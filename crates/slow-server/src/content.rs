@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
@@ -38,8 +38,8 @@ pub(crate) enum Reply {
 pub(crate) enum Content {
     /// The generated flag set, shared by every server of the process.
     Builtin(&'static Builtin),
-    /// The files under this directory (canonical: absolute, without symbolic links).
-    Dir(PathBuf),
+    /// The files under a directory.
+    Dir(Arc<DirContent>),
 }
 
 impl Content {
@@ -58,25 +58,213 @@ impl Content {
                 path: dir.to_path_buf(),
             });
         }
-        Ok(Self::Dir(root))
+        Ok(Self::Dir(Arc::new(DirContent {
+            root,
+            cache: Mutex::new(Cache::default()),
+        })))
     }
 
     /// The answer to the request path `raw` (as sent, without the query).
     pub(crate) async fn reply(&self, raw: &str) -> Reply {
         match self {
             Self::Builtin(builtin) => builtin.reply(raw),
-            Self::Dir(root) => {
+            Self::Dir(dir) => {
                 let Some(target) = Target::parse(raw) else {
                     return Reply::NotFound;
                 };
-                let (root, raw) = (root.clone(), raw.to_owned());
+                if let Some(reply) = dir.cached(&target) {
+                    return reply;
+                }
+                let (dir, raw) = (Arc::clone(dir), raw.to_owned());
                 // One trip to the blocking pool for the whole lookup and read.
-                tokio::task::spawn_blocking(move || dir_reply(&root, &raw, target))
+                tokio::task::spawn_blocking(move || dir.reply(&raw, target))
                     .await
                     .unwrap_or(Reply::NotFound)
             }
         }
     }
+}
+
+/// The most bytes of one file kept in memory.
+const CACHE_FILE_MAX: u64 = 1 << 20;
+/// The most bytes of all files kept in memory.
+const CACHE_TOTAL_MAX: u64 = 64 << 20;
+
+/// A served directory and the files read from it so far.
+#[derive(Debug)]
+pub(crate) struct DirContent {
+    /// The directory, canonical: absolute and without symbolic links.
+    root: PathBuf,
+    cache: Mutex<Cache>,
+}
+
+/// Small files already read, keyed by path, with what identifies their version.
+#[derive(Debug, Default)]
+struct Cache {
+    files: HashMap<PathBuf, Cached>,
+    bytes: u64,
+}
+
+#[derive(Debug)]
+struct Cached {
+    version: Version,
+    bytes: Bytes,
+    content_type: &'static str,
+}
+
+/// What tells one version of a file from the next: device, inode, length, modification time.
+#[derive(Debug, PartialEq, Eq)]
+struct Version {
+    dev_ino: (u64, u64),
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Version {
+    fn of(meta: &fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let dev_ino = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let dev_ino = (0, 0);
+        Self {
+            dev_ino,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+impl DirContent {
+    /// The fast path, run on the runtime's thread: a file reached through plain directories
+    /// (no symbolic link on the way, checked with one `lstat` per segment) whose current
+    /// version is in the cache. `None` sends the request to the slow path.
+    fn cached(&self, target: &Target) -> Option<Reply> {
+        let Target::Flags {
+            segments,
+            slash: false,
+        } = target
+        else {
+            return None;
+        };
+        let mut path = self.root.clone();
+        let mut meta = None;
+        for segment in segments {
+            path.push(segment);
+            let here = fs::symlink_metadata(&path).ok()?;
+            if here.file_type().is_symlink() {
+                return None;
+            }
+            meta = Some(here);
+        }
+        let meta = meta?;
+        if !meta.is_file() {
+            return None;
+        }
+        let cache = self.cache.lock().ok()?;
+        let cached = cache.files.get(&path)?;
+        (cached.version == Version::of(&meta)).then(|| Reply::Body {
+            bytes: cached.bytes.clone(),
+            content_type: cached.content_type,
+        })
+    }
+
+    /// The slow path, on the blocking pool: resolve, check, list or read (and cache).
+    fn reply(&self, raw: &str, target: Target) -> Reply {
+        let root = &self.root;
+        let (segments, slash) = match target {
+            Target::Root => {
+                return Reply::Body {
+                    bytes: Bytes::from(root_listing()),
+                    content_type: HTML,
+                };
+            }
+            Target::Flags { segments, slash } => (segments, slash),
+        };
+        let mut path = root.clone();
+        path.extend(&segments);
+        // Resolving every symbolic link and checking the result is still below the root is
+        // what keeps links that point outside from being followed.
+        let Ok(resolved) = fs::canonicalize(&path) else {
+            return Reply::NotFound;
+        };
+        if !resolved.starts_with(root) {
+            return Reply::NotFound;
+        }
+        let Ok(meta) = fs::metadata(&resolved) else {
+            return Reply::NotFound;
+        };
+        if meta.is_dir() {
+            if !slash {
+                return Reply::Redirect(format!("{raw}/"));
+            }
+            let mut shown = String::from("/flags/");
+            for segment in &segments {
+                shown.push_str(segment);
+                shown.push('/');
+            }
+            return match dir_entries(&resolved) {
+                Ok(entries) => Reply::Body {
+                    bytes: Bytes::from(listing::render(&shown, &entries)),
+                    content_type: HTML,
+                },
+                Err(_) => Reply::NotFound,
+            };
+        }
+        // Only regular files: a FIFO or a device could block or never end.
+        if !meta.is_file() || slash {
+            return Reply::NotFound;
+        }
+        let Ok((bytes, version)) = read_file(&resolved) else {
+            return Reply::NotFound;
+        };
+        let content_type = content_type(&resolved);
+        self.remember(resolved, bytes.clone(), version, content_type);
+        Reply::Body {
+            bytes,
+            content_type,
+        }
+    }
+
+    /// Keeps a small file in the cache, within the total budget. The key is the canonical
+    /// path, which is what the fast path builds for a path without links.
+    fn remember(&self, path: PathBuf, bytes: Bytes, version: Version, content_type: &'static str) {
+        let len = bytes.len() as u64;
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        let previous = cache
+            .files
+            .get(&path)
+            .map_or(0, |old| old.bytes.len() as u64);
+        if len > CACHE_FILE_MAX || cache.bytes - previous + len > CACHE_TOTAL_MAX {
+            return;
+        }
+        cache.bytes = cache.bytes - previous + len;
+        cache.files.insert(
+            path,
+            Cached {
+                version,
+                bytes,
+                content_type,
+            },
+        );
+    }
+}
+
+/// Reads a whole file with the version of what was read.
+fn read_file(path: &Path) -> io::Result<(Bytes, Version)> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes)?;
+    Ok((Bytes::from(bytes), Version::of(&meta)))
 }
 
 /// The built-in flag set: every answer keyed by its canonical path. Images are drawn on first
@@ -244,60 +432,6 @@ fn metadata(cc: &str) -> String {
         quoted(name),
         quoted(cc),
     )
-}
-
-/// The answer to a path of the directory mode (blocking: runs on the blocking pool).
-fn dir_reply(root: &Path, raw: &str, target: Target) -> Reply {
-    let (segments, slash) = match target {
-        Target::Root => {
-            return Reply::Body {
-                bytes: Bytes::from(root_listing()),
-                content_type: HTML,
-            };
-        }
-        Target::Flags { segments, slash } => (segments, slash),
-    };
-    let mut path = root.to_path_buf();
-    path.extend(&segments);
-    // Resolving every symbolic link and checking the result is still below the root is what
-    // keeps links that point outside from being followed.
-    let Ok(resolved) = fs::canonicalize(&path) else {
-        return Reply::NotFound;
-    };
-    if !resolved.starts_with(root) {
-        return Reply::NotFound;
-    }
-    let Ok(meta) = fs::metadata(&resolved) else {
-        return Reply::NotFound;
-    };
-    if meta.is_dir() {
-        if !slash {
-            return Reply::Redirect(format!("{raw}/"));
-        }
-        let mut shown = String::from("/flags/");
-        for segment in &segments {
-            shown.push_str(segment);
-            shown.push('/');
-        }
-        return match dir_entries(&resolved) {
-            Ok(entries) => Reply::Body {
-                bytes: Bytes::from(listing::render(&shown, &entries)),
-                content_type: HTML,
-            },
-            Err(_) => Reply::NotFound,
-        };
-    }
-    // Only regular files: a FIFO or a device could block or never end.
-    if !meta.is_file() || slash {
-        return Reply::NotFound;
-    }
-    match fs::read(&resolved) {
-        Ok(bytes) => Reply::Body {
-            bytes: Bytes::from(bytes),
-            content_type: content_type(&resolved),
-        },
-        Err(_) => Reply::NotFound,
-    }
 }
 
 /// The entries of a directory, sorted without regard to case, as `http.server` does. Names that

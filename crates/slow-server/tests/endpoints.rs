@@ -250,3 +250,21 @@ fn a_directory_is_served_byte_for_byte() {
     assert_eq!(head.header("content-length"), Some("5000"));
     assert!(head.body.is_empty());
 }
+
+#[test]
+fn a_changed_file_is_served_anew() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("note.txt");
+    std::fs::write(&file, "first").expect("write");
+    let server = start(ServerConfig::new().dir(dir.path())).expect("start");
+    let addr = server.local_addr();
+    assert_eq!(get(addr, "/flags/note.txt").text(), "first");
+    assert_eq!(get(addr, "/flags/note.txt").text(), "first");
+    // A new file under the same name (a new inode, as editors and `mv` make).
+    let fresh = dir.path().join("note.new");
+    std::fs::write(&fresh, "second, longer").expect("write");
+    std::fs::rename(&fresh, &file).expect("rename");
+    assert_eq!(get(addr, "/flags/note.txt").text(), "second, longer");
+    std::fs::remove_file(&file).expect("remove");
+    assert_eq!(get(addr, "/flags/note.txt").status, 404);
+}

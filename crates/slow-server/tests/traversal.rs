@@ -165,3 +165,20 @@ fn listings_do_not_follow_links_out() {
     assert!(listing.contains("escape"));
     assert!(!listing.contains(SECRET));
 }
+
+#[cfg(unix)]
+#[test]
+fn a_served_file_replaced_by_a_link_out_is_refused() {
+    let layout = layout();
+    let server = start(ServerConfig::new().dir(&layout.served)).expect("start");
+    let addr = server.local_addr();
+    let gif = layout.served.join("br/br.gif");
+    // Served twice, so it is in the server's cache.
+    assert_eq!(get(addr, "/flags/br/br.gif").status, 200);
+    assert_eq!(get(addr, "/flags/br/br.gif").status, 200);
+    std::fs::remove_file(&gif).expect("remove");
+    let secret = layout.served.parent().expect("parent").join("secret.txt");
+    std::os::unix::fs::symlink(secret, &gif).expect("link");
+    let response = get(addr, "/flags/br/br.gif");
+    assert_refused(addr, "replaced by a link", response.status, &response.body);
+}
