@@ -62,7 +62,7 @@ pub(crate) struct DownloadArgs {
     #[arg(short, long, value_name = "N")]
     pub(crate) limit: Option<usize>,
 
-    /// Maximum concurrent requests [default: 30, or 1 for --mode sequential; 1000 at most]
+    /// Maximum concurrent requests [default: 30; 1000 at most; --mode sequential always uses 1]
     #[arg(short, long = "max-req", value_name = "N")]
     pub(crate) max_req: Option<usize>,
 
@@ -234,7 +234,11 @@ impl TryFrom<DownloadArgs> for Config {
             None if args.mode == Mode::Sequential => DEFAULT_SEQUENTIAL_REQ,
             None => DEFAULT_CONCURRENT_REQ,
         };
-        let concurrency = max_req.min(codes.len()).clamp(1, MAX_CONCURRENT_REQ);
+        let concurrency = if args.mode == Mode::Sequential {
+            1
+        } else {
+            max_req.min(codes.len()).clamp(1, MAX_CONCURRENT_REQ)
+        };
         if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= MAX_TIMEOUT_SECS) {
             return Err(UsageError(format!(
                 "--timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECS}"
@@ -321,6 +325,10 @@ mod tests {
     #[test]
     fn concurrency_is_bounded_by_codes_and_mode() -> Result<(), UsageError> {
         assert_eq!(config(&["--mode", "sequential", "-a"])?.concurrency, 1);
+        assert_eq!(
+            config(&["--mode", "sequential", "-a", "-m", "9"])?.concurrency,
+            1
+        );
         assert_eq!(config(&["-a"])?.concurrency, 30);
         assert_eq!(config(&["-a", "-m", "500"])?.concurrency, 194);
         assert_eq!(config(&["-e", "-m", "5000"])?.concurrency, 676);

@@ -53,7 +53,15 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
     let cancel = Cancel::new();
     ctrlc::set_handler({
         let cancel = Arc::clone(&cancel);
-        move || cancel.cancel()
+        move || {
+            if cancel.is_cancelled() {
+                // A second Ctrl-C does not wait for the requests in flight; it only waits for
+                // a save in progress (microseconds), so no temporary file is left behind.
+                eprintln!("*** Interrupted again: exiting now");
+                download::exit_between_saves(report::EXIT_INTERRUPTED.into());
+            }
+            cancel.cancel();
+        }
     })
     .context("cannot install the Ctrl-C handler")?;
 

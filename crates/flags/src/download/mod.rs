@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) use self::cancel::Cancel;
 use self::http::{AsyncClient, BlockingClient};
+pub(crate) use self::save::exit_between_saves;
 use crate::cli::{Config, Mode, NameBy};
 use crate::report::Outcome;
 

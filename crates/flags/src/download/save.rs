@@ -2,6 +2,17 @@
 
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
+
+/// Held (shared) by every save while its temporary file exists; [`exit_between_saves`] takes it
+/// exclusively, so a forced exit never strands a temporary file.
+static SAVES: RwLock<()> = RwLock::new(());
+
+/// Exits the process with `code` once no save is in progress (a second Ctrl-C).
+pub(crate) fn exit_between_saves(code: i32) -> ! {
+    let _no_saves = SAVES.write().unwrap_or_else(PoisonError::into_inner);
+    std::process::exit(code)
+}
 
 /// Longest file stem taken from a server-supplied country name, in bytes.
 const MAX_STEM_BYTES: usize = 100;
@@ -15,6 +26,7 @@ const MAX_STEM_BYTES: usize = 100;
 /// Any I/O error creating, writing or renaming the file.
 pub(crate) fn save_atomically(dest: &Path, name: &str, body: &[u8]) -> io::Result<PathBuf> {
     let path = dest.join(name);
+    let _saving = SAVES.read().unwrap_or_else(PoisonError::into_inner);
     let mut builder = tempfile::Builder::new();
     builder.prefix(".flags-").suffix(".part");
     #[cfg(unix)]

@@ -62,7 +62,12 @@ pub(super) fn run(
             Arc::clone(&lanes),
             code.clone(),
         );
-        match pool.submit(move || block_on(get_flag(&*client, &target, &code, lane(&lanes)))) {
+        // A task that a worker took before the pool was shut down still starts no download.
+        let task = move || {
+            let cancelled = target.cancel.is_cancelled();
+            (!cancelled).then(|| block_on(get_flag(&*client, &target, &code, lane(&lanes))))
+        };
+        match pool.submit(task) {
             Ok(handle) => handles.push(handle),
             // Shut down by Ctrl-C: schedule nothing more.
             Err(_) => break,
@@ -73,8 +78,8 @@ pub(super) fn run(
         // Without a timeout, `as_completed` yields no errors.
         let Ok(handle) = done else { continue };
         match handle.result() {
-            Ok(record) => sink(record),
-            Err(FutureError::Cancelled) => {}
+            Ok(Some(record)) => sink(record),
+            Ok(None) | Err(FutureError::Cancelled) => {}
             // A panic in the download path is a bug; count it rather than lose the run.
             Err(error) => {
                 sink(Record::failed_task(&error));

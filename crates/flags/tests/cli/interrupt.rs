@@ -14,6 +14,16 @@ fn interrupt(
     mode: &str,
     max_req: usize,
 ) -> Result<(Scratch, std::process::Output), Box<dyn std::error::Error>> {
+    interrupt_times(mode, max_req, 1)
+}
+
+/// Runs `flags -a` against a server that holds every request, sends `times` SIGINTs once
+/// `max_req` requests are in flight (each after the previous note), then lets the server answer.
+fn interrupt_times(
+    mode: &str,
+    max_req: usize,
+    times: usize,
+) -> Result<(Scratch, std::process::Output), Box<dyn std::error::Error>> {
     let server = FaultServer::start(|_, _| Reply::Stall(Box::new(Reply::ok(GIF))))?;
     let scratch = Scratch::new()?;
     let mut child = Command::new(env!("CARGO_BIN_EXE_flags"))
@@ -36,20 +46,27 @@ fn interrupt(
         .spawn()?;
     let arrived = server.wait_for_requests(max_req);
     assert_eq!(arrived.len(), max_req);
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()?;
-    assert!(status.success());
     let stderr = child.stderr.take().ok_or("stderr")?;
     let mut stderr = BufReader::new(stderr);
-    let mut line = String::new();
-    while !line.contains("*** Interrupted") {
-        line.clear();
-        if stderr.read_line(&mut line)? == 0 {
-            break;
+    for _ in 0..times {
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()?;
+        assert!(status.success());
+        let mut line = String::new();
+        while !line.contains("*** Interrupted") {
+            line.clear();
+            if stderr.read_line(&mut line)? == 0 {
+                break;
+            }
         }
+        assert!(line.contains("*** Interrupted"), "{line:?}");
     }
-    assert!(line.contains("*** Interrupted"), "{line:?}");
+    if times > 1 {
+        // Exited with requests still held: nothing may be left in dest.
+        let output = child.wait_with_output()?;
+        return Ok((scratch, output));
+    }
     server.open_gate();
     let mut rest = Vec::new();
     stderr.read_to_end(&mut rest)?;
@@ -91,5 +108,17 @@ fn ctrl_c_in_async_mode_aborts_requests_in_flight() -> TestResult {
         "{stdout}"
     );
     scratch.assert_clean(0);
+    Ok(())
+}
+
+/// Async mode ends at the first Ctrl-C; the blocking modes wait for their requests in flight,
+/// unless Ctrl-C comes again.
+#[test]
+fn second_ctrl_c_exits_at_once() -> TestResult {
+    for (mode, max_req) in [("sequential", 1), ("threads", 2)] {
+        let (scratch, output) = interrupt_times(mode, max_req, 2)?;
+        assert_eq!(output.status.code(), Some(130), "{mode}");
+        scratch.assert_clean(0);
+    }
     Ok(())
 }
