@@ -70,6 +70,10 @@ fn json_schema_and_svg_bars() -> TestResult {
     assert_eq!(json["delay"]["seed"], 1);
     assert_eq!(json["delay"]["error_rate"], 0.4);
     assert!(json["record_ns"].as_f64().is_some_and(|ns| ns > 0.0));
+    assert!(json["cpus"].as_u64().is_some_and(|n| n >= 1));
+    if cfg!(target_os = "linux") {
+        assert_eq!(json["load_average"].as_array().map(Vec::len), Some(2));
+    }
     let results = json["results"].as_array().ok_or("results")?;
     // Sequential once, then each concurrent mode at -m 2 and -m 3.
     let modes: Vec<(&str, u64)> = results

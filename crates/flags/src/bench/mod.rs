@@ -335,6 +335,10 @@ pub(crate) struct Bench {
     pub(crate) ideal_source: &'static str,
     /// What two clock reads (the timing of one request) cost, in nanoseconds.
     pub(crate) record_ns: f64,
+    /// CPUs available, and the 1-minute load average before and after (Linux only): the
+    /// machine may be shared, and a loaded one stretches every figure.
+    pub(crate) cpus: usize,
+    pub(crate) load: Option<(f64, f64)>,
     pub(crate) rows: Vec<Row>,
 }
 
@@ -404,6 +408,7 @@ fn run(plan: &Plan) -> anyhow::Result<ExitCode> {
     };
     let no_proxy = matches!(plan.source, Source::Builtin(..));
 
+    let load_before = load_average();
     let mut rows = Vec::new();
     for &mode in &plan.modes {
         let max_reqs: &[usize] = if mode == Mode::Sequential {
@@ -461,6 +466,8 @@ fn run(plan: &Plan) -> anyhow::Result<ExitCode> {
         },
         ideal_source,
         record_ns: record_cost_ns(),
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        load: load_before.zip(load_average()),
         rows,
     };
     if let Some(path) = &plan.svg {
@@ -544,6 +551,12 @@ fn sequential_delays(rows: &[Row], codes: &[String]) -> Option<Vec<Duration>> {
             })
             .collect(),
     )
+}
+
+/// The 1-minute load average, from `/proc/loadavg` where there is one.
+fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// What the per-request timing costs: two `Instant::now()` (start and end), in nanoseconds,

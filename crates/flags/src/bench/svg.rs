@@ -102,8 +102,11 @@ fn draw_header(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyh
         ),
         None => bench.url.clone(),
     };
+    let load = bench.load.map_or_else(String::new, |(before, after)| {
+        format!("; {} CPUs, load {before:.1}→{after:.1}", bench.cpus)
+    });
     let title = format!(
-        "flags bench: {} codes, {server}; median of {} run{}",
+        "flags bench: {} codes, {server}; median of {} run{}{load}",
         bench.codes,
         bench.runs,
         if bench.runs == 1 { "" } else { "s" }
@@ -384,6 +387,8 @@ mod tests {
             delay: Some((Duration::from_millis(1), Duration::from_millis(9), 0.0, 1)),
             ideal_source: "seed",
             record_ns: 50.0,
+            cpus: 2,
+            load: None,
             rows: vec![
                 row(Mode::Sequential, 1, vec![run(30, sequential)]),
                 // Three runs: only the median one (25 ms) is drawn.

@@ -43,6 +43,13 @@ pub(crate) fn text(bench: &Bench) -> String {
             None => String::new(),
         }
     );
+    if let Some((before, after)) = bench.load {
+        let _ = writeln!(
+            out,
+            "{} CPUs; load average {before:.2} before, {after:.2} after",
+            bench.cpus
+        );
+    }
     let header = [
         "mode",
         "max_req",
@@ -152,6 +159,10 @@ pub(crate) struct Json {
     ideal_source: &'static str,
     /// Two clock reads: what timing one request costs.
     record_ns: f64,
+    /// CPUs available to the bench.
+    cpus: usize,
+    /// The 1-minute load average before and after the bench (null where unknown).
+    load_average: Option<[f64; 2]>,
     results: Vec<JsonRow>,
 }
 
@@ -243,6 +254,8 @@ pub(crate) fn json(bench: &Bench) -> Json {
         }),
         ideal_source: bench.ideal_source,
         record_ns: bench.record_ns,
+        cpus: bench.cpus,
+        load_average: bench.load.map(|(a, b)| [a, b]),
         results,
     }
 }
