@@ -417,7 +417,14 @@ fn run(plan: &Plan) -> anyhow::Result<ExitCode> {
             &plan.max_reqs
         };
         for &max_req in max_reqs {
-            rows.push(measure_row(plan, &url, mode, max_req, no_proxy)?);
+            rows.push(Row::new(plan, mode, max_req));
+        }
+    }
+    // Round after round, every row once per round: a change of load on a shared machine
+    // then stretches every mode alike instead of the one that happened to run then.
+    for round in 1..=plan.runs {
+        for row in &mut rows {
+            measure_once(plan, &url, row, round, no_proxy)?;
         }
     }
 
@@ -483,15 +490,32 @@ fn run(plan: &Plan) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs one mode at one max_req `plan.runs` times (and as often untraced, interleaved).
-fn measure_row(
+impl Row {
+    /// A row with no runs yet.
+    fn new(plan: &Plan, mode: Mode, max_req: usize) -> Self {
+        Self {
+            mode,
+            max_req,
+            lanes: max_req.min(plan.codes.len()).clamp(1, MAX_CONCURRENT_REQ),
+            runs: Vec::new(),
+            untraced: Vec::new(),
+            ideal: None,
+            extra_per_request: None,
+        }
+    }
+}
+
+/// Runs `row`'s mode once traced and, for the concurrent modes, once untraced (in alternating
+/// order from round to round, so that neither always runs first).
+fn measure_once(
     plan: &Plan,
     url: &str,
-    mode: Mode,
-    max_req: usize,
+    row: &mut Row,
+    round: usize,
     no_proxy: bool,
-) -> anyhow::Result<Row> {
-    let mode_name = mode
+) -> anyhow::Result<()> {
+    let mode_name = row
+        .mode
         .to_possible_value()
         .map(|v| v.get_name().to_owned())
         .unwrap_or_default();
@@ -499,37 +523,30 @@ fn measure_row(
         "--mode".to_owned(),
         mode_name.clone(),
         "-m".to_owned(),
-        max_req.to_string(),
+        row.max_req.to_string(),
         "-s".to_owned(),
         url.to_owned(),
         "--timeout".to_owned(),
         plan.timeout.to_string(),
     ];
     args.extend(plan.codes.iter().cloned());
-    let lanes = max_req.min(plan.codes.len()).clamp(1, MAX_CONCURRENT_REQ);
-    let untraced = plan.overhead && mode != Mode::Sequential;
-    let mut row = Row {
-        mode,
-        max_req,
-        lanes,
-        runs: Vec::new(),
-        untraced: Vec::new(),
-        ideal: None,
-        extra_per_request: None,
-    };
-    for i in 1..=plan.runs {
-        let run = measure::run(&args, true, no_proxy)?;
-        eprintln!(
-            "{mode_name:>10} -m {max_req:<4} run {i}/{}: {:.3} s",
-            plan.runs,
-            run.elapsed.as_secs_f64()
-        );
-        row.runs.push(run);
-        if untraced {
-            row.untraced.push(measure::run(&args, false, no_proxy)?);
-        }
+    let untraced = plan.overhead && row.mode != Mode::Sequential;
+    let untraced_first = round.is_multiple_of(2);
+    if untraced && untraced_first {
+        row.untraced.push(measure::run(&args, false, no_proxy)?);
     }
-    Ok(row)
+    let run = measure::run(&args, true, no_proxy)?;
+    eprintln!(
+        "{mode_name:>10} -m {:<4} run {round}/{}: {:.3} s",
+        row.max_req,
+        plan.runs,
+        run.elapsed.as_secs_f64()
+    );
+    row.runs.push(run);
+    if untraced && !untraced_first {
+        row.untraced.push(measure::run(&args, false, no_proxy)?);
+    }
+    Ok(())
 }
 
 /// Each code's request time in the median sequential run, in code order (0 for a code the run
