@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: `flags -a` and `flags -e` in each mode against curl, wget2 and aria2c, all
-# downloading the same URLs from nginx on loopback. Prints one line per tool and case:
-# median wall time of RUNS runs (ms), min-max, and the largest peak RSS (KiB, /usr/bin/time).
+# downloading the same URLs from nginx on loopback (not a test: figures for the README).
 #
 # Needs: nginx curl wget2 aria2c /usr/bin/time  (Debian: apt-get install -y nginx curl wget2 aria2 time)
 # Usage:  crates/flags/bench/nginx.sh [FLAGS_DIR] [RUNS]
@@ -46,24 +45,38 @@ until curl -sf -o /dev/null "$BASE/br/br.gif"; do :; done
 ALL=$(cd "$DATA" && ls -d ?? | tr a-z A-Z)
 EVERY=$(for a in {A..Z}; do for b in {A..Z}; do echo "$a$b"; done; done)
 
-# run NAME CMD...: runs CMD RUNS times in a fresh directory, prints median/min/max wall ms and max RSS.
-run() {
-  local name=$1; shift
-  local times=() rss=0
+# Cases run interleaved (one run of each case per round, RUNS rounds) so that load from
+# elsewhere on the machine hits every case alike; each run starts in a fresh directory.
+# Reports per case: median/min/max wall time (ms), median CPU time (user+sys, ms), peak RSS.
+declare -a NAMES CMDS
+case_add() { NAMES+=("$1"); shift; CMDS+=("$(printf '%q ' "$@")"); }
+
+run_cases() {
+  local n=${#NAMES[@]} i j
+  declare -A WALL CPU RSS FILES
   for ((i = 0; i < RUNS; i++)); do
-    rm -rf "$WORK/out"; mkdir "$WORK/out"
-    local t0 t1
-    t0=$(date +%s%N)
-    (cd "$WORK/out" && /usr/bin/time -f %M -o "$WORK/rss" "$@" >/dev/null 2>&1) || true
-    t1=$(date +%s%N)
-    times+=($(( (t1 - t0) / 1000 )))
-    local r; r=$(tail -1 "$WORK/rss"); (( r > rss )) && rss=$r
+    for ((j = 0; j < n; j++)); do
+      rm -rf "$WORK/out"; mkdir "$WORK/out"
+      local t0 t1
+      t0=$(date +%s%N)
+      (cd "$WORK/out" && eval "/usr/bin/time -f '%U %S %M' -o $WORK/time ${CMDS[j]}" >/dev/null 2>&1) || true
+      t1=$(date +%s%N)
+      WALL[$j]+="$(( (t1 - t0) / 1000 )) "
+      read -r user sys rss < <(tail -1 "$WORK/time")
+      CPU[$j]+="$(bc <<<"($user + $sys) * 1000000" | cut -d. -f1) "
+      (( rss > ${RSS[$j]:-0} )) && RSS[$j]=$rss
+      FILES[$j]=$(find "$WORK/out" -name '*.gif' | wc -l)
+    done
   done
-  local files; files=$(find "$WORK/out" -name '*.gif' | wc -l)
-  IFS=$'\n' sorted=($(sort -n <<<"${times[*]}")); unset IFS
-  printf '%-34s median %7.1f ms  (min %7.1f, max %7.1f)  peak RSS %7d KiB  files %d\n' \
-    "$name" "$(bc -l <<<"${sorted[RUNS/2]}/1000")" "$(bc -l <<<"${sorted[0]}/1000")" \
-    "$(bc -l <<<"${sorted[RUNS-1]}/1000")" "$rss" "$files"
+  for ((j = 0; j < n; j++)); do
+    local w c
+    w=($(tr ' ' '\n' <<<"${WALL[$j]}" | grep . | sort -n))
+    c=($(tr ' ' '\n' <<<"${CPU[$j]}" | grep . | sort -n))
+    printf '%-30s wall median %6.1f ms (min %6.1f, max %7.1f)  cpu %6.1f ms  peak RSS %6d KiB  files %d\n' \
+      "${NAMES[j]}" "$(bc -l <<<"${w[RUNS/2]}/1000")" "$(bc -l <<<"${w[0]}/1000")" \
+      "$(bc -l <<<"${w[RUNS-1]}/1000")" "$(bc -l <<<"${c[RUNS/2]}/1000")" "${RSS[$j]}" "${FILES[$j]}"
+  done
+  NAMES=(); CMDS=()
 }
 
 for set in all every; do
@@ -74,11 +87,12 @@ for set in all every; do
     echo "$BASE/$lc/$lc.gif" >> "$WORK/urls.txt"
     printf 'url = "%s/%s/%s.gif"\noutput = "%s.gif"\n' "$BASE" "$lc" "$lc" "$cc" >> "$WORK/curl.cfg"
   done
-  echo "== $opt: $(wc -l < "$WORK/urls.txt") URLs, $RUNS runs each, nginx on 127.0.0.1:$PORT"
+  echo "== $opt: $(wc -l < "$WORK/urls.txt") URLs, $RUNS interleaved rounds, nginx on 127.0.0.1:$PORT, load $(cut -d' ' -f1-3 /proc/loadavg)"
   for mode in sequential threads async; do
-    run "flags $opt --mode $mode" "$FLAGS" $opt --mode "$mode" -s "$BASE" --dest .
+    case_add "flags $opt --mode $mode" "$FLAGS" $opt --mode "$mode" -s "$BASE" --dest .
   done
-  run "curl --parallel-max 30" curl -s --fail --parallel --parallel-immediate --parallel-max 30 -K "$WORK/curl.cfg"
-  run "wget2 --max-threads=30" wget2 -q --max-threads=30 -i "$WORK/urls.txt"
-  run "aria2c -j 30" aria2c -q -j 30 -i "$WORK/urls.txt"
+  case_add "curl --parallel-max 30" curl -s --fail --parallel --parallel-immediate --parallel-max 30 -K "$WORK/curl.cfg"
+  case_add "wget2 --max-threads=30" wget2 -q --max-threads=30 -i "$WORK/urls.txt"
+  case_add "aria2c -j 30" aria2c -q -j 30 -i "$WORK/urls.txt"
+  run_cases
 done
