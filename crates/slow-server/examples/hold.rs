@@ -1,6 +1,7 @@
 //! Load client for the concurrency benchmark (`crates/slow-server/bench.sh`): opens N
 //! connections to a server, holds them all open, then sends one `GET` on each at the same
-//! moment and times how long it takes until every answer has arrived.
+//! moment and times how long it takes until every answer has arrived (connections are kept
+//! alive and closed only after the last answer).
 //!
 //! `cargo run --release -p slow-server --example hold -- ADDR N [PATH]`
 //!
@@ -33,9 +34,7 @@ async fn main() -> ExitCode {
         .get(2)
         .cloned()
         .unwrap_or_else(|| "/flags/br/br.gif".into());
-    let request = Arc::new(format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    ));
+    let request = Arc::new(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
 
     let (go_tx, go_rx) = watch::channel(None::<Instant>);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(count.max(1));
@@ -65,17 +64,12 @@ async fn main() -> ExitCode {
                 .write_all(request.as_bytes())
                 .await
                 .map_err(|e| format!("send: {e}"))?;
-            let mut response = Vec::with_capacity(8192);
-            stream
-                .read_to_end(&mut response)
+            let status = read_response(&mut stream)
                 .await
                 .map_err(|e| format!("receive: {e}"))?;
-            let status = response
-                .get(9..12)
-                .and_then(|s| std::str::from_utf8(s).ok())
-                .and_then(|s| s.parse::<u16>().ok())
-                .unwrap_or(0);
-            Ok::<(u16, Duration), String>((status, start.elapsed()))
+            // The connection stays open until every answer is in, so that closing it does not
+            // add work to the server while others wait.
+            Ok::<_, String>((status, start.elapsed(), stream))
         });
     }
     drop(ready_tx);
@@ -89,19 +83,22 @@ async fn main() -> ExitCode {
     let _ = go_tx.send(Some(start));
 
     let mut latencies = Vec::with_capacity(count);
+    let mut streams = Vec::with_capacity(count);
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     let mut failures = std::collections::BTreeMap::<String, usize>::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok((status, latency))) => {
+            Ok(Ok((status, latency, stream))) => {
                 *statuses.entry(status).or_default() += 1;
                 latencies.push(latency);
+                streams.push(stream);
             }
             Ok(Err(error)) => *failures.entry(error).or_default() += 1,
             Err(error) => *failures.entry(error.to_string()).or_default() += 1,
         }
     }
     let total = start.elapsed();
+    drop(streams);
     latencies.sort();
     let pick = |q: f64| {
         latencies
@@ -121,5 +118,31 @@ async fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Reads one response (kept alive: its end is given by `Content-Length`); returns its status.
+async fn read_response(stream: &mut TcpStream) -> std::io::Result<u16> {
+    let mut bytes = Vec::with_capacity(8192);
+    let mut buffer = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buffer).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        bytes.extend_from_slice(&buffer[..n]);
+        let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|value| value.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if bytes.len() >= end + 4 + length {
+            let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+            return Ok(status);
+        }
     }
 }
