@@ -98,7 +98,6 @@ impl PanicError {
     }
 
     /// A panic known only by its message (for example one that happened in another process).
-    #[allow(dead_code, reason = "used by the process pool")]
     pub(crate) fn from_message(message: String) -> Self {
         Self {
             message,

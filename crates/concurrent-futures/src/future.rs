@@ -170,7 +170,6 @@ impl<T> Promise<T> {
         }
     }
 
-    #[allow(dead_code, reason = "used by the process pool")]
     /// Installs what `cancel()` calls to stop this task while it runs. Returns false (and
     /// drops `stop`) when the future is no longer running.
     pub(crate) fn set_stop_running(&self, stop: Box<dyn FnOnce() + Send + 'static>) -> bool {
@@ -186,9 +185,28 @@ impl<T> Promise<T> {
     }
 
     /// True when the future was cancelled (its result would be thrown away).
-    #[allow(dead_code, reason = "used by the process pool")]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.shared.as_ref().is_none_or(|s| s.state() == CANCELLED)
+    }
+
+    /// Cancels a task that was handed to a worker process (so it counts as running) but
+    /// never started there; the stopper is dropped without being called. Notifies
+    /// waiters at once. A future that is already done keeps its state.
+    pub(crate) fn cancel_unstarted(mut self) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let notices = {
+            let mut slot = shared.slot.lock();
+            if shared.is_done() {
+                return;
+            }
+            slot.outcome = Some(Err(FutureError::Cancelled));
+            slot.stop_running = None;
+            shared.state.store(CANCELLED, Ordering::Release);
+            Shared::take_notices(&mut slot)
+        };
+        shared.deliver(notices);
     }
 
     /// Stores the outcome and notifies everyone. A future that is already done (it was

@@ -130,6 +130,12 @@
 //! | `BrokenExecutor` | [`FutureError::BrokenPool`], [`SubmitError::Broken`] |
 //! | `TimeoutError` | [`ResultTimeoutError::Timeout`], [`AsCompletedTimeout`], [`MapItemError::Timeout`] |
 //! | `RuntimeError('cannot schedule new futures after shutdown')` | [`SubmitError::ShutDown`] |
+//! | `ProcessPoolExecutor(max_workers=2, initializer=f, initargs=(a,), max_tasks_per_child=n)` | `ProcessPoolExecutor::builder().max_workers(2).initializer(f, a).max_tasks_per_child(n).build()?` |
+//! | `if __name__ == "__main__":` | [`process_worker_main()`](process_worker_main) first in `main` |
+//! | `pex.submit(fn, arg)` (fn picklable, module level) | `pex.submit(f, arg)?` with `f: fn(A) -> R`, serde `A`, `R` |
+//! | `pex.map(fn, it, chunksize=n)` | `pex.map_with(f, it, MapOptions::new().chunksize(n))?` |
+//! | `pex.terminate_workers()`, `pex.kill_workers()` | `pex.terminate_workers()`, `pex.kill_workers()` |
+//! | `BrokenProcessPool` (every future, after a worker dies) | [`FutureError::WorkerFailed`] (only the dead worker's task); [`FutureError::BrokenPool`] for a failed initializer |
 
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
@@ -139,6 +145,7 @@ mod as_completed;
 mod error;
 mod future;
 mod map;
+mod process_pool;
 mod sync;
 mod thread_pool;
 mod wait;
@@ -150,5 +157,6 @@ pub use crate::error::{
 };
 pub use crate::future::{AsHandle, FutureHandle};
 pub use crate::map::{Map, MapOptions, MapUnordered};
+pub use crate::process_pool::{ProcessPoolBuilder, ProcessPoolExecutor, process_worker_main};
 pub use crate::thread_pool::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use crate::wait::{DoneAndNotDone, ReturnWhen, wait};

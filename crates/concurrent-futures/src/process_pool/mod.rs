@@ -1,0 +1,541 @@
+//! [`ProcessPoolExecutor`]: runs plain functions in worker processes, which are the
+//! current executable started again. Design notes: `README.md` beside this file.
+
+mod call;
+mod image;
+mod supervisor;
+mod wire;
+mod worker;
+
+use std::fmt::{self, Display};
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use self::call::Entry;
+use self::supervisor::{Config, Inner, PromiseSink, Refused, decode_chunk, decode_one};
+use crate::error::{BuildError, FutureError, MapError, SubmitError};
+use crate::future::{self, FutureHandle};
+use crate::map::{ChunkOutput, ChunkSubmit, Map, MapOptions, MapUnordered};
+
+/// The largest encoded argument (or chunk of arguments) a task may have.
+const MAX_PAYLOAD: usize = 1 << 30;
+
+/// Turns this process into a process-pool worker if it was started as one, and
+/// otherwise returns at once: the Rust form of Python's `if __name__ == "__main__":`
+/// guard. Call it first thing in `main` of every program (and example, bench or
+/// `harness = false` test) that builds a [`ProcessPoolExecutor`].
+///
+/// Workers are the program's own executable started again with a marker in the
+/// environment; in such a process this function serves tasks until the pool closes the
+/// pipe, then exits the process: it never returns there. Without the call, a worker
+/// would run the program's `main` instead; a pool built there refuses to start
+/// (`build` fails), and the parent pool reports itself broken with a hint.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::ProcessPoolExecutor;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     concurrent_futures::process_worker_main(); // first thing in main
+///     let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
+///     assert_eq!(pool.submit(square, 12)?.result()?, 144);
+///     Ok(())
+/// }
+/// ```
+pub fn process_worker_main() {
+    if worker::started_as_worker() {
+        std::process::exit(worker::serve());
+    }
+}
+
+/// A pool of worker processes that run plain functions and hand back
+/// [`FutureHandle`]s: Python's `concurrent.futures.ProcessPoolExecutor`.
+///
+/// A task is a function pointer `fn(A) -> R` with a serde argument and result (use a
+/// tuple for several arguments); closures that capture are refused at compile time,
+/// since nothing captured can cross to another process. The handles are the same as
+/// the thread pool's, so [`as_completed`](crate::as_completed) and
+/// [`wait`](crate::wait) take handles of both pools together.
+///
+/// Failures stay where they happen, unlike Python's `BrokenProcessPool`: a panic is
+/// that handle's [`FutureError::Panicked`]; a worker that dies (killed, aborts, exits)
+/// fails only the task it was running, with [`FutureError::WorkerFailed`] naming the
+/// exit status or signal, and a replacement takes the remaining tasks; a result that
+/// cannot be encoded or decoded fails its task only. [`FutureHandle::cancel`] on a
+/// running task kills and replaces its worker. Only a failing initializer breaks the
+/// pool.
+///
+/// `main` must call [`process_worker_main`] first. Linux only (it reads `/proc`).
+///
+/// Dropping the pool is `shutdown(wait = true, cancel_futures = false)`: queued tasks
+/// still run, and every worker process has been reaped when the drop returns.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::ProcessPoolExecutor;
+///
+/// fn is_prime(n: u64) -> bool {
+///     n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     concurrent_futures::process_worker_main();
+///     let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
+///     let handle = pool.submit(is_prime, 97)?;
+///     assert!(handle.result()?);
+///     let primes: Vec<bool> = pool.map(is_prime, [2, 4, 97])?.collect::<Result<_, _>>()?;
+///     assert_eq!(primes, [true, false, true]);
+///     Ok(())
+/// }
+/// ```
+///
+/// A closure that captures is not a task:
+///
+/// ```compile_fail,E0308
+/// use concurrent_futures::ProcessPoolExecutor;
+///
+/// let pool = ProcessPoolExecutor::builder().build().unwrap();
+/// let offset = 10u64;
+/// let _ = pool.submit(move |x: u64| x + offset, 1); // error: cannot coerce to `fn`
+/// ```
+pub struct ProcessPoolExecutor {
+    inner: Arc<Inner>,
+}
+
+impl ProcessPoolExecutor {
+    /// A builder for the pool's options.
+    pub fn builder() -> ProcessPoolBuilder {
+        ProcessPoolBuilder::new()
+    }
+
+    /// The most worker processes this pool runs at once.
+    pub fn max_workers(&self) -> usize {
+        self.inner.max_workers()
+    }
+
+    /// The process ids of the live workers (for monitoring and tests).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.inner.worker_pids()
+    }
+
+    /// Schedules `f(arg)` to run in a worker process and returns its handle, Python's
+    /// `submit`. Workers start on demand, up to `max_workers`.
+    ///
+    /// An argument that cannot be encoded, or a function that is not in the
+    /// executable's own code, gives a handle that already failed with
+    /// [`FutureError::WorkerFailed`].
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::ShutDown`] after [`shutdown`](Self::shutdown) (or
+    /// `terminate_workers`/`kill_workers`), [`SubmitError::Broken`] once an
+    /// initializer failed; both give the argument back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{FutureError, ProcessPoolExecutor};
+    ///
+    /// fn divide((a, b): (u32, u32)) -> u32 {
+    ///     a / b
+    /// }
+    ///
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     concurrent_futures::process_worker_main();
+    ///     let pool = ProcessPoolExecutor::builder().max_workers(1).build()?;
+    ///     assert_eq!(pool.submit(divide, (10, 2))?.result()?, 5);
+    ///     match pool.submit(divide, (1, 0))?.result() {
+    ///         Err(FutureError::Panicked(p)) => assert!(p.message().contains("divide by zero")),
+    ///         other => panic!("expected a panic, got {other:?}"),
+    ///     }
+    ///     assert_eq!(pool.submit(divide, (9, 3))?.result()?, 3); // the worker lives on
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<FutureHandle<R>, SubmitError<A>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        if let Some(refused) = self.inner.refusal() {
+            return Err(refusal(refused, arg));
+        }
+        let (promise, handle) = future::pending::<R>();
+        let prepared = Entry::one(f).and_then(|entry| Ok((entry, encode(&arg)?)));
+        let (entry, payload) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                promise.complete(Err(error));
+                return Ok(handle);
+            }
+        };
+        let sink = Box::new(PromiseSink::new(promise, decode_one::<R>));
+        match self.inner.enqueue(entry, payload, sink) {
+            Ok(()) => Ok(handle),
+            Err(refused) => Err(refusal(refused, arg)),
+        }
+    }
+
+    /// Runs `f` on every item in the worker processes and yields the results in input
+    /// order, lazily, as [`ThreadPoolExecutor::map`](crate::ThreadPoolExecutor::map)
+    /// does: a bounded window of chunks in flight, chunk sizes that adapt to the cost
+    /// of a call (or a fixed [`MapOptions::chunksize`]), and a failing item (a panic)
+    /// is an `Err` at its place while iteration goes on. A chunk is one message to one
+    /// worker, so large chunks make tiny calls cheap.
+    ///
+    /// # Errors
+    ///
+    /// [`MapError::ShutDown`] or [`MapError::Broken`] when the pool refuses work.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ProcessPoolExecutor;
+    ///
+    /// fn cube(x: i64) -> i64 {
+    ///     x * x * x
+    /// }
+    ///
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     concurrent_futures::process_worker_main();
+    ///     let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
+    ///     let cubes: Vec<i64> = pool.map(cube, 1..=4)?.collect::<Result<_, _>>()?;
+    ///     assert_eq!(cubes, [1, 8, 27, 64]);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn map<I, A, R>(&self, f: fn(A) -> R, items: I) -> Result<Map<'_, I::IntoIter, R>, MapError>
+    where
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_with(f, items, MapOptions::new())
+    }
+
+    /// [`map`](Self::map) with options: window, chunk size (Python's `chunksize`),
+    /// timeout.
+    ///
+    /// # Errors
+    ///
+    /// As for [`map`](Self::map), and [`MapError::InvalidOption`] for a zero window or
+    /// chunk size.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{MapOptions, ProcessPoolExecutor};
+    ///
+    /// fn double(x: u32) -> u32 {
+    ///     2 * x
+    /// }
+    ///
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     concurrent_futures::process_worker_main();
+    ///     let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
+    ///     let options = MapOptions::new().chunksize(100);
+    ///     let sum: u32 = pool
+    ///         .map_with(double, 0..1000, options)?
+    ///         .sum::<Result<u32, _>>()?;
+    ///     assert_eq!(sum, 999_000);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn map_with<I, A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        options: MapOptions,
+    ) -> Result<Map<'_, I::IntoIter, R>, MapError>
+    where
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Map::new(
+            Box::new(ProcessChunks { pool: self, f }),
+            items.into_iter(),
+            self.default_window(),
+            options,
+        )
+    }
+
+    /// Like [`map`](Self::map), but yields results as they complete, not in input order.
+    ///
+    /// # Errors
+    ///
+    /// As for [`map_with`](Self::map_with).
+    pub fn map_unordered<I, A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        options: MapOptions,
+    ) -> Result<MapUnordered<'_, I::IntoIter, R>, MapError>
+    where
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        MapUnordered::new(
+            Box::new(ProcessChunks { pool: self, f }),
+            items.into_iter(),
+            self.default_window(),
+            options,
+        )
+    }
+
+    /// Stops the pool, Python's `shutdown(wait, cancel_futures)`. Idempotent.
+    ///
+    /// Later submits are refused. With `cancel_futures`, every task not yet handed to a
+    /// worker is cancelled at once; otherwise queued tasks still run. Running tasks
+    /// finish. Workers exit when no work is left.
+    ///
+    /// # Blocking
+    ///
+    /// With `wait`, blocks until the queued work is done (unless cancelled) and every
+    /// worker process has exited and been reaped. Called from a done-callback running
+    /// on the pool's own thread, it does not wait.
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.inner.shutdown(wait, cancel_futures);
+    }
+
+    /// Python 3.14's `terminate_workers()`: `shutdown(wait = false, cancel_futures =
+    /// true)`, then SIGTERM to every live worker. Running tasks fail with
+    /// [`FutureError::WorkerFailed`] naming the signal; tasks waiting in a worker's
+    /// pipe are cancelled. Drop (or `shutdown(true, _)`) still reaps the processes.
+    pub fn terminate_workers(&self) {
+        self.inner.signal_workers(Signal::SIGTERM);
+    }
+
+    /// Python 3.14's `kill_workers()`: as [`terminate_workers`](Self::terminate_workers)
+    /// with SIGKILL, which a worker cannot catch or ignore.
+    pub fn kill_workers(&self) {
+        self.inner.signal_workers(Signal::SIGKILL);
+    }
+
+    /// Chunks in flight by default: enough to keep every worker's pipe busy.
+    fn default_window(&self) -> usize {
+        self.inner.max_workers().saturating_mul(8).max(16)
+    }
+}
+
+fn refusal<A>(refused: Refused, arg: A) -> SubmitError<A> {
+    match refused {
+        Refused::ShutDown => SubmitError::ShutDown(arg),
+        Refused::Broken(reason) => SubmitError::Broken(arg, reason),
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FutureError> {
+    let bytes = postcard::to_allocvec(value)
+        .map_err(|e| FutureError::WorkerFailed(format!("could not encode the argument: {e}")))?;
+    if bytes.len() > MAX_PAYLOAD {
+        return Err(FutureError::WorkerFailed(format!(
+            "the encoded argument has {} bytes, more than the limit of {MAX_PAYLOAD}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Submits `map` chunks to a process pool: one message per chunk.
+struct ProcessChunks<'a, A, R> {
+    pool: &'a ProcessPoolExecutor,
+    f: fn(A) -> R,
+}
+
+impl<A, R> ChunkSubmit<A, R> for ProcessChunks<'_, A, R>
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn submit_chunk(&self, chunk: Vec<A>) -> Result<FutureHandle<ChunkOutput<R>>, MapError> {
+        let inner = &self.pool.inner;
+        if let Some(refused) = inner.refusal() {
+            return Err(map_refusal(refused));
+        }
+        let (promise, handle) = future::pending::<ChunkOutput<R>>();
+        let prepared = Entry::chunk(self.f).and_then(|entry| Ok((entry, encode(&chunk)?)));
+        let (entry, payload) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                promise.complete(Err(error));
+                return Ok(handle);
+            }
+        };
+        let sink = Box::new(PromiseSink::new(promise, decode_chunk::<R>));
+        inner
+            .enqueue(entry, payload, sink)
+            .map(|()| handle)
+            .map_err(map_refusal)
+    }
+}
+
+fn map_refusal(refused: Refused) -> MapError {
+    match refused {
+        Refused::ShutDown => MapError::ShutDown,
+        Refused::Broken(reason) => MapError::Broken(reason),
+    }
+}
+
+impl Drop for ProcessPoolExecutor {
+    /// `shutdown(wait = true, cancel_futures = false)`.
+    fn drop(&mut self) {
+        self.shutdown(true, false);
+    }
+}
+
+impl fmt::Debug for ProcessPoolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.inner, f)
+    }
+}
+
+/// Builds a [`ProcessPoolExecutor`], as Python's constructor arguments do.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::ProcessPoolExecutor;
+///
+/// fn check_config(limit: u32) -> Result<(), String> {
+///     if limit > 0 { Ok(()) } else { Err("limit must be positive".to_owned()) }
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     concurrent_futures::process_worker_main();
+///     let pool = ProcessPoolExecutor::builder()
+///         .max_workers(2)
+///         .max_tasks_per_child(100)
+///         .initializer(check_config, 5)
+///         .build()?;
+///     assert_eq!(pool.max_workers(), 2);
+///     Ok(())
+/// }
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ProcessPoolBuilder {
+    max_workers: Option<usize>,
+    max_tasks_per_child: Option<usize>,
+    initializer: Option<Result<(Entry, Vec<u8>), String>>,
+}
+
+impl ProcessPoolBuilder {
+    fn new() -> Self {
+        Self {
+            max_workers: None,
+            max_tasks_per_child: None,
+            initializer: None,
+        }
+    }
+
+    /// The most worker processes (default: the number of CPUs). Zero is refused by
+    /// [`build`](Self::build).
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// A worker exits after this many tasks (a `map` chunk counts as one) and a new
+    /// one replaces it (default: no limit). Zero is refused by [`build`](Self::build).
+    pub fn max_tasks_per_child(mut self, n: usize) -> Self {
+        self.max_tasks_per_child = Some(n);
+        self
+    }
+
+    /// `f(arg)` runs once in each worker process before its first task (Python's
+    /// `initializer` and `initargs`).
+    ///
+    /// If it returns `Err` (or panics), the pool is broken, as in Python, but without
+    /// restarting workers in a loop: every pending future fails with
+    /// [`FutureError::BrokenPool`] carrying the initializer's message, and later
+    /// submits are refused.
+    pub fn initializer<A, E>(mut self, f: fn(A) -> Result<(), E>, arg: A) -> Self
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        E: Display + 'static,
+    {
+        let prepared = Entry::init(f)
+            .and_then(|entry| Ok((entry, encode(&arg)?)))
+            .map_err(|e| format!("invalid initializer: {e}"));
+        self.initializer = Some(prepared);
+        self
+    }
+
+    /// Builds the pool. No process starts until the first task.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] when `max_workers` or `max_tasks_per_child` is zero, when the
+    /// initializer's argument cannot be encoded, when `/proc` is not available, or when
+    /// this process is a worker whose `main` did not call [`process_worker_main`] first
+    /// (which would otherwise start workers without end).
+    pub fn build(self) -> Result<ProcessPoolExecutor, BuildError> {
+        let max_workers = self
+            .max_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if max_workers == 0 {
+            return Err(BuildError::new("max_workers must be greater than 0"));
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(BuildError::new("max_tasks_per_child must be >= 1"));
+        }
+        if worker::is_unserved_worker() {
+            return Err(BuildError::new(
+                "this process was started as a process-pool worker, but main() did not call \
+                 concurrent_futures::process_worker_main() first",
+            ));
+        }
+        let init = match self.initializer {
+            None => None,
+            Some(Ok((entry, arg))) => Some((entry.trampoline, entry.func, arg)),
+            Some(Err(message)) => return Err(BuildError::new(message)),
+        };
+        let exe = image::identity()
+            .map_err(|e| BuildError::new(format!("cannot identify the running executable: {e}")))?;
+        let hello = wire::Hello {
+            version: wire::PROTOCOL_VERSION,
+            exe,
+            probes: call::probes(),
+            init,
+            max_tasks: self.max_tasks_per_child.map_or(0, |n| n as u64),
+        };
+        let body = postcard::to_allocvec(&hello)
+            .map_err(|e| BuildError::new(format!("cannot encode the handshake: {e}")))?;
+        let mut frame = Vec::new();
+        let header = wire::Header {
+            tag: wire::TAG_HELLO,
+            id: 0,
+            x: 0,
+            y: 0,
+        };
+        wire::push_frame(&mut frame, header, &body)
+            .map_err(|e| BuildError::new(format!("cannot encode the handshake: {e}")))?;
+        Ok(ProcessPoolExecutor {
+            inner: Inner::new(Config {
+                max_workers,
+                max_tasks_per_child: self.max_tasks_per_child.map(|n| n as u64),
+                hello: frame,
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for ProcessPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessPoolBuilder")
+            .field("max_workers", &self.max_workers)
+            .field("max_tasks_per_child", &self.max_tasks_per_child)
+            .field("initializer", &self.initializer.is_some())
+            .finish()
+    }
+}

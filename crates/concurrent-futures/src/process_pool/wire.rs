@@ -1,0 +1,258 @@
+//! The wire protocol between the pool and its worker processes: length-prefixed frames
+//! with a fixed header, bodies in postcard. See `README.md` beside this file.
+//!
+//! ```text
+//! frame  = len:u32le  tag:u8  id:u64le  x:u64le  y:u64le  body[len - 25]
+//! ```
+//!
+//! Frames are appended to a `Vec<u8>` and written many at a time (one `write` per batch);
+//! they are read through a `BufReader`, so a batch costs one `read` on the other side too.
+
+use std::io::{self, BufRead, Read};
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever the frame layout or a body changes.
+pub(super) const PROTOCOL_VERSION: u32 = 1;
+
+/// Bytes after the length prefix that every frame has: tag, id, x, y.
+const FIXED: usize = 1 + 8 + 8 + 8;
+/// Bytes of a frame header, length prefix included.
+pub(super) const HEADER_LEN: usize = 4 + FIXED;
+/// The largest frame accepted; anything larger is a corrupt stream.
+const MAX_FRAME: usize = 1 << 31;
+
+/// Pool → worker: the handshake ([`Hello`] in the body).
+pub(super) const TAG_HELLO: u8 = 1;
+/// Pool → worker: run a call. `id` = task id, `x` = trampoline offset, `y` = function
+/// offset, body = the postcard-encoded argument (or chunk of arguments).
+pub(super) const TAG_CALL: u8 = 2;
+/// Worker → pool: handshake accepted and initializer done; `id` = the worker's pid.
+pub(super) const TAG_READY: u8 = 10;
+/// Worker → pool: the initializer failed; body = its message (UTF-8).
+pub(super) const TAG_INIT_FAILED: u8 = 11;
+/// Worker → pool: the handshake was refused (not the same executable); body = why.
+pub(super) const TAG_REFUSED: u8 = 12;
+/// Worker → pool: a call returned; `x` = nanoseconds it ran, body = postcard result.
+pub(super) const TAG_OK: u8 = 13;
+/// Worker → pool: a call panicked; `x` = nanoseconds, body = the panic message.
+pub(super) const TAG_PANICKED: u8 = 14;
+/// Worker → pool: a call failed on the wire (argument not decodable, result not
+/// encodable); `x` = nanoseconds, body = the message.
+pub(super) const TAG_FAILED: u8 = 15;
+
+/// A frame's fixed fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Header {
+    pub(super) tag: u8,
+    pub(super) id: u64,
+    pub(super) x: u64,
+    pub(super) y: u64,
+}
+
+/// Appends a frame header with a placeholder length; returns where the frame starts, for
+/// [`end_frame`]. The body is appended by the caller.
+pub(super) fn begin_frame(out: &mut Vec<u8>, header: Header) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.push(header.tag);
+    out.extend_from_slice(&header.id.to_le_bytes());
+    out.extend_from_slice(&header.x.to_le_bytes());
+    out.extend_from_slice(&header.y.to_le_bytes());
+    start
+}
+
+/// Writes the length of the frame that starts at `start`, and optionally replaces its tag
+/// and `x` (known only after a call ran).
+///
+/// # Errors
+///
+/// `InvalidData` when the frame is larger than the protocol allows; the frame is removed.
+pub(super) fn end_frame(
+    out: &mut Vec<u8>,
+    start: usize,
+    patch: Option<(u8, u64)>,
+) -> io::Result<()> {
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME {
+        out.truncate(start);
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a message of {len} bytes is larger than the limit of {MAX_FRAME}"),
+        ));
+    }
+    // `len <= MAX_FRAME < u32::MAX`, so the conversion cannot fail.
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    if let Some((tag, x)) = patch {
+        out[start + 4] = tag;
+        out[start + 13..start + 21].copy_from_slice(&x.to_le_bytes());
+    }
+    Ok(())
+}
+
+/// Appends a whole frame.
+pub(super) fn push_frame(out: &mut Vec<u8>, header: Header, body: &[u8]) -> io::Result<()> {
+    let start = begin_frame(out, header);
+    out.extend_from_slice(body);
+    end_frame(out, start, None)
+}
+
+/// Reads one frame: its header, and its body into `body` (replacing what was there).
+/// `Ok(None)` on a clean end of stream between frames.
+///
+/// # Errors
+///
+/// I/O errors, `UnexpectedEof` in the middle of a frame, `InvalidData` for a length
+/// that cannot be a frame.
+pub(super) fn read_frame<R: BufRead>(
+    reader: &mut R,
+    body: &mut Vec<u8>,
+) -> io::Result<Option<Header>> {
+    if reader.fill_buf()?.is_empty() {
+        return Ok(None);
+    }
+    let mut head = [0u8; HEADER_LEN];
+    reader.read_exact(&mut head)?;
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&head[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if !(FIXED..=MAX_FRAME).contains(&len) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("invalid frame length {len}"),
+        ));
+    }
+    let header = Header {
+        tag: head[4],
+        id: word(5),
+        x: word(13),
+        y: word(21),
+    };
+    body.clear();
+    let want = len - FIXED;
+    // `take` + `read_to_end` grows the buffer as bytes arrive, so a corrupt length
+    // cannot make us allocate gigabytes up front.
+    let got = reader.by_ref().take(want as u64).read_to_end(body)?;
+    if got != want {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the stream ended in the middle of a message",
+        ));
+    }
+    Ok(Some(header))
+}
+
+/// Which file the worker runs: compared in the handshake, so that a worker started from
+/// a binary replaced on disk (a rebuild) refuses to run anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ExeIdentity {
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    pub(super) size: u64,
+    pub(super) mtime: i64,
+    pub(super) mtime_nsec: i64,
+}
+
+/// The body of [`TAG_HELLO`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Hello {
+    pub(super) version: u32,
+    pub(super) exe: ExeIdentity,
+    /// Offsets of a few known functions from the anchor, as the pool computed them;
+    /// the worker computes its own and refuses to run if any differs.
+    pub(super) probes: Vec<u64>,
+    /// The initializer: trampoline offset, function offset, encoded argument.
+    pub(super) init: Option<(u64, u64, Vec<u8>)>,
+    /// Tasks after which the worker exits (0: no limit).
+    pub(super) max_tasks: u64,
+}
+
+/// A map chunk's outcome as it crosses the wire (the worker serializes it from slices).
+#[derive(Debug, Serialize)]
+pub(super) struct ChunkReplyRef<'a, R> {
+    pub(super) values: &'a [R],
+    pub(super) failures: &'a [ItemFailure],
+    pub(super) nanos_per_item: u64,
+}
+
+/// [`ChunkReplyRef`] as the pool decodes it.
+#[derive(Debug, Deserialize)]
+pub(super) struct ChunkReply<R> {
+    pub(super) values: Vec<R>,
+    pub(super) failures: Vec<ItemFailure>,
+    pub(super) nanos_per_item: u64,
+}
+
+/// One failed item of a chunk: its position, whether it panicked (or failed to encode),
+/// and the message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ItemFailure {
+    pub(super) position: u64,
+    pub(super) panicked: bool,
+    pub(super) message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let mut out = Vec::new();
+        let h1 = Header {
+            tag: TAG_CALL,
+            id: 7,
+            x: 1,
+            y: u64::MAX,
+        };
+        push_frame(&mut out, h1, b"abc").unwrap();
+        let start = begin_frame(
+            &mut out,
+            Header {
+                tag: 0,
+                id: 8,
+                x: 0,
+                y: 0,
+            },
+        );
+        out.extend_from_slice(b"hello");
+        end_frame(&mut out, start, Some((TAG_OK, 99))).unwrap();
+
+        let mut reader = io::BufReader::new(&out[..]);
+        let mut body = Vec::new();
+        assert_eq!(read_frame(&mut reader, &mut body).unwrap(), Some(h1));
+        assert_eq!(body, b"abc");
+        let h2 = read_frame(&mut reader, &mut body).unwrap().unwrap();
+        assert_eq!((h2.tag, h2.id, h2.x), (TAG_OK, 8, 99));
+        assert_eq!(body, b"hello");
+        assert_eq!(read_frame(&mut reader, &mut body).unwrap(), None);
+    }
+
+    #[test]
+    fn truncated_and_corrupt_streams_are_errors() {
+        let mut out = Vec::new();
+        push_frame(
+            &mut out,
+            Header {
+                tag: 1,
+                id: 1,
+                x: 1,
+                y: 1,
+            },
+            b"body",
+        )
+        .unwrap();
+        let mut body = Vec::new();
+        let cut = &out[..out.len() - 1];
+        let err = read_frame(&mut io::BufReader::new(cut), &mut body).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let mut bad = out.clone();
+        bad[..4].copy_from_slice(&3u32.to_le_bytes());
+        let err = read_frame(&mut io::BufReader::new(&bad[..]), &mut body).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,226 @@
+//! The worker process: the pool's executable started again with [`MARKER`] set, turned
+//! into a worker by [`process_worker_main`](crate::process_worker_main).
+
+use std::fs::File;
+use std::io::{self, BufReader, Write};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::call::{Entry, Status, probes};
+use super::image;
+use super::wire::{self, Header, Hello};
+
+/// The environment variable that marks a worker process; its value is the pid of the
+/// pool's process, so that a process started by a task (whose parent is the worker) is
+/// not mistaken for a worker.
+pub(super) const MARKER: &str = "CONCURRENT_FUTURES_PROCESS_WORKER";
+
+/// Exit status of a worker whose handshake failed.
+const EXIT_REFUSED: i32 = 70;
+/// Exit status of a worker whose initializer failed.
+const EXIT_INIT_FAILED: i32 = 71;
+/// Exit status of a worker whose pipes failed (the pool went away or sent garbage).
+const EXIT_IO: i32 = 74;
+
+/// Set once this process serves as a worker.
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+/// True when this process was started as a pool worker (the marker names our parent).
+pub(super) fn started_as_worker() -> bool {
+    std::env::var(MARKER)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|parent| parent == std::os::unix::process::parent_id())
+}
+
+/// True when this process was started as a worker but its `main` did not hand over to
+/// `process_worker_main` before building a pool (which would start workers forever).
+pub(super) fn is_unserved_worker() -> bool {
+    started_as_worker() && !SERVING.load(Ordering::Relaxed)
+}
+
+/// Serves the pool on stdin/stdout and returns the exit status.
+pub(super) fn serve() -> i32 {
+    SERVING.store(true, Ordering::Relaxed);
+    match Pipes::take() {
+        Ok(pipes) => pipes.run(),
+        Err(e) => {
+            eprintln!("concurrent_futures worker {}: {e}", std::process::id());
+            EXIT_IO
+        }
+    }
+}
+
+struct Pipes {
+    input: BufReader<File>,
+    output: File,
+    out: Vec<u8>,
+}
+
+impl Pipes {
+    /// Moves the pipes off fds 0 and 1 (to close-on-exec descriptors), so that a task
+    /// that prints to stdout or reads stdin, or starts a program, cannot disturb the
+    /// protocol: its stdout goes to stderr and its stdin is empty.
+    fn take() -> io::Result<Self> {
+        let input = File::from(io::stdin().as_fd().try_clone_to_owned()?);
+        let output = File::from(io::stdout().as_fd().try_clone_to_owned()?);
+        nix::unistd::dup2_stdout(io::stderr()).map_err(io::Error::from)?;
+        nix::unistd::dup2_stdin(File::open("/dev/null")?).map_err(io::Error::from)?;
+        Ok(Self {
+            input: BufReader::with_capacity(256 * 1024, input),
+            output,
+            out: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.output.write_all(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    fn run(mut self) -> i32 {
+        match self.serve() {
+            Ok(code) => code,
+            Err(e) => {
+                // A broken pipe means the pool is gone: nothing to report to.
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    eprintln!("concurrent_futures worker {}: {e}", std::process::id());
+                }
+                EXIT_IO
+            }
+        }
+    }
+
+    fn reply(&mut self, tag: u8, id: u64, body: &[u8]) -> io::Result<()> {
+        wire::push_frame(
+            &mut self.out,
+            Header {
+                tag,
+                id,
+                x: 0,
+                y: 0,
+            },
+            body,
+        )?;
+        self.flush()
+    }
+
+    fn serve(&mut self) -> io::Result<i32> {
+        let mut body = Vec::new();
+        let pid = u64::from(std::process::id());
+        let Some(first) = wire::read_frame(&mut self.input, &mut body)? else {
+            return Ok(0);
+        };
+        if first.tag != wire::TAG_HELLO {
+            self.reply(
+                wire::TAG_REFUSED,
+                pid,
+                b"the first message was not a handshake",
+            )?;
+            return Ok(EXIT_REFUSED);
+        }
+        let hello: Hello = match postcard::from_bytes(&body) {
+            Ok(hello) => hello,
+            Err(e) => {
+                let message = format!("undecodable handshake: {e}");
+                self.reply(wire::TAG_REFUSED, pid, message.as_bytes())?;
+                return Ok(EXIT_REFUSED);
+            }
+        };
+        if let Err(why) = check(&hello) {
+            self.reply(wire::TAG_REFUSED, pid, why.as_bytes())?;
+            return Ok(EXIT_REFUSED);
+        }
+        if let Some((trampoline, func, arg)) = &hello.init {
+            let entry = Entry {
+                trampoline: *trampoline,
+                func: *func,
+            };
+            let mut message = Vec::new();
+            if entry.invoke(arg, &mut message) != Status::Ok {
+                self.reply(wire::TAG_INIT_FAILED, pid, &message)?;
+                return Ok(EXIT_INIT_FAILED);
+            }
+        }
+        self.reply(wire::TAG_READY, pid, &[])?;
+
+        let mut done: u64 = 0;
+        loop {
+            // Every finished result is written before the next call starts (and before
+            // a read that could block): if this process dies, the pool has all results
+            // of the tasks before, so the task it lost is exactly the one running.
+            // Tasks still arrive many per read, so the pool's side stays batched.
+            self.flush()?;
+            let Some(header) = wire::read_frame(&mut self.input, &mut body)? else {
+                self.flush()?;
+                return Ok(0);
+            };
+            if header.tag != wire::TAG_CALL {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected message tag {}", header.tag),
+                ));
+            }
+            let entry = Entry {
+                trampoline: header.x,
+                func: header.y,
+            };
+            let start = wire::begin_frame(
+                &mut self.out,
+                Header {
+                    tag: 0,
+                    id: header.id,
+                    x: 0,
+                    y: 0,
+                },
+            );
+            let began = Instant::now();
+            let status = entry.invoke(&body, &mut self.out);
+            let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let tag = match status {
+                Status::Ok => wire::TAG_OK,
+                Status::Panicked => wire::TAG_PANICKED,
+                Status::Failed => wire::TAG_FAILED,
+            };
+            if let Err(e) = wire::end_frame(&mut self.out, start, Some((tag, nanos))) {
+                // Too large to send: report that instead.
+                let message = format!("the worker could not send the result: {e}");
+                let failed = Header {
+                    tag: wire::TAG_FAILED,
+                    id: header.id,
+                    x: nanos,
+                    y: 0,
+                };
+                wire::push_frame(&mut self.out, failed, message.as_bytes())?;
+            }
+            done += 1;
+            if hello.max_tasks != 0 && done >= hello.max_tasks {
+                self.flush()?;
+                return Ok(0);
+            }
+        }
+    }
+}
+
+/// The handshake's checks: same protocol, same executable file, same code layout.
+fn check(hello: &Hello) -> Result<(), String> {
+    if hello.version != wire::PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} but the worker speaks {}",
+            hello.version,
+            wire::PROTOCOL_VERSION
+        ));
+    }
+    let exe = image::identity().map_err(|e| format!("cannot identify the executable: {e}"))?;
+    if exe != hello.exe {
+        return Err("the worker runs a different executable file than the pool".to_owned());
+    }
+    if probes() != hello.probes {
+        return Err("the worker's code layout differs from the pool's".to_owned());
+    }
+    Ok(())
+}

@@ -1,0 +1,659 @@
+//! ProcessPoolExecutor tests. A `harness = false` binary: worker processes are this
+//! executable started again, so `main` must hand over to `process_worker_main` before
+//! anything else, which libtest's generated `main` cannot do. The tests run one after
+//! another (so the "no leftover children" checks see only their own pool).
+//!
+//! Tasks are held in known states through a Unix socket in a temporary directory: a
+//! task connects, sends its pid and blocks reading; the test accepts, so it knows the
+//! task runs and in which process. No sleeps, no network.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use concurrent_futures::{
+    FutureError, MapItemError, MapOptions, ProcessPoolExecutor, ReturnWhen, SubmitError,
+    ThreadPoolExecutor, as_completed, wait,
+};
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------- task functions
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn pid_of(x: u64) -> (u64, u32) {
+    (x, std::process::id())
+}
+
+fn odd_panics(x: u32) -> u32 {
+    assert!(x.is_multiple_of(2), "odd {x}");
+    x
+}
+
+fn fallible(x: i32) -> Result<i32, String> {
+    if x < 0 {
+        Err(format!("{x} is negative"))
+    } else {
+        Ok(x)
+    }
+}
+
+fn abort_now(_: ()) -> u32 {
+    std::process::abort()
+}
+
+fn exit_with(code: i32) -> u32 {
+    std::process::exit(code)
+}
+
+fn print_to_stdout(x: u32) -> u32 {
+    println!("a task printing to stdout must not disturb the pool");
+    x
+}
+
+/// Connects to the test's socket, sends its pid, then blocks until the test closes the
+/// connection (or kills the process).
+fn hold(path: String) -> u32 {
+    let me = std::process::id();
+    let mut stream = UnixStream::connect(path).expect("connect to the test socket");
+    stream.write_all(&me.to_le_bytes()).expect("send pid");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    me
+}
+
+#[derive(Debug)]
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "Unencodable refuses to be encoded",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for Unencodable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(Self)
+    }
+}
+
+fn make_unencodable(_: ()) -> Unencodable {
+    Unencodable
+}
+
+/// Decodes only when the number is not 13.
+#[derive(Debug, Serialize)]
+struct Picky(u32);
+
+impl<'de> Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if n == 13 {
+            return Err(serde::de::Error::custom("13 is unlucky"));
+        }
+        Ok(Self(n))
+    }
+}
+
+fn picky_arg(p: Picky) -> u32 {
+    p.0
+}
+
+fn picky_result(n: u32) -> Picky {
+    Picky(n)
+}
+
+fn failing_init(message: String) -> Result<(), String> {
+    Err(message)
+}
+
+static CONFIG: OnceLock<u32> = OnceLock::new();
+
+fn set_config(value: u32) -> Result<(), String> {
+    CONFIG.set(value).map_err(|_| "set twice".to_owned())
+}
+
+fn read_config(_: ()) -> u32 {
+    CONFIG.get().copied().unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// A socket the `hold` task connects to.
+struct Holder {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Holder {
+    fn new() -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "cf-process-test-{}-{}.sock",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind the test socket");
+        Self { listener, path }
+    }
+
+    fn arg(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// Waits until a `hold` task runs; returns its connection and its worker's pid.
+    fn accept(&self) -> (UnixStream, u32) {
+        let (mut stream, _) = self.listener.accept().expect("accept");
+        let mut pid = [0u8; 4];
+        stream.read_exact(&mut pid).expect("read pid");
+        (stream, u32::from_le_bytes(pid))
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn kill9(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// The pids of this process's children (from /proc), zombies included.
+fn children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn new_pool(workers: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(workers)
+        .build()
+        .expect("build the pool")
+}
+
+fn worker_failed(result: Result<impl std::fmt::Debug, FutureError>) -> String {
+    match result {
+        Err(FutureError::WorkerFailed(message)) => message,
+        other => panic!("expected WorkerFailed, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+fn submit_and_result() {
+    let pool = new_pool(2);
+    let handles: Vec<_> = (0..100u64)
+        .map(|i| pool.submit(square, i).unwrap())
+        .collect();
+    for (i, handle) in handles.into_iter().enumerate() {
+        assert_eq!(handle.result().unwrap(), (i as u64).pow(2));
+    }
+    assert_ne!(
+        pool.submit(pid, ()).unwrap().result().unwrap(),
+        std::process::id()
+    );
+    // A task's own Err is its value.
+    assert_eq!(
+        pool.submit(fallible, -1).unwrap().result().unwrap(),
+        Err("-1 is negative".to_owned())
+    );
+    // Printing to stdout goes to stderr, not into the protocol.
+    assert_eq!(
+        pool.submit(print_to_stdout, 5).unwrap().result().unwrap(),
+        5
+    );
+}
+
+fn map_orders_results_for_every_chunksize() {
+    let pool = new_pool(2);
+    let expected: Vec<u64> = (0..2000u64).map(square).collect();
+    for chunksize in [1, 2, 7, 100, 1000, 5000] {
+        let got: Vec<u64> = pool
+            .map_with(square, 0..2000u64, MapOptions::new().chunksize(chunksize))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(got, expected, "chunksize {chunksize}");
+    }
+    let auto: Vec<u64> = pool
+        .map(square, 0..2000u64)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(auto, expected);
+    let mut unordered: Vec<u64> = pool
+        .map_unordered(square, 0..2000u64, MapOptions::new().chunksize(64))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    unordered.sort_unstable();
+    assert_eq!(unordered, expected);
+    // An endless input with a window runs lazily.
+    let firsts: Vec<u64> = pool
+        .map(square, 0..)
+        .unwrap()
+        .take(5)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(firsts, [0, 1, 4, 9, 16]);
+    assert!(matches!(
+        pool.map_with(square, 0..3u64, MapOptions::new().chunksize(0)),
+        Err(concurrent_futures::MapError::InvalidOption(_))
+    ));
+}
+
+fn map_reports_panics_per_item() {
+    let pool = new_pool(2);
+    for chunksize in [1, 3, 10] {
+        let results: Vec<_> = pool
+            .map_with(odd_panics, 0..10u32, MapOptions::new().chunksize(chunksize))
+            .unwrap()
+            .collect();
+        assert_eq!(results.len(), 10);
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(v) => assert_eq!((v as usize, i % 2), (i, 0)),
+                Err(MapItemError::Failed(FutureError::Panicked(p))) => {
+                    assert_eq!(i % 2, 1);
+                    assert_eq!(p.message(), format!("odd {i}"));
+                }
+                Err(e) => panic!("item {i}: unexpected {e:?}"),
+            }
+        }
+    }
+}
+
+fn panic_fails_only_its_task_and_the_worker_lives() {
+    let pool = new_pool(1);
+    let before = pool.submit(pid, ()).unwrap().result().unwrap();
+    match pool.submit(odd_panics, 3).unwrap().result() {
+        Err(FutureError::Panicked(p)) => assert_eq!(p.message(), "odd 3"),
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    assert_eq!(pool.submit(pid, ()).unwrap().result().unwrap(), before);
+}
+
+fn encoding_and_decoding_failures_fail_one_task() {
+    let pool = new_pool(1);
+    let before = pool.submit(pid, ()).unwrap().result().unwrap();
+    let message = worker_failed(pool.submit(make_unencodable, ()).unwrap().result());
+    // (postcard keeps no custom serde messages, only what failed)
+    assert!(message.contains("could not encode the result"), "{message}");
+    let message = worker_failed(pool.submit(picky_arg, Picky(13)).unwrap().result());
+    assert!(
+        message.contains("worker could not decode the argument"),
+        "{message}"
+    );
+    let message = worker_failed(pool.submit(picky_result, 13).unwrap().result());
+    assert!(
+        message.contains("pool could not decode the result"),
+        "{message}"
+    );
+    assert_eq!(
+        pool.submit(picky_arg, Picky(12)).unwrap().result().unwrap(),
+        12
+    );
+    assert_eq!(
+        pool.submit(pid, ()).unwrap().result().unwrap(),
+        before,
+        "same worker"
+    );
+}
+
+fn dying_workers_fail_only_their_task() {
+    let pool = new_pool(1);
+    let first = pool.submit(pid, ()).unwrap().result().unwrap();
+    let message = worker_failed(pool.submit(abort_now, ()).unwrap().result());
+    assert!(message.contains("signal 6 (SIGABRT"), "{message}");
+    let message = worker_failed(pool.submit(exit_with, 3).unwrap().result());
+    assert!(message.contains("exited with status 3"), "{message}");
+    let later = pool.submit(pid, ()).unwrap().result().unwrap();
+    assert_ne!(later, first, "a replacement serves later tasks");
+}
+
+fn sigkill_mid_run_fails_exactly_its_task() {
+    let pool = new_pool(2);
+    let holder = Holder::new();
+    let before: Vec<_> = (0..5000u64)
+        .map(|i| pool.submit(square, i).unwrap())
+        .collect();
+    let held = pool.submit(hold, holder.arg()).unwrap();
+    let after: Vec<_> = (5000..10_000u64)
+        .map(|i| pool.submit(square, i).unwrap())
+        .collect();
+    let (_stream, victim) = holder.accept();
+    kill9(victim);
+    let message = worker_failed(held.result());
+    assert!(message.contains(&format!("pid {victim}")), "{message}");
+    assert!(message.contains("signal 9 (SIGKILL)"), "{message}");
+    for (i, handle) in before.into_iter().chain(after).enumerate() {
+        assert_eq!(handle.result().unwrap(), (i as u64).pow(2), "task {i}");
+    }
+    let pids: HashSet<u32> = (0..200u64)
+        .map(|i| pool.submit(pid_of, i).unwrap())
+        .map(|h| h.result().unwrap().1)
+        .collect();
+    assert!(!pids.contains(&victim));
+    assert!(pool.worker_pids().iter().all(|p| *p != victim));
+}
+
+fn cancel_stops_a_running_task() {
+    let pool = new_pool(1);
+    let holder = Holder::new();
+    let held = pool.submit(hold, holder.arg()).unwrap();
+    let queued = pool.submit(square, 7).unwrap();
+    let (mut stream, victim) = holder.accept();
+    assert!(held.is_running());
+    assert!(held.cancel());
+    assert!(held.is_cancelled());
+    assert!(matches!(held.result(), Err(FutureError::Cancelled)));
+    // The worker was killed: its end of the connection closes.
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert_eq!(queued.result().unwrap(), 49, "the queued task still runs");
+    let later = pool.submit(pid, ()).unwrap().result().unwrap();
+    assert_ne!(later, victim, "a new worker replaced the killed one");
+}
+
+fn max_tasks_per_child_replaces_workers() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(2)
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..6).map(|_| pool.submit(pid, ()).unwrap()).collect();
+    let pids: Vec<u32> = handles.into_iter().map(|h| h.result().unwrap()).collect();
+    assert_eq!(pids[0], pids[1]);
+    assert_eq!(pids[2], pids[3]);
+    assert_eq!(pids[4], pids[5]);
+    assert_ne!(pids[0], pids[2]);
+    assert_ne!(pids[2], pids[4]);
+    assert_ne!(pids[0], pids[4]);
+}
+
+fn initializer_runs_in_each_worker() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .initializer(set_config, 42)
+        .build()
+        .unwrap();
+    let values: Vec<u32> = pool
+        .map(read_config, vec![(); 50])
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(values.iter().all(|v| *v == 42));
+}
+
+fn failing_initializer_breaks_the_pool() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .initializer(failing_init, "bad config".to_owned())
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..10u64)
+        .map(|i| pool.submit(square, i).unwrap())
+        .collect();
+    for handle in handles {
+        match handle.result() {
+            Err(FutureError::BrokenPool(message)) => {
+                assert!(message.contains("bad config"), "{message}");
+                assert!(message.contains("initializer"), "{message}");
+            }
+            other => panic!("expected BrokenPool, got {other:?}"),
+        }
+    }
+    match pool.submit(square, 1) {
+        Err(SubmitError::Broken(arg, message)) => {
+            assert_eq!(arg, 1);
+            assert!(message.contains("bad config"));
+        }
+        other => panic!("expected a broken pool, got {other:?}"),
+    }
+    drop(pool);
+    assert_eq!(
+        children(),
+        Vec::<u32>::new(),
+        "no busy respawn, no leftovers"
+    );
+}
+
+fn shutdown_with_pending_work_does_not_hang() {
+    let pool = new_pool(1);
+    let holder = Holder::new();
+    let held = pool.submit(hold, holder.arg()).unwrap();
+    let queued: Vec<_> = (0..100u64)
+        .map(|i| pool.submit(square, i).unwrap())
+        .collect();
+    let (stream, _) = holder.accept();
+    pool.shutdown(false, true);
+    pool.shutdown(false, true); // idempotent
+    assert!(pool.submit(square, 1).unwrap_err().is_shutdown());
+    let sets = wait(&queued, None, ReturnWhen::AllCompleted);
+    assert_eq!(sets.done.len(), 100, "cancellations are seen at once");
+    assert!(queued.iter().all(|h| h.is_cancelled()));
+    drop(stream); // lets the held task finish
+    assert!(held.result().is_ok());
+    pool.shutdown(true, false);
+    drop(pool);
+    assert_eq!(children(), Vec::<u32>::new());
+
+    // shutdown(wait) without cancelling runs the queued work.
+    let pool = new_pool(2);
+    let handles: Vec<_> = (0..500u64)
+        .map(|i| pool.submit(square, i).unwrap())
+        .collect();
+    pool.shutdown(true, false);
+    assert!(handles.iter().all(|h| h.is_done()));
+    assert_eq!(
+        handles
+            .into_iter()
+            .map(|h| h.result().unwrap())
+            .sum::<u64>(),
+        (0..500u64).map(square).sum()
+    );
+}
+
+fn terminate_and_kill_workers() {
+    for kill in [false, true] {
+        let pool = new_pool(1);
+        let holder = Holder::new();
+        let held = pool.submit(hold, holder.arg()).unwrap();
+        let queued = pool.submit(square, 3).unwrap();
+        let (_stream, _) = holder.accept();
+        if kill {
+            pool.kill_workers();
+        } else {
+            pool.terminate_workers();
+        }
+        let message = worker_failed(held.result());
+        let signal = if kill { "SIGKILL" } else { "SIGTERM" };
+        assert!(message.contains(signal), "{message}");
+        assert!(matches!(queued.result(), Err(FutureError::Cancelled)));
+        assert!(pool.submit(square, 1).unwrap_err().is_shutdown());
+        drop(pool);
+        assert_eq!(children(), Vec::<u32>::new());
+    }
+    // No worker started: a no-op.
+    new_pool(1).terminate_workers();
+}
+
+fn handles_mix_with_the_thread_pool() {
+    let processes = new_pool(2);
+    let threads = ThreadPoolExecutor::new();
+    let mut handles = vec![
+        processes.submit(square, 3).unwrap(),
+        threads.submit(|| 4u64).unwrap(),
+    ];
+    handles.push(processes.submit(square, 5).unwrap());
+    let mut got: Vec<u64> = as_completed(handles, None)
+        .map(|h| h.unwrap().result().unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, [4, 9, 25]);
+}
+
+fn zero_options_are_build_errors() {
+    assert!(
+        ProcessPoolExecutor::builder()
+            .max_workers(0)
+            .build()
+            .is_err()
+    );
+    assert!(
+        ProcessPoolExecutor::builder()
+            .max_tasks_per_child(0)
+            .build()
+            .is_err()
+    );
+}
+
+fn no_children_left_after_drop() {
+    {
+        let pool = new_pool(2);
+        let total: u64 = pool
+            .map(square, 0..1000u64)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .sum();
+        assert_eq!(total, (0..1000u64).map(square).sum());
+        assert!(
+            !children().is_empty(),
+            "workers are children while the pool lives"
+        );
+    }
+    assert_eq!(children(), Vec::<u32>::new());
+}
+
+// ---------------------------------------------------------------- harness
+
+fn main() -> ExitCode {
+    concurrent_futures::process_worker_main();
+    let tests: &[(&str, fn())] = &[
+        ("submit_and_result", submit_and_result),
+        (
+            "map_orders_results_for_every_chunksize",
+            map_orders_results_for_every_chunksize,
+        ),
+        ("map_reports_panics_per_item", map_reports_panics_per_item),
+        (
+            "panic_fails_only_its_task_and_the_worker_lives",
+            panic_fails_only_its_task_and_the_worker_lives,
+        ),
+        (
+            "encoding_and_decoding_failures_fail_one_task",
+            encoding_and_decoding_failures_fail_one_task,
+        ),
+        (
+            "dying_workers_fail_only_their_task",
+            dying_workers_fail_only_their_task,
+        ),
+        (
+            "sigkill_mid_run_fails_exactly_its_task",
+            sigkill_mid_run_fails_exactly_its_task,
+        ),
+        ("cancel_stops_a_running_task", cancel_stops_a_running_task),
+        (
+            "max_tasks_per_child_replaces_workers",
+            max_tasks_per_child_replaces_workers,
+        ),
+        (
+            "initializer_runs_in_each_worker",
+            initializer_runs_in_each_worker,
+        ),
+        (
+            "failing_initializer_breaks_the_pool",
+            failing_initializer_breaks_the_pool,
+        ),
+        (
+            "shutdown_with_pending_work_does_not_hang",
+            shutdown_with_pending_work_does_not_hang,
+        ),
+        ("terminate_and_kill_workers", terminate_and_kill_workers),
+        (
+            "handles_mix_with_the_thread_pool",
+            handles_mix_with_the_thread_pool,
+        ),
+        (
+            "zero_options_are_build_errors",
+            zero_options_are_build_errors,
+        ),
+        ("no_children_left_after_drop", no_children_left_after_drop),
+    ];
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (name, test) in tests {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        ran += 1;
+        let outcome = catch_unwind(AssertUnwindSafe(test));
+        let leftovers = children();
+        match (outcome, leftovers.is_empty()) {
+            (Ok(()), true) => println!("test {name} ... ok"),
+            (Ok(()), false) => {
+                println!("test {name} ... FAILED (child processes left: {leftovers:?})");
+                failed.push(*name);
+            }
+            (Err(_), _) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        ran - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
