@@ -66,6 +66,15 @@ fn mode_name(row: &Row) -> String {
         .unwrap_or_default()
 }
 
+/// An axis label: as many decimals as the axis's span needs (`20`, `1.5`, `0.25`).
+fn seconds_label(x: f64, span: f64) -> String {
+    match span {
+        s if s >= 20.0 => format!("{x:.0}"),
+        s if s >= 2.0 => format!("{x:.1}"),
+        _ => format!("{x:.2}"),
+    }
+}
+
 /// Renders the picture as an SVG document.
 ///
 /// # Errors
@@ -178,14 +187,14 @@ fn draw_timeline(area: &DrawingArea<SVGBackend<'_>, Shift>, row: &Row) -> anyhow
         .y_desc("lane")
         .y_labels(lanes.min(8))
         .y_label_formatter(&|y| format!("{y:.0}"))
-        .x_label_formatter(&|x| format!("{x:.2}"))
+        .x_label_formatter(&|x| seconds_label(*x, x_max))
         .label_style((FONT, 12))
         .axis_desc_style((FONT, 13))
         .draw()
         .map_err(failed)?;
     // At least a pixel wide, so a very short request stays visible.
     let min_width = x_max / f64::from(WIDTH);
-    let half = if lanes > 40 { 0.5 } else { 0.35 };
+    let half = if lanes > 40 { 0.4 } else { 0.35 };
     chart
         .draw_series(run.requests.iter().map(|r| {
             let lane = r.lane.min(lanes - 1) as f64;
@@ -261,7 +270,7 @@ fn draw_bars(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyhow
                 .unwrap_or_default(),
             _ => String::new(),
         })
-        .x_label_formatter(&|x| format!("{x:.1}"))
+        .x_label_formatter(&|x| seconds_label(*x, x_max))
         .label_style((FONT, 13))
         .axis_desc_style((FONT, 13))
         .draw()
