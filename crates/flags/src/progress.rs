@@ -7,7 +7,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// The download progress: a bar on stderr, or nothing. Cheap to clone (the Ctrl-C handler holds one).
 #[derive(Debug, Clone)]
@@ -70,9 +70,15 @@ impl Progress {
 /// The download bar: `⠋ [00:00:01] ████████░░░░ 120/194 flags (95/s, ETA 1s)`.
 fn download_bar(len: u64) -> ProgressBar {
     let style = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} flags ({per_sec:.0}, ETA {eta})",
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} flags ({rate}, ETA {eta})",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key(
+        "rate",
+        |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+            let _ = write!(out, "{:.0}/s", state.per_sec());
+        },
+    )
     .progress_chars("█▉▊▋▌▍▎▏ ");
     let bar =
         ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr()).with_style(style);
