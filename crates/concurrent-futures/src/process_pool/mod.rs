@@ -170,7 +170,8 @@ impl ProcessPoolExecutor {
             return Err(refusal(refused, arg));
         }
         let (promise, handle) = future::pending::<R>();
-        let prepared = Entry::one(f).and_then(|entry| Ok((entry, encode(&arg)?)));
+        let prepared =
+            Entry::one(f).and_then(|entry| Ok((entry, encode(&arg, size_of::<A>() + 8)?)));
         let (entry, payload) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
@@ -335,8 +336,11 @@ fn refusal<A>(refused: Refused, arg: A) -> SubmitError<A> {
     }
 }
 
-fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FutureError> {
-    let bytes = postcard::to_allocvec(value)
+/// Encodes a task's argument; `hint` is the expected size (a chunk is encoded in one
+/// allocation instead of a series of doublings).
+fn encode<T: Serialize + ?Sized>(value: &T, hint: usize) -> Result<Vec<u8>, FutureError> {
+    let buffer = Vec::with_capacity(hint.clamp(16, 1 << 20));
+    let bytes = postcard::to_extend(value, buffer)
         .map_err(|e| FutureError::WorkerFailed(format!("could not encode the argument: {e}")))?;
     if bytes.len() > MAX_PAYLOAD {
         return Err(FutureError::WorkerFailed(format!(
@@ -364,7 +368,12 @@ where
             return Err(map_refusal(refused));
         }
         let (promise, handle) = future::pending::<ChunkOutput<R>>();
-        let prepared = Entry::chunk(self.f).and_then(|entry| Ok((entry, encode(&chunk)?)));
+        let prepared = Entry::chunk(self.f).and_then(|entry| {
+            Ok((
+                entry,
+                encode(&chunk, chunk.len() * (size_of::<A>() + 1) + 8)?,
+            ))
+        });
         let (entry, payload) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
@@ -465,7 +474,7 @@ impl ProcessPoolBuilder {
         E: Display + 'static,
     {
         let prepared = Entry::init(f)
-            .and_then(|entry| Ok((entry, encode(&arg)?)))
+            .and_then(|entry| Ok((entry, encode(&arg, size_of::<A>() + 8)?)))
             .map_err(|e| format!("invalid initializer: {e}"));
         self.initializer = Some(prepared);
         self

@@ -249,6 +249,12 @@ impl State {
         usize::try_from(depth).unwrap_or(1)
     }
 
+    /// A waiting writer is woken only once its worker's pipe holds fewer tasks than
+    /// this, so that it refills many at once instead of one write per result.
+    fn low_water(&self) -> usize {
+        (self.depth() / 2).max(1)
+    }
+
     fn observe(&mut self, nanos: u64) {
         self.avg_nanos = Some(match self.avg_nanos {
             None => nanos,
@@ -268,11 +274,11 @@ impl State {
 
     /// Wakes one waiting writer with room (after one task was queued).
     fn wake_one_writer(&self) {
-        let depth = self.depth();
+        let low = self.low_water();
         if let Some(w) = self
             .workers
             .iter()
-            .find(|w| w.waiting && w.in_flight.len() < depth)
+            .find(|w| w.waiting && w.in_flight.len() < low)
         {
             w.wake.notify_one();
         }
@@ -709,7 +715,7 @@ impl Inner {
                 let job = worker.in_flight.pop_front();
                 let (waiting, len) = (worker.waiting, worker.in_flight.len());
                 state.observe(header.x);
-                if waiting && len < state.depth() && !state.queue.is_empty() {
+                if waiting && len < state.low_water() && !state.queue.is_empty() {
                     state.workers[i].wake.notify_one();
                 }
                 job

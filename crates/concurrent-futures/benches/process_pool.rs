@@ -1,0 +1,258 @@
+//! ProcessPoolExecutor throughput, against Python's ProcessPoolExecutor on the same
+//! workload (run as a subprocess when `python3` is present) and, for the `primes`
+//! workload, against the thread pool and a sequential loop.
+//!
+//! ```text
+//! cargo bench -p concurrent-futures --bench process_pool            # everything
+//! cargo bench -p concurrent-futures --bench process_pool -- --quick # no primes, no Python
+//! ```
+//!
+//! A `harness = false` binary: worker processes are this executable started again, so
+//! `main` hands over to `process_worker_main` first. Figures go to stdout; the latest
+//! are recorded in `benches/README.md`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use concurrent_futures::{MapOptions, ProcessPoolExecutor, ThreadPoolExecutor};
+
+const WORKERS: usize = 2;
+
+/// The tiny task: as cheap as a call can be.
+fn tiny(x: u64) -> u64 {
+    x * 2
+}
+
+/// The primes workload of the `primes` example (the numbers of the book's `primes.py`).
+const PRIMES: [u64; 20] = [
+    9_999_999_999_999_999,
+    9_999_999_999_999_917,
+    7_777_777_777_777_777,
+    7_777_777_777_777_753,
+    7_777_777_536_340_681,
+    6_666_667_141_414_921,
+    6_666_666_666_666_719,
+    6_666_666_666_666_666,
+    5_555_555_555_555_555,
+    5_555_555_555_555_503,
+    5_555_553_133_149_889,
+    4_444_444_488_888_889,
+    4_444_444_444_444_444,
+    4_444_444_444_444_423,
+    3_333_335_652_092_209,
+    3_333_333_333_333_333,
+    3_333_333_333_333_301,
+    299_593_572_317_531,
+    142_702_110_479_723,
+    2,
+];
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n == 2 {
+        return true;
+    }
+    if n.is_multiple_of(2) {
+        return false;
+    }
+    (3..=n.isqrt()).step_by(2).all(|i| !n.is_multiple_of(i))
+}
+
+fn pool() -> ProcessPoolExecutor {
+    match ProcessPoolExecutor::builder().max_workers(WORKERS).build() {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("cannot build the process pool: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Items per second of `map(tiny, 0..n)` with `chunksize`, best of `runs`.
+fn rust_map(chunksize: usize, n: u64, runs: usize) -> f64 {
+    let pool = pool();
+    // Warm up: start the workers and let the pipelining settle.
+    let _ = pool
+        .map_with(tiny, 0..10_000u64, MapOptions::new().chunksize(chunksize))
+        .map(|it| it.count());
+    let mut best = 0f64;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let options = MapOptions::new().chunksize(chunksize).window(1024);
+        let sum: u64 = match pool.map_with(tiny, 0..n, options) {
+            Ok(results) => results.map(|r| r.unwrap_or(0)).sum(),
+            Err(e) => {
+                eprintln!("map failed: {e}");
+                std::process::exit(2);
+            }
+        };
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        assert_eq!(sum, n * (n - 1), "every item came back");
+        best = best.max(rate);
+    }
+    best
+}
+
+/// Tasks per second of `n` separate `submit(tiny, i)` calls, then collecting them.
+fn rust_submit(n: u64, runs: usize) -> f64 {
+    let pool = pool();
+    let mut best = 0f64;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..n).filter_map(|i| pool.submit(tiny, i).ok()).collect();
+        let sum: u64 = handles.into_iter().map(|h| h.result().unwrap_or(0)).sum();
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        assert_eq!(sum, n * (n - 1), "every task came back");
+        best = best.max(rate);
+    }
+    best
+}
+
+/// Items per second of Python's `ProcessPoolExecutor(2).map(tiny, range(n),
+/// chunksize=c)`, or `None` without `python3`.
+fn python_map(chunksize: usize, n: u64) -> Option<f64> {
+    let script = format!(
+        r#"
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+def tiny(x):
+    return x * 2
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor({WORKERS}) as ex:
+        list(ex.map(tiny, range(1000), chunksize={chunksize}))
+        t0 = time.perf_counter()
+        total = sum(ex.map(tiny, range({n}), chunksize={chunksize}))
+        elapsed = time.perf_counter() - t0
+    assert total == {n} * ({n} - 1)
+    print({n} / elapsed)
+"#
+    );
+    let dir = std::env::temp_dir().join(format!("cf-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let path = dir.join("tiny.py");
+    std::fs::write(&path, script).ok()?;
+    let output = Command::new("python3").arg(&path).output().ok();
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = output?;
+    if !output.status.success() {
+        eprintln!(
+            "python3 failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        return None;
+    }
+    String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+}
+
+fn primes_process() -> Duration {
+    let pool = pool();
+    let start = Instant::now();
+    let count = pool
+        .map_with(is_prime, PRIMES, MapOptions::new().chunksize(1))
+        .map(|results| results.filter(|r| matches!(r, Ok(true))).count())
+        .unwrap_or(0);
+    let elapsed = start.elapsed();
+    assert_eq!(count, 9);
+    elapsed
+}
+
+fn primes_threads() -> Duration {
+    let pool = match ThreadPoolExecutor::builder().max_workers(WORKERS).build() {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("cannot build the thread pool: {e}");
+            std::process::exit(2);
+        }
+    };
+    let start = Instant::now();
+    let count = pool
+        .map_with(is_prime, PRIMES, MapOptions::new().chunksize(1))
+        .map(|results| results.filter(|r| matches!(r, Ok(true))).count())
+        .unwrap_or(0);
+    let elapsed = start.elapsed();
+    assert_eq!(count, 9);
+    elapsed
+}
+
+fn primes_sequential() -> Duration {
+    let start = Instant::now();
+    let count = PRIMES
+        .iter()
+        .filter(|n| is_prime(std::hint::black_box(**n)))
+        .count();
+    let elapsed = start.elapsed();
+    assert_eq!(count, 9);
+    elapsed
+}
+
+fn main() {
+    concurrent_futures::process_worker_main();
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing of ours and
+    // only wants the binary to run briefly.
+    let full = args.iter().any(|a| a == "--bench") || quick;
+    let (n1, n1000, runs) = if full {
+        (300_000, 30_000_000, 3)
+    } else {
+        (2_000, 100_000, 1)
+    };
+
+    println!("process pool, {WORKERS} workers, tiny task (x * 2)");
+    let one = rust_map(1, n1, runs);
+    println!("  map chunksize 1:      {:>14.0} items/s", one);
+    let submit = rust_submit(n1, runs);
+    println!("  submit + result:      {:>14.0} tasks/s", submit);
+    let thousand = rust_map(1000, n1000, runs);
+    println!("  map chunksize 1000:   {:>14.0} items/s", thousand);
+    println!(
+        "  targets: chunksize 1 >= 150000/s: {}; chunksize 1000 >= 30000000/s: {}",
+        if one >= 150_000.0 { "met" } else { "MISSED" },
+        if thousand >= 30_000_000.0 {
+            "met"
+        } else {
+            "MISSED"
+        },
+    );
+    if !full {
+        return;
+    }
+    if !quick {
+        match (python_map(1, 20_000), python_map(1000, 2_000_000)) {
+            (Some(py1), Some(py1000)) => {
+                println!("python3 ProcessPoolExecutor({WORKERS}), same task");
+                println!(
+                    "  map chunksize 1:      {:>14.0} items/s   rust/python = {:.1}x",
+                    py1,
+                    one / py1
+                );
+                println!(
+                    "  map chunksize 1000:   {:>14.0} items/s   rust/python = {:.1}x",
+                    py1000,
+                    thousand / py1000
+                );
+                println!(
+                    "  target >= 25x: chunksize 1 {}, chunksize 1000 {}",
+                    if one / py1 >= 25.0 { "met" } else { "MISSED" },
+                    if thousand / py1000 >= 25.0 {
+                        "met"
+                    } else {
+                        "MISSED"
+                    },
+                );
+            }
+            _ => println!("python3 not available: no comparison"),
+        }
+        println!("primes (20 numbers of primes.py, {WORKERS} workers)");
+        let sequential = primes_sequential();
+        println!("  sequential loop:      {:>8.3}s", sequential.as_secs_f64());
+        let threads = primes_threads();
+        println!("  thread pool:          {:>8.3}s", threads.as_secs_f64());
+        let processes = primes_process();
+        println!("  process pool:         {:>8.3}s", processes.as_secs_f64());
+    }
+}
