@@ -225,14 +225,31 @@ fn serve_connection(
     shared: &Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    // Small responses go out at once rather than waiting for Nagle's algorithm.
-    let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(StallGuard::new(stream, WRITE_STALL_LIMIT));
+    let builder = builder.clone();
     let shared = Arc::clone(shared);
-    let service = service_fn(move |request| handle(Arc::clone(&shared), request));
-    let connection = builder.serve_connection(io, service);
+    let first_byte_timeout = shared.config.header_read_timeout;
     async move {
-        let mut connection = std::pin::pin!(connection);
+        // Hyper gives each connection two 8 KiB buffers as it starts: wait for the first bytes
+        // of a request before starting it, so that idle connections cost little memory (about
+        // 1 KiB instead of 12). The header read timeout covers this wait too.
+        // (`peek`, not `readable`: the latter may report a fresh socket ready with no data.)
+        let mut first = [0u8; 1];
+        tokio::select! {
+            peeked = tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)) => {
+                // Ok(Ok(0)) is a client that closed without a request.
+                if !matches!(peeked, Ok(Ok(1..))) {
+                    return;
+                }
+            }
+            _ = stop.changed() => return,
+        }
+        // Small responses go out at once rather than waiting for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(StallGuard::new(stream, WRITE_STALL_LIMIT));
+        let service = service_fn(move |request| handle(Arc::clone(&shared), request));
+        // Boxed: the connection's state is large, and inline it would make every task that large
+        // from the moment it is spawned.
+        let mut connection = Box::pin(builder.serve_connection(io, service));
         tokio::select! {
             _ = connection.as_mut() => {}
             // The flag only ever goes from false to true, and an Err means the server is gone.

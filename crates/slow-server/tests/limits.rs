@@ -59,6 +59,19 @@ fn a_slowloris_client_is_cut_off_and_others_are_served() {
 }
 
 #[test]
+fn a_client_that_sends_nothing_is_cut_off() {
+    let timeout = Duration::from_millis(300);
+    let server = start(ServerConfig::new().header_read_timeout(timeout)).expect("start");
+    let started = Instant::now();
+    let mut silent = connect(server.local_addr());
+    assert!(
+        closed_by_server(&mut silent),
+        "the silent connection was left open"
+    );
+    assert!(started.elapsed() >= timeout);
+}
+
+#[test]
 fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
     let server =
         start(ServerConfig::new().header_read_timeout(Duration::from_millis(300))).expect("start");
