@@ -183,12 +183,34 @@ unsafe fn task_fn<A, R>(func: usize) -> fn(A) -> R {
 /// the message.
 fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
     let start = out.len();
-    match postcard::to_io(value, &mut *out) {
-        Ok(_) => Ok(()),
+    match postcard::serialize_with_flavor(value, Append(out)) {
+        Ok(()) => Ok(()),
         Err(e) => {
             out.truncate(start);
             Err(e.to_string())
         }
+    }
+}
+
+/// A postcard output that appends to a `Vec` it borrows (the worker's batch of
+/// replies), with no intermediate buffer.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
