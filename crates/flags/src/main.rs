@@ -102,6 +102,7 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
         tally.add(record);
     })?;
     let elapsed = start.elapsed();
+    cancel.wait_settled();
     progress.finish();
 
     if let Some(path) = &config.trace {

@@ -16,6 +16,8 @@ type Hook = Box<dyn FnOnce() + Send>;
 /// A one-shot cancellation token, shared by the Ctrl-C handler and the download code.
 pub(crate) struct Cancel {
     cancelled: AtomicBool,
+    /// Set once the hooks of [`Cancel::cancel`] have all run.
+    settled: AtomicBool,
     /// Guards the sleepers' view of `cancelled` and the hooks not yet run.
     state: Mutex<Vec<Hook>>,
     wake: Condvar,
@@ -35,6 +37,7 @@ impl Cancel {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             cancelled: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
             state: Mutex::new(Vec::new()),
             wake: Condvar::new(),
             notify: watch::Sender::new(false),
@@ -64,6 +67,21 @@ impl Cancel {
         self.notify.send_replace(true);
         for hook in hooks {
             hook();
+        }
+        let _guard = self.hooks();
+        self.settled.store(true, Ordering::Release);
+        self.wake.notify_all();
+    }
+
+    /// If the run was cancelled, waits until the hooks have run: the handler thread may still be
+    /// printing the "Interrupted" note when the schedulers have already stopped.
+    pub(crate) fn wait_settled(&self) {
+        let mut guard = self.hooks();
+        while self.is_cancelled() && !self.settled.load(Ordering::Acquire) {
+            guard = self
+                .wake
+                .wait(guard)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -129,8 +147,10 @@ mod tests {
             counter.fetch_add(1, Ordering::SeqCst);
         });
         assert_eq!(runs.load(Ordering::SeqCst), 0);
+        cancel.wait_settled();
         cancel.cancel();
         cancel.cancel();
+        cancel.wait_settled();
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         let counter = Arc::clone(&runs);
         cancel.on_cancel(move || {

@@ -34,7 +34,7 @@ fn lane(next: &AtomicUsize) -> usize {
 ///
 /// # Errors
 ///
-/// Failing to start the pool.
+/// Failing to start the pool, or the pool refusing a task when not shut down by Ctrl-C.
 pub(super) fn run(
     codes: &[String],
     workers: usize,
@@ -56,7 +56,7 @@ pub(super) fn run(
     let lanes = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::with_capacity(codes.len());
     for code in codes {
-        let (client, target, lanes, code) = (
+        let (client, task_target, lanes, code) = (
             Arc::clone(&client),
             Arc::clone(&target),
             Arc::clone(&lanes),
@@ -64,13 +64,15 @@ pub(super) fn run(
         );
         // A task that a worker took before the pool was shut down still starts no download.
         let task = move || {
+            let target = task_target;
             let cancelled = target.cancel.is_cancelled();
             (!cancelled).then(|| block_on(get_flag(&*client, &target, &code, lane(&lanes))))
         };
         match pool.submit(task) {
             Ok(handle) => handles.push(handle),
             // Shut down by Ctrl-C: schedule nothing more.
-            Err(_) => break,
+            Err(_) if target.cancel.is_cancelled() => break,
+            Err(_) => anyhow::bail!("the thread pool refused a task (broken pool)"),
         }
     }
 
