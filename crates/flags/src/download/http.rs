@@ -277,3 +277,52 @@ impl Transport for AsyncClient {
         self.cancel.sleep_async(duration)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ureq::http::{HeaderMap, HeaderValue, header::RETRY_AFTER};
+
+    #[test]
+    fn retry_after_seconds_only() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(RETRY_AFTER, HeaderValue::from_static(" 7 "));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("-1"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[derive(Debug)]
+    struct Chain(&'static str, Option<Box<Chain>>);
+
+    impl std::fmt::Display for Chain {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl StdError for Chain {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            self.1.as_deref().map(|c| c as &(dyn StdError + 'static))
+        }
+    }
+
+    #[test]
+    fn errors_on_one_line() {
+        let error = Chain(
+            "outer",
+            Some(Box::new(Chain(
+                "outer",
+                Some(Box::new(Chain("root\ncause", None))),
+            ))),
+        );
+        assert_eq!(one_line(&error), "outer: root cause");
+        assert_eq!(root_cause(&error), "root cause");
+    }
+}
