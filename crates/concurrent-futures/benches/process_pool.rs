@@ -5,11 +5,12 @@
 //! ```text
 //! cargo bench -p concurrent-futures --bench process_pool            # everything
 //! cargo bench -p concurrent-futures --bench process_pool -- --quick # no primes, no Python
+//! BENCH_ONLY=chunk1000 cargo bench -p concurrent-futures --bench process_pool  # profiling
 //! ```
 //!
 //! A `harness = false` binary: worker processes are this executable started again, so
-//! `main` hands over to `process_worker_main` first. Figures go to stdout; the latest
-//! are recorded in `benches/README.md`.
+//! `main` hands over to `process_worker_main` first. Rates are the median of 5 runs.
+//! Figures go to stdout; the latest are recorded in `benches/README.md`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -70,14 +71,20 @@ fn pool() -> ProcessPoolExecutor {
     }
 }
 
-/// Items per second of `map(tiny, 0..n)` with `chunksize`, best of `runs`.
+/// The median of some rates.
+fn median(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Items per second of `map(tiny, 0..n)` with `chunksize`, the median of `runs`.
 fn rust_map(chunksize: usize, n: u64, runs: usize) -> f64 {
     let pool = pool();
     // Warm up: start the workers and let the pipelining settle.
     let _ = pool
         .map_with(tiny, 0..10_000u64, MapOptions::new().chunksize(chunksize))
         .map(|it| it.count());
-    let mut best = 0f64;
+    let mut rates = Vec::new();
     for _ in 0..runs {
         let start = Instant::now();
         let options = MapOptions::new().chunksize(chunksize).window(1024);
@@ -90,24 +97,25 @@ fn rust_map(chunksize: usize, n: u64, runs: usize) -> f64 {
         };
         let rate = n as f64 / start.elapsed().as_secs_f64();
         assert_eq!(sum, n * (n - 1), "every item came back");
-        best = best.max(rate);
+        rates.push(rate);
     }
-    best
+    median(rates)
 }
 
-/// Tasks per second of `n` separate `submit(tiny, i)` calls, then collecting them.
+/// Tasks per second of `n` separate `submit(tiny, i)` calls, then collecting them (the
+/// median of `runs`).
 fn rust_submit(n: u64, runs: usize) -> f64 {
     let pool = pool();
-    let mut best = 0f64;
+    let mut rates = Vec::new();
     for _ in 0..runs {
         let start = Instant::now();
         let handles: Vec<_> = (0..n).filter_map(|i| pool.submit(tiny, i).ok()).collect();
         let sum: u64 = handles.into_iter().map(|h| h.result().unwrap_or(0)).sum();
         let rate = n as f64 / start.elapsed().as_secs_f64();
         assert_eq!(sum, n * (n - 1), "every task came back");
-        best = best.max(rate);
+        rates.push(rate);
     }
-    best
+    median(rates)
 }
 
 /// Items per second of Python's `ProcessPoolExecutor(2).map(tiny, range(n),
@@ -197,11 +205,17 @@ fn main() {
     // only wants the binary to run briefly.
     let full = args.iter().any(|a| a == "--bench") || quick;
     let (n1, n1000, runs) = if full {
-        (300_000, 30_000_000, 3)
+        (300_000, 30_000_000, 5)
     } else {
         (2_000, 100_000, 1)
     };
 
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("chunk1000") {
+        // For profiling: one scenario only.
+        let rate = rust_map(1000, n1000, runs);
+        println!("map chunksize 1000: {rate:.0} items/s");
+        return;
+    }
     println!("process pool, {WORKERS} workers, tiny task (x * 2)");
     let one = rust_map(1, n1, runs);
     println!("  map chunksize 1:      {:>14.0} items/s", one);

@@ -39,7 +39,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::image;
-use super::wire::{ChunkReplyRef, ItemFailure};
+use super::wire::{Append, ChunkReplyRef, ItemFailure};
 use crate::error::{FutureError, panic_message};
 use crate::map::ChunkOutput;
 
@@ -189,28 +189,6 @@ fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), Str
             out.truncate(start);
             Err(e.to_string())
         }
-    }
-}
-
-/// A postcard output that appends to a `Vec` it borrows (the worker's batch of
-/// replies), with no intermediate buffer.
-struct Append<'a>(&'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for Append<'_> {
-    type Output = ();
-
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.0.push(byte);
-        Ok(())
-    }
-
-    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
     }
 }
 

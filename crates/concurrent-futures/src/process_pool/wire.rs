@@ -146,6 +146,39 @@ pub(super) fn read_frame<R: BufRead>(
     Ok(Some(header))
 }
 
+/// A postcard output that appends to a `Vec` it borrows, with no intermediate buffer.
+///
+/// Postcard hands most values over as short slices (a varint is 1 to 10 bytes); those
+/// are copied byte by byte, since a `memcpy` call per integer costs more than the copy.
+pub(super) struct Append<'a>(pub(super) &'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if bytes.len() <= 16 {
+            self.0.reserve(16);
+            for &byte in bytes {
+                self.0.push(byte);
+            }
+        } else {
+            self.0.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// Which file the worker runs: compared in the handshake, so that a worker started from
 /// a binary replaced on disk (a rebuild) refuses to run anything.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
