@@ -108,6 +108,45 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Processes
+//!
+//! [`ProcessPoolExecutor`] runs plain functions (`fn(A) -> R`, serde argument and
+//! result) in worker processes, which are this executable started again: call
+//! [`process_worker_main`] first thing in `main`. A worker that dies fails only the task
+//! it was running (with its exit status or signal) and is replaced.
+//!
+//! ```
+//! use concurrent_futures::{FutureError, MapOptions, ProcessPoolExecutor};
+//!
+//! fn collatz_steps(mut n: u64) -> u32 {
+//!     let mut steps = 0;
+//!     while n != 1 {
+//!         n = if n % 2 == 0 { n / 2 } else { 3 * n + 1 };
+//!         steps += 1;
+//!     }
+//!     steps
+//! }
+//!
+//! fn crash(code: i32) -> u32 {
+//!     std::process::exit(code)
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     concurrent_futures::process_worker_main(); // a worker never gets past this line
+//!     let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
+//!     assert_eq!(pool.submit(collatz_steps, 27)?.result()?, 111);
+//!     let options = MapOptions::new().chunksize(100);
+//!     let longest = pool.map_with(collatz_steps, 1..1000, options)?.map(|r| r.unwrap_or(0)).max();
+//!     assert_eq!(longest, Some(178));
+//!     match pool.submit(crash, 3)?.result() {
+//!         Err(FutureError::WorkerFailed(why)) => assert!(why.contains("exited with status 3")),
+//!         other => panic!("expected a dead worker, got {other:?}"),
+//!     }
+//!     assert_eq!(pool.submit(collatz_steps, 6)?.result()?, 8); // a new worker took over
+//!     Ok(())
+//! }
+//! ```
+//!
 //! # From Python to Rust
 //!
 //! | Python | Rust |
