@@ -20,7 +20,9 @@ use tokio::sync::{Semaphore, watch};
 /// Connections opened at the same time while setting up (keeps the SYN queue short).
 const CONNECT_BATCH: usize = 256;
 
-#[tokio::main]
+// One thread: the load generator shares the machine with the server it measures, and should
+// take as little of it as it can.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(addr), Some(count)) = (
