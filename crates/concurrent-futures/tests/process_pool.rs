@@ -57,6 +57,11 @@ fn exit_with(code: i32) -> u32 {
     std::process::exit(code)
 }
 
+fn reenter(x: u32) -> u32 {
+    concurrent_futures::process_worker_main(); // already serving: a no-op
+    x + 1
+}
+
 fn print_to_stdout(x: u32) -> u32 {
     println!("a task printing to stdout must not disturb the pool");
     x
@@ -237,6 +242,7 @@ fn submit_and_result() {
         pool.submit(fallible, -1).unwrap().result().unwrap(),
         Err("-1 is negative".to_owned())
     );
+    assert_eq!(pool.submit(reenter, 1).unwrap().result().unwrap(), 2);
     // Printing to stdout goes to stderr, not into the protocol.
     assert_eq!(
         pool.submit(print_to_stdout, 5).unwrap().result().unwrap(),
@@ -548,6 +554,26 @@ fn zero_options_are_build_errors() {
     );
 }
 
+/// The argument that makes this binary act as a worker whose `main` forgot
+/// `process_worker_main`.
+const PROBE_UNSERVED: &str = "--probe-unserved-worker";
+
+fn a_worker_without_the_guard_refuses_to_build_a_pool() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg(PROBE_UNSERVED)
+        .env(
+            "CONCURRENT_FUTURES_PROCESS_WORKER",
+            std::process::id().to_string(),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("refused: this process was started as a process-pool worker"),
+        "{stdout}"
+    );
+}
+
 fn no_children_left_after_drop() {
     {
         let pool = new_pool(2);
@@ -568,6 +594,14 @@ fn no_children_left_after_drop() {
 // ---------------------------------------------------------------- harness
 
 fn main() -> ExitCode {
+    if std::env::args().any(|a| a == PROBE_UNSERVED) {
+        // A worker whose main skipped the guard: building a pool must fail, not fork.
+        match ProcessPoolExecutor::builder().build() {
+            Ok(_) => println!("built a pool"),
+            Err(e) => println!("refused: {e}"),
+        }
+        return ExitCode::SUCCESS;
+    }
     concurrent_futures::process_worker_main();
     let tests: &[(&str, fn())] = &[
         ("submit_and_result", submit_and_result),
@@ -617,6 +651,10 @@ fn main() -> ExitCode {
         (
             "zero_options_are_build_errors",
             zero_options_are_build_errors,
+        ),
+        (
+            "a_worker_without_the_guard_refuses_to_build_a_pool",
+            a_worker_without_the_guard_refuses_to_build_a_pool,
         ),
         ("no_children_left_after_drop", no_children_left_after_drop),
     ];

@@ -51,7 +51,7 @@ const MAX_PAYLOAD: usize = 1 << 30;
 /// }
 /// ```
 pub fn process_worker_main() {
-    if worker::started_as_worker() {
+    if worker::started_as_worker() && !worker::is_serving() {
         std::process::exit(worker::serve());
     }
 }

@@ -32,6 +32,9 @@ use crate::sync::{Condvar, Mutex, MutexGuard};
 const PIPELINE_NANOS: u64 = 2_000_000;
 /// The most tasks queued in one worker's pipe.
 const MAX_DEPTH: u64 = 1024;
+/// Workers in a row that may die before their handshake before the pool gives up
+/// (instead of restarting them in a busy loop).
+const MAX_FAILED_STARTS: u32 = 3;
 
 thread_local! {
     /// Set in the pool's own threads, where `shutdown(wait = true)` must not wait for
@@ -229,6 +232,8 @@ struct State {
     /// Moving average of the measured task time, in nanoseconds.
     avg_nanos: Option<u64>,
     started: u64,
+    /// Workers in a row that died (by a signal) before their handshake.
+    failed_starts: u32,
 }
 
 impl State {
@@ -365,6 +370,7 @@ impl Inner {
                 threads: Vec::new(),
                 avg_nanos: None,
                 started: 0,
+                failed_starts: 0,
             }),
             gone: Condvar::new(),
         })
@@ -662,6 +668,7 @@ impl Inner {
         let mut body = Vec::new();
         let ending = match wire::read_frame(&mut input, &mut body) {
             Ok(Some(h)) if h.tag == wire::TAG_READY => {
+                self.state.lock().failed_starts = 0;
                 self.serve_results(key, &mut input, &mut body)
             }
             Ok(Some(h)) if h.tag == wire::TAG_INIT_FAILED => {
@@ -760,7 +767,18 @@ impl Inner {
                     "a worker process ended before its handshake ({how}); does main() \
                      call concurrent_futures::process_worker_main() first?"
                 ))),
-                Ending::NoHandshake | Ending::Closed | Ending::Protocol(_) => {}
+                Ending::NoHandshake => {
+                    // Killed while starting (the OOM killer, say): replace it, unless
+                    // every start dies that way.
+                    state.failed_starts += 1;
+                    if state.failed_starts >= MAX_FAILED_STARTS {
+                        failures.extend(state.break_pool(format!(
+                            "{MAX_FAILED_STARTS} worker processes in a row died before their \
+                             handshake (the last one {how})"
+                        )));
+                    }
+                }
+                Ending::Closed | Ending::Protocol(_) => {}
             }
             let mut in_flight = worker.in_flight;
             // Only a worker past its handshake ran anything.

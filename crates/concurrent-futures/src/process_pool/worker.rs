@@ -34,6 +34,12 @@ pub(super) fn started_as_worker() -> bool {
         .is_some_and(|parent| parent == std::os::unix::process::parent_id())
 }
 
+/// True once this process serves as a worker (a task that calls
+/// `process_worker_main` again must not start a second serving loop).
+pub(super) fn is_serving() -> bool {
+    SERVING.load(Ordering::Relaxed)
+}
+
 /// True when this process was started as a worker but its `main` did not hand over to
 /// `process_worker_main` before building a pool (which would start workers forever).
 pub(super) fn is_unserved_worker() -> bool {
