@@ -27,18 +27,37 @@ const CANCELLED: u8 = 3;
 type Callback<T> = Box<dyn FnOnce(&FutureHandle<T>) + Send + 'static>;
 
 /// The state shared by a [`FutureHandle`] and the task that completes it.
-pub(crate) struct Shared<T> {
+///
+/// `body` is what else lives in the same allocation: nothing for a plain [`pending`]
+/// future, the closure itself for a thread-pool task ([`with_task`]), so that a submit
+/// allocates once and the record is usually freed by the thread that allocated it.
+pub(crate) struct Shared<T, B: ?Sized = dyn Body> {
     state: AtomicU8,
     slot: Mutex<Slot<T>>,
     done: Condvar,
+    body: B,
 }
+
+/// What a future's record may carry besides its state (see [`Shared`]).
+pub(crate) trait Body: Send + Sync {}
+
+impl Body for () {}
+
+/// A thread-pool task's closure, kept in its future's record until a worker takes it.
+pub(crate) struct TaskFn<F>(Mutex<Option<F>>);
+
+impl<F: Send> Body for TaskFn<F> {}
+
+/// The record of a thread-pool task: its future's state and its closure.
+pub(crate) type TaskRecord<T, F> = Shared<T, TaskFn<F>>;
 
 struct Slot<T> {
     outcome: Option<Result<T, FutureError>>,
     failed: bool,
-    callbacks: Vec<Callback<T>>,
-    waiters: Vec<(Arc<Waiter>, usize)>,
-    waker: Option<Waker>,
+    /// Who to notify when done: created on first use, because most futures never get
+    /// a callback, waiter or waker, and a smaller record means fewer fresh pages per
+    /// submit.
+    listeners: Option<Box<Notices<T>>>,
     /// Stops a running task for real (the process pool kills its worker).
     stop_running: Option<Box<dyn FnOnce() + Send + 'static>>,
 }
@@ -51,22 +70,41 @@ struct Notices<T> {
     waker: Option<Waker>,
 }
 
-impl<T> Shared<T> {
-    fn new() -> Self {
+impl<T> Notices<T> {
+    fn none() -> Self {
+        Self {
+            callbacks: Vec::new(),
+            waiters: Vec::new(),
+            waker: None,
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    /// The listeners, created on first use.
+    fn listeners(&mut self) -> &mut Notices<T> {
+        self.listeners
+            .get_or_insert_with(|| Box::new(Notices::none()))
+    }
+}
+
+impl<T, B> Shared<T, B> {
+    fn with_body(body: B) -> Self {
         Self {
             state: AtomicU8::new(PENDING),
             slot: Mutex::new(Slot {
                 outcome: None,
                 failed: false,
-                callbacks: Vec::new(),
-                waiters: Vec::new(),
-                waker: None,
+                listeners: None,
                 stop_running: None,
             }),
             done: Condvar::new(),
+            body,
         }
     }
+}
 
+impl<T> Shared<T> {
     fn state(&self) -> u8 {
         self.state.load(Ordering::Acquire)
     }
@@ -78,11 +116,9 @@ impl<T> Shared<T> {
     /// Moves the slot's notification lists out; called with the lock held, right after
     /// the state became done.
     fn take_notices(slot: &mut Slot<T>) -> Notices<T> {
-        Notices {
-            callbacks: std::mem::take(&mut slot.callbacks),
-            waiters: std::mem::take(&mut slot.waiters),
-            waker: slot.waker.take(),
-        }
+        slot.listeners
+            .take()
+            .map_or_else(Notices::none, |listeners| *listeners)
     }
 
     /// Delivers the notices of a transition into a done state (no lock held).
@@ -111,14 +147,16 @@ impl<T> Shared<T> {
         if self.is_done() {
             return false;
         }
-        slot.waiters.push((Arc::clone(waiter), token));
+        slot.listeners().waiters.push((Arc::clone(waiter), token));
         true
     }
 
     /// Removes every registration of `waiter` (a `wait` or `as_completed` that is over).
     pub(crate) fn remove_waiter(&self, waiter: &Arc<Waiter>) {
         let mut slot = self.slot.lock();
-        slot.waiters.retain(|(w, _)| !Arc::ptr_eq(w, waiter));
+        if let Some(listeners) = &mut slot.listeners {
+            listeners.waiters.retain(|(w, _)| !Arc::ptr_eq(w, waiter));
+        }
     }
 
     /// True when the future finished with a failure other than cancellation (what
@@ -148,13 +186,36 @@ pub(crate) struct Promise<T> {
 
 /// A new pending future: the executor keeps the promise, the caller gets the handle.
 pub(crate) fn pending<T>() -> (Promise<T>, FutureHandle<T>) {
-    let shared = Arc::new(Shared::new());
+    let shared: Arc<Shared<T>> = Arc::new(Shared::with_body(()));
     (
         Promise {
             shared: Some(Arc::clone(&shared)),
         },
         FutureHandle { shared },
     )
+}
+
+/// A new pending future whose record also holds `func`, the task that completes it:
+/// the executor queues the record (see [`TaskRecord::take`]), the caller gets the handle.
+pub(crate) fn with_task<T, F: Send + 'static>(func: F) -> (Arc<TaskRecord<T, F>>, FutureHandle<T>) {
+    let record = Arc::new(Shared::with_body(TaskFn(Mutex::new(Some(func)))));
+    let shared: Arc<Shared<T>> = Arc::clone(&record) as _;
+    (record, FutureHandle { shared })
+}
+
+impl<T, F: Send + 'static> TaskRecord<T, F> {
+    /// Takes the task out of the record, with the promise that completes its future.
+    /// The task is `None` when it was taken before (each record is taken once).
+    pub(crate) fn take(self: Arc<Self>) -> (Option<F>, Promise<T>) {
+        let func = self.body.0.lock().take();
+        let shared: Arc<Shared<T>> = self;
+        (
+            func,
+            Promise {
+                shared: Some(shared),
+            },
+        )
+    }
 }
 
 impl<T> Promise<T> {
@@ -465,7 +526,7 @@ impl<T> FutureHandle<T> {
         {
             let mut slot = self.shared.slot.lock();
             if !self.shared.is_done() {
-                slot.callbacks.push(Box::new(callback));
+                slot.listeners().callbacks.push(Box::new(callback));
                 return;
             }
         }
@@ -512,7 +573,7 @@ impl<T> std::future::Future for FutureHandle<T> {
         if self.shared.is_done() {
             return Poll::Ready(slot.outcome.take().unwrap_or(Err(FutureError::ResultTaken)));
         }
-        match &mut slot.waker {
+        match &mut slot.listeners().waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             waker => *waker = Some(cx.waker().clone()),
         }

@@ -22,7 +22,7 @@ use crate::future::FutureHandle;
 /// The work one automatic chunk aims for, in nanoseconds.
 pub(crate) const AUTO_TARGET_NANOS: u64 = 100_000;
 /// The largest automatic chunk.
-pub(crate) const AUTO_MAX_CHUNK: usize = 4096;
+pub(crate) const AUTO_MAX_CHUNK: usize = 16_384;
 
 /// Options of `map`, `map_with` and `map_unordered`.
 ///
@@ -87,23 +87,23 @@ impl<R> ChunkOutput<R> {
     pub(crate) fn run<A, F: Fn(A) -> R + ?Sized>(chunk: Vec<A>, f: &F) -> Self {
         let start = Instant::now();
         let len = chunk.len();
-        let mut values = Vec::with_capacity(len);
         let mut failures = Vec::new();
-        let mut items = chunk.into_iter();
-        loop {
-            let pass = catch_unwind(AssertUnwindSafe(|| {
-                for item in &mut items {
-                    values.push(f(item));
-                }
-            }));
-            match pass {
-                Ok(()) => break,
-                Err(payload) => failures.push((
-                    values.len() + failures.len(),
-                    FutureError::Panicked(PanicError::new(payload)),
-                )),
-            }
-        }
+        let mut position = 0;
+        // `into_iter().filter_map(..).collect()` runs in place when `A` and `R` have the
+        // same layout (std reuses the chunk's buffer): no second allocation, and the
+        // results stay in the cache lines the items came through.
+        let values: Vec<R> = chunk
+            .into_iter()
+            .filter_map(|item| {
+                let at = position;
+                position += 1;
+                catch_unwind(AssertUnwindSafe(|| f(item)))
+                    .map_err(|payload| {
+                        failures.push((at, FutureError::Panicked(PanicError::new(payload))));
+                    })
+                    .ok()
+            })
+            .collect();
         let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         Self {
             values,
@@ -243,6 +243,16 @@ impl<R> ChunkDrain<R> {
         }
     }
 
+    /// Splits a chunk's output for the iterators: when every item succeeded (the
+    /// usual case), its values, to be yielded straight; otherwise a drain.
+    fn split(output: ChunkOutput<R>, len: usize) -> (std::vec::IntoIter<R>, Option<Self>) {
+        if output.failures.is_empty() && output.values.len() == len {
+            (output.values.into_iter(), None)
+        } else {
+            (Vec::new().into_iter(), Some(Self::new(output, len)))
+        }
+    }
+
     fn next(&mut self) -> Option<Result<R, MapItemError>> {
         if self.position == self.len {
             return None;
@@ -273,6 +283,9 @@ impl<R> ChunkDrain<R> {
 pub struct Map<'a, I: Iterator, R> {
     feeder: Feeder<'a, I, R>,
     in_flight: VecDeque<(FutureHandle<ChunkOutput<R>>, usize)>,
+    /// The values of the current chunk when all its items succeeded (the hot path).
+    ready: std::vec::IntoIter<R>,
+    /// The current chunk when some of its items failed.
     current: Option<ChunkDrain<R>>,
     finished: bool,
 }
@@ -287,6 +300,7 @@ impl<'a, I: Iterator, R> Map<'a, I, R> {
         let mut map = Self {
             feeder: Feeder::new(submitter, source, default_window, options)?,
             in_flight: VecDeque::new(),
+            ready: Vec::new().into_iter(),
             current: None,
             finished: false,
         };
@@ -320,9 +334,25 @@ impl<I: Iterator, R> Iterator for Map<'_, I, R> {
     type Item = Result<R, MapItemError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        // The hot path, kept small enough to inline.
+        if let Some(value) = self.ready.next() {
+            return Some(Ok(value));
+        }
+        self.next_slow()
+    }
+}
+
+impl<I: Iterator, R> Map<'_, I, R> {
+    /// `next` at a chunk boundary or in a chunk with failures. Kept out of line so that
+    /// `next`, called once per item, stays small enough to inline.
+    #[inline(never)]
+    fn next_slow(&mut self) -> Option<Result<R, MapItemError>> {
         loop {
             if self.finished {
                 return None;
+            }
+            if let Some(value) = self.ready.next() {
+                return Some(Ok(value));
             }
             if let Some(item) = self.current.as_mut().and_then(ChunkDrain::next) {
                 return Some(item);
@@ -343,19 +373,21 @@ impl<I: Iterator, R> Iterator for Map<'_, I, R> {
                     handle.result_timeout(deadline.saturating_duration_since(Instant::now()))
                 }
             };
-            self.current = Some(match waited {
+            (self.ready, self.current) = match waited {
                 Ok(output) => {
                     self.feeder.chunking.observe(output.nanos_per_item);
-                    ChunkDrain::new(output, len)
+                    ChunkDrain::split(output, len)
                 }
-                Err(ResultTimeoutError::Failed(error)) => ChunkDrain::failed(error, len),
+                Err(ResultTimeoutError::Failed(error)) => {
+                    (Vec::new().into_iter(), Some(ChunkDrain::failed(error, len)))
+                }
                 Err(ResultTimeoutError::Timeout(handle)) => {
                     handle.cancel();
                     self.cancel_all();
                     self.finished = true;
                     return Some(Err(self.feeder.timeout_error()));
                 }
-            });
+            };
         }
     }
 }
@@ -386,6 +418,9 @@ pub struct MapUnordered<'a, I: Iterator, R> {
     next_id: u64,
     completions: Receiver<u64>,
     notify: Sender<u64>,
+    /// The values of the current chunk when all its items succeeded (the hot path).
+    ready: std::vec::IntoIter<R>,
+    /// The current chunk when some of its items failed.
     current: Option<ChunkDrain<R>>,
     finished: bool,
 }
@@ -404,6 +439,7 @@ impl<'a, I: Iterator, R: Send + 'static> MapUnordered<'a, I, R> {
             next_id: 0,
             completions,
             notify,
+            ready: Vec::new().into_iter(),
             current: None,
             finished: false,
         };
@@ -446,9 +482,24 @@ impl<I: Iterator, R: Send + 'static> Iterator for MapUnordered<'_, I, R> {
     type Item = Result<R, MapItemError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(value) = self.ready.next() {
+            return Some(Ok(value));
+        }
+        self.next_slow()
+    }
+}
+
+impl<I: Iterator, R: Send + 'static> MapUnordered<'_, I, R> {
+    /// `next` at a chunk boundary or in a chunk with failures. Kept out of line so that
+    /// `next`, called once per item, stays small enough to inline.
+    #[inline(never)]
+    fn next_slow(&mut self) -> Option<Result<R, MapItemError>> {
         loop {
             if self.finished {
                 return None;
+            }
+            if let Some(value) = self.ready.next() {
+                return Some(Ok(value));
             }
             if let Some(item) = self.current.as_mut().and_then(ChunkDrain::next) {
                 return Some(item);
@@ -477,13 +528,13 @@ impl<I: Iterator, R: Send + 'static> Iterator for MapUnordered<'_, I, R> {
                 self.finished = true;
                 return Some(Err(self.feeder.timeout_error()));
             };
-            self.current = Some(match handle.result() {
+            (self.ready, self.current) = match handle.result() {
                 Ok(output) => {
                     self.feeder.chunking.observe(output.nanos_per_item);
-                    ChunkDrain::new(output, len)
+                    ChunkDrain::split(output, len)
                 }
-                Err(error) => ChunkDrain::failed(error, len),
-            });
+                Err(error) => (Vec::new().into_iter(), Some(ChunkDrain::failed(error, len))),
+            };
         }
     }
 }

@@ -19,52 +19,88 @@ use crossbeam_channel::{Receiver, Sender};
 use self::builder::Initializer;
 pub use self::builder::ThreadPoolBuilder;
 use crate::error::{FutureError, MapError, PanicError, SubmitError};
-use crate::future::{self, FutureHandle, Promise};
+use crate::future::{self, FutureHandle, TaskRecord};
 use crate::map::{ChunkOutput, ChunkSubmit, Map, MapOptions, MapUnordered};
 use crate::sync::{AtomicUsize, Mutex, Ordering};
 
-/// A unit of queued work, type-erased.
-pub(crate) trait Job: Send {
+/// A unit of queued work, type-erased: a task's record, which holds both its closure
+/// and its future's state (one allocation per submit).
+pub(crate) trait Job: Send + Sync {
     /// Runs the task unless it was cancelled; `before_publish` runs after the task and
     /// before its result becomes visible (the worker announces itself idle there).
-    fn run(self: Box<Self>, before_publish: &mut dyn FnMut());
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut());
     /// Cancels the task without running it.
-    fn cancel(self: Box<Self>);
+    fn cancel(self: Arc<Self>);
     /// Fails the task without running it.
-    fn fail(self: Box<Self>, error: FutureError);
+    fn fail(self: Arc<Self>, error: FutureError);
 }
 
-struct Task<F, T> {
-    func: F,
-    promise: Promise<T>,
-}
-
-impl<F, T> Job for Task<F, T>
+impl<F, T> Job for TaskRecord<T, F>
 where
-    F: FnOnce() -> T + Send,
+    F: FnOnce() -> T + Send + 'static,
     T: Send,
 {
-    fn run(self: Box<Self>, before_publish: &mut dyn FnMut()) {
-        let Task { func, promise } = *self;
-        if !promise.set_running() {
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut()) {
+        let (func, promise) = self.take();
+        let Some(func) = func.filter(|_| promise.set_running()) else {
             return;
-        }
+        };
         let outcome = catch_unwind(AssertUnwindSafe(func))
             .map_err(|payload| FutureError::Panicked(PanicError::new(payload)));
         before_publish();
         promise.complete(outcome);
     }
 
-    fn cancel(self: Box<Self>) {
-        self.promise.cancel();
+    fn cancel(self: Arc<Self>) {
+        let (func, promise) = self.take();
+        drop(func);
+        promise.cancel();
     }
 
-    fn fail(self: Box<Self>, error: FutureError) {
-        self.promise.complete(Err(error));
+    fn fail(self: Arc<Self>, error: FutureError) {
+        let (func, promise) = self.take();
+        drop(func);
+        promise.complete(Err(error));
     }
 }
 
-type BoxedJob = Box<dyn Job>;
+/// Closures larger than this go behind their own box, so that a handle kept after its
+/// task ran does not keep the closure's bytes alive in the shared record.
+const INLINE_TASK_BYTES: usize = 64;
+
+/// A queued job. Dropped without being run, cancelled or failed (its queue was dropped),
+/// it fails its future, so that no `result()` can block forever on a lost task.
+struct BoxedJob(Option<Arc<dyn Job>>);
+
+impl BoxedJob {
+    fn run(mut self, before_publish: &mut dyn FnMut()) {
+        if let Some(job) = self.0.take() {
+            job.run(before_publish);
+        }
+    }
+
+    fn cancel(mut self) {
+        if let Some(job) = self.0.take() {
+            job.cancel();
+        }
+    }
+
+    fn fail(mut self, error: FutureError) {
+        if let Some(job) = self.0.take() {
+            job.fail(error);
+        }
+    }
+}
+
+impl Drop for BoxedJob {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            job.fail(FutureError::BrokenPool(
+                "the task was dropped by the executor before it completed".to_owned(),
+            ));
+        }
+    }
+}
 
 /// What the pool's threads and its handle share.
 pub(crate) struct Inner {
@@ -193,8 +229,7 @@ impl ThreadPoolExecutor {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let (promise, handle) = future::pending();
-        let lost = {
+        let (handle, lost) = {
             let mut state = self.inner.state.lock();
             if let Some(reason) = &state.broken {
                 return Err(SubmitError::Broken(task, reason.clone()));
@@ -202,13 +237,17 @@ impl ThreadPoolExecutor {
             let Some(sender) = &state.sender else {
                 return Err(SubmitError::ShutDown(task));
             };
+            let (job, handle) = if size_of::<F>() <= INLINE_TASK_BYTES {
+                let (record, handle) = future::with_task(task);
+                (record as Arc<dyn Job>, handle)
+            } else {
+                let (record, handle) = future::with_task(Box::new(task));
+                (record as Arc<dyn Job>, handle)
+            };
             // An unbounded send only fails without receivers, and the pool holds one;
-            // a failed send drops the task, whose promise then fails the handle.
-            let _ = sender.send(Box::new(Task {
-                func: task,
-                promise,
-            }));
-            self.adjust_thread_count(&mut state)
+            // a failed send drops the job, which then fails the handle.
+            let _ = sender.send(BoxedJob(Some(job)));
+            (handle, self.adjust_thread_count(&mut state))
         };
         for job in lost {
             job.fail(FutureError::BrokenPool(
