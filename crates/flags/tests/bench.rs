@@ -70,6 +70,7 @@ fn json_schema_and_svg_bars() -> TestResult {
     assert_eq!(json["delay"]["seed"], 1);
     assert_eq!(json["delay"]["error_rate"], 0.4);
     assert!(json["record_ns"].as_f64().is_some_and(|ns| ns > 0.0));
+    assert!(json["trace_line_ns"].as_f64().is_some_and(|ns| ns > 0.0));
     assert!(json["cpus"].as_u64().is_some_and(|n| n >= 1));
     if cfg!(target_os = "linux") {
         assert_eq!(json["load_average"].as_array().map(Vec::len), Some(2));
@@ -102,7 +103,7 @@ fn json_schema_and_svg_bars() -> TestResult {
         }
         assert!(row["ratio"].as_f64().is_some_and(|r| r > 0.0), "{row}");
         assert!(row["speedup"].as_f64().is_some_and(|s| s > 0.0), "{row}");
-        assert!(row["record_cost_pct"].as_f64().is_some(), "{row}");
+        assert!(row["trace_cost_pct"].as_f64().is_some(), "{row}");
         assert!(
             row["extra_per_request_secs"]
                 .as_f64()

@@ -335,6 +335,8 @@ pub(crate) struct Bench {
     pub(crate) ideal_source: &'static str,
     /// What two clock reads (the timing of one request) cost, in nanoseconds.
     pub(crate) record_ns: f64,
+    /// What writing one `--trace` line costs, in nanoseconds.
+    pub(crate) trace_line_ns: f64,
     /// CPUs available, and the 1-minute load average before and after (Linux only): the
     /// machine may be shared, and a loaded one stretches every figure.
     pub(crate) cpus: usize,
@@ -358,10 +360,11 @@ impl Bench {
         (this > 0.0).then(|| base / this)
     }
 
-    /// The recording cost of a run of `row`, in percent of its median elapsed time.
-    pub(crate) fn record_cost_pct(&self, row: &Row) -> f64 {
+    /// What tracing costs a run of `row`, measured directly: the timing of each request and
+    /// the writing of its trace line, in percent of the row's median elapsed time.
+    pub(crate) fn trace_cost_pct(&self, row: &Row) -> f64 {
         let requests = row.runs.first().map_or(self.codes, |r| r.requests.len());
-        let cost = self.record_ns * requests as f64 * 1e-9;
+        let cost = (self.record_ns + self.trace_line_ns) * requests as f64 * 1e-9;
         100.0 * cost / row.median().as_secs_f64().max(1e-9)
     }
 }
@@ -473,6 +476,7 @@ fn run(plan: &Plan) -> anyhow::Result<ExitCode> {
         },
         ideal_source,
         record_ns: record_cost_ns(),
+        trace_line_ns: trace_line_ns().context("cannot time the writing of a trace")?,
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
         load: load_before.zip(load_average()),
         rows,
@@ -587,6 +591,40 @@ fn record_cost_ns() -> f64 {
     }
     let total = last.saturating_duration_since(started);
     2.0 * total.as_nanos() as f64 / f64::from(READS)
+}
+
+/// What writing one `--trace` line costs, in nanoseconds: the fastest of a few rounds of
+/// writing 200 records to a file the way `flags --trace` does.
+fn trace_line_ns() -> anyhow::Result<f64> {
+    use std::io::Write as _;
+    const LINES: u32 = 200;
+    let start = Instant::now();
+    let records: Vec<crate::download::Record> = (0..LINES)
+        .map(|i| crate::download::Record {
+            code: format!(
+                "{}{}",
+                char::from(b'A' + (i / 26 % 26) as u8),
+                char::from(b'A' + (i % 26) as u8)
+            ),
+            lane: (i % 30) as usize,
+            start,
+            end: start + Duration::from_millis(u64::from(i)),
+            attempts: 1,
+            outcome: crate::report::Outcome::Ok,
+        })
+        .collect();
+    let dir = tempfile::tempdir()?;
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut file =
+            std::io::BufWriter::new(std::fs::File::create(dir.path().join("trace.jsonl"))?);
+        crate::report::write_trace(&mut file, &records, start)?;
+        file.flush()?;
+        drop(file);
+        best = best.min(started.elapsed());
+    }
+    Ok(best.as_nanos() as f64 / f64::from(LINES))
 }
 
 #[cfg(test)]

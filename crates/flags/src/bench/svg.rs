@@ -396,6 +396,7 @@ mod tests {
             delay: Some((Duration::from_millis(1), Duration::from_millis(9), 0.0, 1)),
             ideal_source: "seed",
             record_ns: 50.0,
+            trace_line_ns: 500.0,
             cpus: 2,
             load: None,
             rows: vec![

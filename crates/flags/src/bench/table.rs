@@ -84,8 +84,7 @@ pub(crate) fn text(bench: &Bench) -> String {
                 |d| format!("{:.1} ms", d.as_secs_f64() * 1e3),
             ),
             mib(row.peak_rss_kib()),
-            row.trace_overhead()
-                .map_or_else(|| "-".into(), |(_, wall)| format!("{wall:+.1}%")),
+            format!("{:.3}%", bench.trace_cost_pct(row)),
         ]);
     }
     let widths: Vec<usize> = (0..header.len())
@@ -121,20 +120,31 @@ pub(crate) fn text(bench: &Bench) -> String {
     } else {
         "the sequential run's request times"
     };
+    let (elapsed, wall): (Vec<f64>, Vec<f64>) =
+        bench.rows.iter().filter_map(Row::trace_overhead).unzip();
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:+.1}%…{hi:+.1}%")
+    };
     let _ = writeln!(
         out,
         "\nideal: greedy schedule of {source}, in submission order, on max_req connections; \
          bound: max(longest delay, total / max_req).\n\
          extra/req: median of (request time − the server's delay for it) in the median run.\n\
-         trace cost: wall time with --trace over without (median of each; noise included).\n\
-         recording: 2 clock reads per request, {:.0} ns, {:.5}% of the fastest median.",
-        bench.record_ns,
-        bench
-            .rows
-            .iter()
-            .map(|r| bench.record_cost_pct(r))
-            .fold(0.0, f64::max)
+         trace cost: timing each request (2 clock reads, {:.0} ns) and writing its --trace line \
+         ({:.0} ns), measured directly, over the median elapsed time.",
+        bench.record_ns, bench.trace_line_ns,
     );
+    if !elapsed.is_empty() {
+        let _ = writeln!(
+            out,
+            "cross-check, median of runs with --trace over runs without: elapsed {}, wall time \
+             {} (machine noise included).",
+            range(&elapsed),
+            range(&wall)
+        );
+    }
     out
 }
 
@@ -159,6 +169,8 @@ pub(crate) struct Json {
     ideal_source: &'static str,
     /// Two clock reads: what timing one request costs.
     record_ns: f64,
+    /// Writing one `--trace` line.
+    trace_line_ns: f64,
     /// CPUs available to the bench.
     cpus: usize,
     /// The 1-minute load average before and after the bench (null where unknown).
@@ -198,8 +210,8 @@ struct JsonRow {
     trace_overhead_elapsed_pct: Option<f64>,
     /// The same for the wall time of the whole process (the trace file included).
     trace_overhead_wall_pct: Option<f64>,
-    /// The recording (two clock reads per request) in percent of the median.
-    record_cost_pct: f64,
+    /// Timing the requests and writing the trace, measured directly, in percent of the median.
+    trace_cost_pct: f64,
     /// Counts of the median run.
     downloaded: usize,
     not_found: usize,
@@ -234,7 +246,7 @@ pub(crate) fn json(bench: &Bench) -> Json {
                 }),
                 trace_overhead_elapsed_pct: overhead.map(|o| o.0),
                 trace_overhead_wall_pct: overhead.map(|o| o.1),
-                record_cost_pct: bench.record_cost_pct(row),
+                trace_cost_pct: bench.trace_cost_pct(row),
                 downloaded: median_run.map_or(0, |r| r.downloaded),
                 not_found: median_run.map_or(0, |r| r.not_found),
                 errors: median_run.map_or(0, |r| r.errors),
@@ -254,6 +266,7 @@ pub(crate) fn json(bench: &Bench) -> Json {
         }),
         ideal_source: bench.ideal_source,
         record_ns: bench.record_ns,
+        trace_line_ns: bench.trace_line_ns,
         cpus: bench.cpus,
         load_average: bench.load.map(|(a, b)| [a, b]),
         results,
