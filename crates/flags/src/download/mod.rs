@@ -316,6 +316,7 @@ pub(crate) fn run(
                 .map_err(|e| anyhow::anyhow!("cannot start the tokio runtime: {e}"))?;
             runtime.block_on(async {
                 let client = AsyncClient::new(
+                    &target.base_url,
                     target.timeout,
                     config.concurrency,
                     Arc::clone(&target.cancel),

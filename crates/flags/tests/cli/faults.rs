@@ -111,6 +111,43 @@ fn empty_body_is_an_error() -> TestResult {
     one_fault(|| Reply::ok(b""), &[], "empty response body")
 }
 
+/// The async mode's client for an http server has no certificates (see `AsyncClient::new`);
+/// the blocking modes follow the redirect and fail on the TLS handshake with a plain server.
+#[test]
+fn redirect_to_https_is_an_error() -> TestResult {
+    let server = FaultServer::start(|path, _| match path {
+        "/flags/br/br.gif" => {
+            Reply::with_header(302, "Location", "https://127.0.0.1:9/flags/br/br.gif")
+        }
+        _ => Reply::status(404),
+    })?;
+    for mode in MODES {
+        let scratch = Scratch::new()?;
+        let output = flags(scratch.path())
+            .args([
+                "BR",
+                "-v",
+                "--dest",
+                "dest",
+                "--mode",
+                mode,
+                "-s",
+                &server.url(),
+            ])
+            .assert()
+            .code(1)
+            .get_output()
+            .clone();
+        assert_eq!(counts(&output.stdout), (0, 0, 1), "{mode}");
+        if mode == "async" {
+            let stdout = String::from_utf8(output.stdout)?;
+            assert!(stdout.contains("BR error: redirect to https://127.0.0.1:9/flags/br/br.gif (https) from an http server\n"), "{stdout}");
+        }
+        scratch.assert_clean(0);
+    }
+    Ok(())
+}
+
 #[test]
 fn redirects_are_followed() -> TestResult {
     let server = FaultServer::start(|path, _| match path {
