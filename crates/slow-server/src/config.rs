@@ -12,6 +12,9 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 /// on a kept-alive connection).
 pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default time a served file's bytes are kept without looking at the file again.
+pub(crate) const DEFAULT_FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The settings of one server, built step by step and checked when the server starts.
 ///
 /// The default ([`ServerConfig::new`]) serves the built-in flag set on `127.0.0.1` with a port
@@ -39,6 +42,7 @@ pub struct ServerConfig {
     pub(crate) seed: Option<u64>,
     pub(crate) max_connections: usize,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) file_check_interval: Duration,
 }
 
 impl ServerConfig {
@@ -53,6 +57,7 @@ impl ServerConfig {
             seed: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            file_check_interval: DEFAULT_FILE_CHECK_INTERVAL,
         }
     }
 
@@ -108,6 +113,16 @@ impl ServerConfig {
     /// stops a slowloris client from holding a connection.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// In directory mode, serves a file from memory for up to `interval` after its path and
+    /// version (device, inode, length, modification time) were last checked (default 1 s, as
+    /// nginx's `open_file_cache_valid`); `Duration::ZERO` checks on every request. Only what
+    /// was read through a checked path is ever served, so this bounds how long a change to a
+    /// file goes unseen, never what can be read.
+    pub fn file_check_interval(mut self, interval: Duration) -> Self {
+        self.file_check_interval = interval;
         self
     }
 

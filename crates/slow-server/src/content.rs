@@ -5,6 +5,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -44,7 +45,7 @@ pub(crate) enum Content {
 
 impl Content {
     /// Opens the content: the built-in set, or `dir` after checking that it is a directory.
-    pub(crate) fn open(dir: Option<&Path>) -> Result<Self, ServerError> {
+    pub(crate) fn open(dir: Option<&Path>, check_interval: Duration) -> Result<Self, ServerError> {
         let Some(dir) = dir else {
             return Ok(Self::Builtin(Builtin::get()));
         };
@@ -61,6 +62,7 @@ impl Content {
         Ok(Self::Dir(Arc::new(DirContent {
             root,
             cache: Mutex::new(Cache::default()),
+            check_interval,
         })))
     }
 
@@ -96,6 +98,8 @@ pub(crate) struct DirContent {
     /// The directory, canonical: absolute and without symbolic links.
     root: PathBuf,
     cache: Mutex<Cache>,
+    /// How long a cached file is served without checking its path and version again.
+    check_interval: Duration,
 }
 
 /// Small files already read, keyed by path, with what identifies their version.
@@ -108,8 +112,19 @@ struct Cache {
 #[derive(Debug)]
 struct Cached {
     version: Version,
+    /// When the path and the version were last checked.
+    checked: Instant,
     bytes: Bytes,
     content_type: &'static str,
+}
+
+impl Cached {
+    fn reply(&self) -> Reply {
+        Reply::Body {
+            bytes: self.bytes.clone(),
+            content_type: self.content_type,
+        }
+    }
 }
 
 /// What tells one version of a file from the next: device, inode, length, modification time.
@@ -138,9 +153,13 @@ impl Version {
 }
 
 impl DirContent {
-    /// The fast path, run on the runtime's thread: a file reached through plain directories
-    /// (no symbolic link on the way, checked with one `lstat` per segment) whose current
-    /// version is in the cache. `None` sends the request to the slow path.
+    /// The fast path, run on the runtime's thread: a cached file checked less than the check
+    /// interval ago, or one that is still reached through plain directories (no symbolic link
+    /// on the way, checked with one `lstat` per segment) with the cached version. `None` sends
+    /// the request to the slow path.
+    ///
+    /// Cached bytes were read through a checked path, so serving them never reads outside the
+    /// root; the interval only bounds how long a change to the file may go unseen.
     fn cached(&self, target: &Target) -> Option<Reply> {
         let Target::Flags {
             segments,
@@ -150,10 +169,20 @@ impl DirContent {
             return None;
         };
         let mut path = self.root.clone();
+        path.extend(segments);
+        let now = Instant::now();
+        if let Ok(cache) = self.cache.lock()
+            && let Some(cached) = cache.files.get(&path)
+            && now.saturating_duration_since(cached.checked) < self.check_interval
+        {
+            return Some(cached.reply());
+        }
+        // Check again: every segment a plain directory or file (no link), same version.
+        let mut walked = self.root.clone();
         let mut meta = None;
         for segment in segments {
-            path.push(segment);
-            let here = fs::symlink_metadata(&path).ok()?;
+            walked.push(segment);
+            let here = fs::symlink_metadata(&walked).ok()?;
             if here.file_type().is_symlink() {
                 return None;
             }
@@ -163,12 +192,13 @@ impl DirContent {
         if !meta.is_file() {
             return None;
         }
-        let cache = self.cache.lock().ok()?;
-        let cached = cache.files.get(&path)?;
-        (cached.version == Version::of(&meta)).then(|| Reply::Body {
-            bytes: cached.bytes.clone(),
-            content_type: cached.content_type,
-        })
+        let mut cache = self.cache.lock().ok()?;
+        let cached = cache.files.get_mut(&path)?;
+        if cached.version != Version::of(&meta) {
+            return None;
+        }
+        cached.checked = now;
+        Some(cached.reply())
     }
 
     /// The slow path, on the blocking pool: resolve, check, list or read (and cache).
@@ -247,6 +277,7 @@ impl DirContent {
             path,
             Cached {
                 version,
+                checked: Instant::now(),
                 bytes,
                 content_type,
             },

@@ -73,10 +73,13 @@
 //! # Limits
 //!
 //! Files of a served directory are read whole and kept in memory (up to 1 MiB a file and
-//! 64 MiB in all); each request checks with one `lstat` per path segment that the path has
-//! no symbolic link and that the file has not changed (device, inode, length, modification
-//! time), and paths through links are resolved and checked against the root every time. The
-//! server is meant for small files such as flags. A client has 10 s to send a request's headers or to start its
+//! 64 MiB in all). A cached file is served without touching the disk for up to
+//! [`ServerConfig::file_check_interval`] (1 s) after its last check; the check makes sure,
+//! with one `lstat` per path segment, that the path has no symbolic link and that the file has
+//! not changed (device, inode, length, modification time). Paths through links are resolved
+//! and checked against the root every time. The server is meant for small files such as flags.
+//!
+//! A client has 10 s to send its first byte, a request's headers, or to start its
 //! next request on a kept-alive connection ([`ServerConfig::header_read_timeout`]), and 30 s
 //! for a stalled response write; at most 16,384 connections are served at once
 //! ([`ServerConfig::max_connections`]).

@@ -92,7 +92,7 @@ impl Server {
     /// that cannot be listened on (in use, not local, not permitted).
     pub fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         config.validate()?;
-        let content = Content::open(config.dir.as_deref())?;
+        let content = Content::open(config.dir.as_deref(), config.file_check_interval)?;
         let listener = listen(config.addr)?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.addr,

@@ -256,7 +256,10 @@ fn a_changed_file_is_served_anew() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("note.txt");
     std::fs::write(&file, "first").expect("write");
-    let server = start(ServerConfig::new().dir(dir.path())).expect("start");
+    let config = ServerConfig::new()
+        .dir(dir.path())
+        .file_check_interval(std::time::Duration::ZERO);
+    let server = start(config).expect("start");
     let addr = server.local_addr();
     assert_eq!(get(addr, "/flags/note.txt").text(), "first");
     assert_eq!(get(addr, "/flags/note.txt").text(), "first");

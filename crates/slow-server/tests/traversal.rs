@@ -166,19 +166,40 @@ fn listings_do_not_follow_links_out() {
     assert!(!listing.contains(SECRET));
 }
 
+/// Serves `br/br.gif` until it is cached, then replaces it with a link to the secret.
 #[cfg(unix)]
-#[test]
-fn a_served_file_replaced_by_a_link_out_is_refused() {
+fn replace_cached_file_with_link_out(interval: std::time::Duration) -> common::Response {
     let layout = layout();
-    let server = start(ServerConfig::new().dir(&layout.served)).expect("start");
+    let config = ServerConfig::new()
+        .dir(&layout.served)
+        .file_check_interval(interval);
+    let server = start(config).expect("start");
     let addr = server.local_addr();
     let gif = layout.served.join("br/br.gif");
-    // Served twice, so it is in the server's cache.
     assert_eq!(get(addr, "/flags/br/br.gif").status, 200);
     assert_eq!(get(addr, "/flags/br/br.gif").status, 200);
     std::fs::remove_file(&gif).expect("remove");
     let secret = layout.served.parent().expect("parent").join("secret.txt");
     std::os::unix::fs::symlink(secret, &gif).expect("link");
-    let response = get(addr, "/flags/br/br.gif");
-    assert_refused(addr, "replaced by a link", response.status, &response.body);
+    get(addr, "/flags/br/br.gif")
+}
+
+#[cfg(unix)]
+#[test]
+fn a_cached_file_replaced_by_a_link_out_is_refused() {
+    let response = replace_cached_file_with_link_out(std::time::Duration::ZERO);
+    assert_refused(
+        "127.0.0.1:0".parse().expect("addr"),
+        "replaced by a link",
+        response.status,
+        &response.body,
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn within_the_check_interval_the_old_bytes_are_served_never_the_link() {
+    let response = replace_cached_file_with_link_out(std::time::Duration::from_secs(3600));
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, b"GIF89a-test");
 }
