@@ -209,6 +209,13 @@ fn children() -> Vec<u32> {
     found
 }
 
+/// The process group of `pid` (from /proc).
+fn process_group(pid: &str) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
 fn new_pool(workers: usize) -> ProcessPoolExecutor {
     ProcessPoolExecutor::builder()
         .max_workers(workers)
@@ -233,10 +240,11 @@ fn submit_and_result() {
     for (i, handle) in handles.into_iter().enumerate() {
         assert_eq!(handle.result().unwrap(), (i as u64).pow(2));
     }
-    assert_ne!(
-        pool.submit(pid, ()).unwrap().result().unwrap(),
-        std::process::id()
-    );
+    let worker = pool.submit(pid, ()).unwrap().result().unwrap();
+    assert_ne!(worker, std::process::id());
+    // Workers have a process group of their own: a terminal's Ctrl-C reaches only us.
+    assert_ne!(process_group(&worker.to_string()), process_group("self"));
+    assert!(process_group("self").is_some());
     // A task's own Err is its value.
     assert_eq!(
         pool.submit(fallible, -1).unwrap().result().unwrap(),

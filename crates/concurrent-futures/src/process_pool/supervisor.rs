@@ -907,6 +907,11 @@ fn spawn_process() -> io::Result<(Child, ChildStdin, ChildStdout)> {
     if let Some(arg0) = std::env::args_os().next() {
         command.arg0(arg0);
     }
+    // A process group of its own: a Ctrl-C at the terminal (SIGINT to the foreground
+    // group) reaches the pool's process only, which decides what to stop (Python's
+    // workers each get a KeyboardInterrupt, gh-125886). Workers whose pool is gone
+    // see their input close and exit.
+    command.process_group(0);
     command
         .env(MARKER, std::process::id().to_string())
         .stdin(Stdio::piped())
