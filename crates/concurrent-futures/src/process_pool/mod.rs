@@ -62,8 +62,8 @@ pub fn process_worker_main() {
 /// A task is a function pointer `fn(A) -> R` with a serde argument and result (use a
 /// tuple for several arguments); closures that capture are refused at compile time,
 /// since nothing captured can cross to another process. The handles are the same as
-/// the thread pool's, so [`as_completed`](crate::as_completed) and
-/// [`wait`](crate::wait) take handles of both pools together.
+/// the thread pool's, so [`as_completed`](crate::as_completed()) and
+/// [`wait`](crate::wait()) take handles of both pools together.
 ///
 /// Failures stay where they happen, unlike Python's `BrokenProcessPool`: a panic is
 /// that handle's [`FutureError::Panicked`]; a worker that dies (killed, aborts, exits)
@@ -140,6 +140,12 @@ impl ProcessPoolExecutor {
     /// `terminate_workers`/`kill_workers`), [`SubmitError::Broken`] once an
     /// initializer failed; both give the argument back.
     ///
+    /// # Blocking
+    ///
+    /// Does not wait for the task. While fewer than `max_workers` workers run, a submit
+    /// starts one (a process spawn: about a millisecond); the worker's handshake and
+    /// initializer run in the background.
+    ///
     /// # Examples
     ///
     /// ```
@@ -191,7 +197,14 @@ impl ProcessPoolExecutor {
     /// does: a bounded window of chunks in flight, chunk sizes that adapt to the cost
     /// of a call (or a fixed [`MapOptions::chunksize`]), and a failing item (a panic)
     /// is an `Err` at its place while iteration goes on. A chunk is one message to one
-    /// worker, so large chunks make tiny calls cheap.
+    /// worker, so large chunks make tiny calls cheap. Dropping the iterator early
+    /// cancels its chunks in flight; a chunk a worker is running is stopped for real
+    /// (that worker is killed and replaced).
+    ///
+    /// # Blocking
+    ///
+    /// `map` submits the first window of chunks and returns; each `next()` blocks
+    /// until the next result in input order is back.
     ///
     /// # Errors
     ///
