@@ -767,6 +767,7 @@ impl Inner {
                     "a worker process ended before its handshake ({how}); does main() \
                      call concurrent_futures::process_worker_main() first?"
                 ))),
+                Ending::NoHandshake if worker.killed_for_cancel => {}
                 Ending::NoHandshake => {
                     // Killed while starting (the OOM killer, say): replace it, unless
                     // every start dies that way.
