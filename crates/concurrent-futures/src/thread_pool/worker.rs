@@ -33,7 +33,9 @@ pub(super) fn run(inner: &Inner) {
             match queue.try_recv() {
                 Ok(job) => Some(job),
                 Err(TryRecvError::Empty) => {
-                    inner.idle.fetch_add(1, Ordering::AcqRel);
+                    if !inner.saturated() {
+                        inner.idle.fetch_add(1, Ordering::AcqRel);
+                    }
                     queue.recv().ok()
                 }
                 Err(TryRecvError::Disconnected) => None,
@@ -44,7 +46,7 @@ pub(super) fn run(inner: &Inner) {
         };
         counted_idle = false;
         job.run(&mut || {
-            if queue.is_empty() {
+            if !inner.saturated() && queue.is_empty() {
                 inner.idle.fetch_add(1, Ordering::AcqRel);
                 counted_idle = true;
             }
