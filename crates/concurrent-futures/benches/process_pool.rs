@@ -236,30 +236,33 @@ fn main() {
         return;
     }
     if !quick {
-        match (python_map(1, 20_000), python_map(1000, 2_000_000)) {
-            (Some(py1), Some(py1000)) => {
-                println!("python3 ProcessPoolExecutor({WORKERS}), same task");
-                println!(
-                    "  map chunksize 1:      {:>14.0} items/s   rust/python = {:.1}x",
-                    py1,
-                    one / py1
-                );
-                println!(
-                    "  map chunksize 1000:   {:>14.0} items/s   rust/python = {:.1}x",
-                    py1000,
-                    thousand / py1000
-                );
-                println!(
-                    "  target >= 25x: chunksize 1 {}, chunksize 1000 {}",
-                    if one / py1 >= 25.0 { "met" } else { "MISSED" },
-                    if thousand / py1000 >= 25.0 {
-                        "met"
-                    } else {
-                        "MISSED"
-                    },
-                );
+        // Python and ours take turns (3 rounds), so that a burst of load on the shared
+        // machine hits both alike; the ratio is of the medians.
+        println!("python3 ProcessPoolExecutor({WORKERS}), same task, runs alternating with ours");
+        for (chunksize, n_py, n_rust) in [(1, 20_000, n1), (1000, 2_000_000, n1000)] {
+            let (mut py, mut ours) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                ours.push(rust_map(chunksize, n_rust, 1));
+                match python_map(chunksize, n_py) {
+                    Some(rate) => py.push(rate),
+                    None => break,
+                }
             }
-            _ => println!("python3 not available: no comparison"),
+            if py.is_empty() {
+                println!("  python3 not available: no comparison");
+                break;
+            }
+            let (py, ours) = (median(py), median(ours));
+            println!(
+                "  map chunksize {chunksize:<5}  python {py:>12.0} items/s   ours {ours:>12.0} items/s   \
+                 ours/python = {:.1}x ({})",
+                ours / py,
+                if ours / py >= 25.0 {
+                    "target >= 25x met"
+                } else {
+                    "target >= 25x MISSED"
+                }
+            );
         }
         println!("primes (20 numbers of primes.py, {WORKERS} workers)");
         let sequential = primes_sequential();
