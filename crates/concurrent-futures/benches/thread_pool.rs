@@ -117,6 +117,10 @@ fn medians(reps: usize, expected: u64, contenders: &mut [Contender<'_>]) -> Vec<
     let mut times = vec![Vec::with_capacity(reps); contenders.len()];
     for _ in 0..reps {
         for ((name, run), times) in contenders.iter_mut().zip(&mut times) {
+            // Let the previous contender's threads go to sleep first: rayon's idle
+            // workers spin and yield for a while after a job, which would steal the
+            // CPU from whoever runs next on two cores.
+            std::thread::sleep(Duration::from_millis(20));
             let start = Instant::now();
             let sum = run();
             let elapsed = start.elapsed();
