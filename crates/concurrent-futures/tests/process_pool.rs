@@ -176,11 +176,8 @@ impl Drop for Holder {
 }
 
 fn kill9(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits in i32"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("send SIGKILL");
 }
 
 /// The pids of this process's children (from /proc), zombies included.
