@@ -352,8 +352,8 @@ fn refusal<A>(refused: Refused, arg: A) -> SubmitError<A> {
 /// Encodes a task's argument; `hint` is the expected size (a chunk is encoded in one
 /// allocation instead of a series of doublings).
 fn encode<T: Serialize + ?Sized>(value: &T, hint: usize) -> Result<Vec<u8>, FutureError> {
-    let mut bytes = Vec::with_capacity(hint.clamp(16, 1 << 20));
-    postcard::serialize_with_flavor(value, wire::Append(&mut bytes))
+    let buffer = Vec::with_capacity(hint.clamp(16, 1 << 20));
+    let bytes = postcard::serialize_with_flavor(value, wire::Owned(buffer))
         .map_err(|e| FutureError::WorkerFailed(format!("could not encode the argument: {e}")))?;
     if bytes.len() > MAX_PAYLOAD {
         return Err(FutureError::WorkerFailed(format!(

@@ -179,6 +179,37 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
     }
 }
 
+/// A postcard output that owns its `Vec` (so the compiler may keep its length in a
+/// register across a sequence's elements), for buffers made for one value.
+pub(super) struct Owned(pub(super) Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Owned {
+    type Output = Vec<u8>;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if bytes.len() <= 16 {
+            self.0.reserve(16);
+            for &byte in bytes {
+                self.0.push(byte);
+            }
+        } else {
+            self.0.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
 /// Which file the worker runs: compared in the handshake, so that a worker started from
 /// a binary replaced on disk (a rebuild) refuses to run anything.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
