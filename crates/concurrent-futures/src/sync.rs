@@ -8,9 +8,9 @@
 use std::time::Instant;
 
 #[cfg(cf_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 #[cfg(not(cf_loom))]
-pub(crate) use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 /// A mutual-exclusion lock whose `lock` never fails (tasks run outside every lock, so a
 /// lock is never poisoned).

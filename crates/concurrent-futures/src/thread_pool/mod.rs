@@ -21,7 +21,7 @@ pub use self::builder::ThreadPoolBuilder;
 use crate::error::{FutureError, MapError, PanicError, SubmitError};
 use crate::future::{self, FutureHandle, TaskRecord};
 use crate::map::{ChunkOutput, ChunkSubmit, Map, MapOptions, MapUnordered};
-use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
 
 /// A unit of queued work, type-erased: a task's record, which holds both its closure
 /// and its future's state (one allocation per submit).
@@ -111,6 +111,9 @@ pub(crate) struct Inner {
     idle: AtomicUsize,
     /// Threads started: `State::spawned`, readable without the lock.
     started: AtomicUsize,
+    /// Set by `shutdown(_, cancel_futures = true)`: a job a worker has already taken off
+    /// the queue, but not started, is cancelled instead of run.
+    cancelling: AtomicBool,
     state: Mutex<State>,
     max_workers: usize,
     prefix: String,
@@ -206,6 +209,7 @@ impl ThreadPoolExecutor {
                 queue,
                 idle: AtomicUsize::new(0),
                 started: AtomicUsize::new(0),
+                cancelling: AtomicBool::new(false),
                 state: Mutex::new(State {
                     sender: Some(sender),
                     broken: None,
@@ -295,7 +299,8 @@ impl ThreadPoolExecutor {
     ///
     /// Later submits are refused. With `cancel_futures`, every task still queued is
     /// cancelled at once (and [`wait`](crate::wait) / [`as_completed`](crate::as_completed)
-    /// see it immediately); otherwise queued tasks still run. Running tasks always finish.
+    /// see it immediately), and so is a task a worker has taken off the queue but not
+    /// started; otherwise queued tasks still run. Running tasks always finish.
     ///
     /// # Blocking
     ///
@@ -305,6 +310,9 @@ impl ThreadPoolExecutor {
         let (cancelled, threads) = {
             let mut state = self.inner.state.lock();
             state.sender = None;
+            if cancel_futures {
+                self.inner.cancelling.store(true, Ordering::Release);
+            }
             let cancelled: Vec<BoxedJob> = if cancel_futures {
                 self.inner.queue.try_iter().collect()
             } else {

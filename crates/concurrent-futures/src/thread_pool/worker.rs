@@ -45,6 +45,10 @@ pub(super) fn run(inner: &Inner) {
             break;
         };
         counted_idle = false;
+        if inner.cancelling.load(Ordering::Acquire) {
+            job.cancel();
+            continue;
+        }
         job.run(&mut || {
             if !inner.saturated() && queue.is_empty() {
                 inner.idle.fetch_add(1, Ordering::AcqRel);
