@@ -209,6 +209,46 @@ fn table_and_mode_filter() -> TestResult {
 }
 
 #[test]
+fn a_real_server_gets_the_ideal_of_the_sequential_run() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let ms = std::time::Duration::from_millis;
+    let server = slow_server::start(slow_server::ServerConfig::new().delay(ms(1), ms(3)))?;
+    let output = bench(
+        dir.path(),
+        &[
+            "BR",
+            "DE",
+            "FR",
+            "-m",
+            "2",
+            "--runs",
+            "1",
+            "--no-overhead",
+            "--json",
+            "--server",
+        ],
+    )
+    .arg(server.flags_url())
+    .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let json: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(json["server"], "URL");
+    assert_eq!(json["url"], server.flags_url());
+    assert!(json["delay"].is_null());
+    assert_eq!(json["ideal_source"], "sequential");
+    let results = json["results"].as_array().ok_or("results")?;
+    for row in results {
+        assert_eq!(row["downloaded"], 3, "{row}");
+        assert!(row["ideal_secs"].as_f64().is_some_and(|s| s > 0.0), "{row}");
+        // Without seeded delays there is nothing to subtract.
+        assert!(row["extra_per_request_secs"].is_null(), "{row}");
+        assert!(row["untraced_median_secs"].is_null(), "{row}");
+    }
+    server.shutdown();
+    Ok(())
+}
+
+#[test]
 fn usage_errors_exit_2() -> TestResult {
     let dir = tempfile::tempdir()?;
     for args in [
