@@ -115,10 +115,12 @@ pub(crate) enum Mode {
     Threads,
     /// Tokio tasks with at most --max-req requests in flight
     Async,
+    /// A ProcessPoolExecutor with --max-req worker processes, each with its own HTTP client
+    Processes,
 }
 
 /// How saved files are named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub(crate) enum NameBy {
     /// `{CC}.gif`
     Code,

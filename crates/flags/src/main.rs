@@ -25,6 +25,8 @@ use crate::progress::Progress;
 use crate::report::{JsonReport, Tally};
 
 fn main() -> ExitCode {
+    // In a worker process of `--mode processes` this serves downloads and never returns.
+    concurrent_futures::process_worker_main();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Serve(args)) => serve::main(args),

@@ -13,8 +13,9 @@ use crate::download::Record;
 /// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
-/// How one download ended (the book's `DownloadStatus`, with the detail to print).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How one download ended (the book's `DownloadStatus`, with the detail to print). Serde: it
+/// crosses from the worker processes of `--mode processes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub(crate) enum Outcome {
     /// Saved.
     Ok,

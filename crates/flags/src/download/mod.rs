@@ -9,6 +9,7 @@
 mod asynchronous;
 mod cancel;
 mod http;
+mod processes;
 mod save;
 mod sequential;
 mod threads;
@@ -38,7 +39,8 @@ const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 pub(crate) struct Record {
     /// The country code, upper case.
     pub(crate) code: String,
-    /// The connection (sequential, async) or worker thread (threads) that ran it, from 0.
+    /// The connection (sequential, async) or worker thread or process (threads, processes)
+    /// that ran it, from 0.
     pub(crate) lane: usize,
     /// When the download started (before the first request).
     pub(crate) start: Instant,
@@ -308,6 +310,8 @@ pub(crate) fn run(
                 sink,
             )
         }
+        // Each worker process builds its own client.
+        Mode::Processes => processes::run(&config.codes, config.concurrency, target, sink),
         Mode::Async => {
             // One thread runs the event loop, the scheduling and the saves: the scheduler refills
             // a lane on the thread that saw it free, with no cross-thread wake-up per download.

@@ -6,7 +6,7 @@ use predicates::prelude::*;
 
 use crate::util::{FaultServer, GIF, Reply, Scratch, TestResult, counts, flags, gif_path};
 
-const MODES: [&str; 3] = ["sequential", "threads", "async"];
+const MODES: [&str; 4] = ["sequential", "threads", "async", "processes"];
 
 /// Runs `flags AD BR CN` in every mode against a server that fails BR as `fault` does and
 /// serves AD and CN; checks the counts, the error line and the files.

@@ -1,5 +1,6 @@
-//! Ctrl-C: stop scheduling, cancel what has not started, let (threads, sequential) or make
-//! (async) the requests in flight end, print the partial report, exit 130, no partial file.
+//! Ctrl-C: stop scheduling, cancel what has not started, let (threads, processes, sequential)
+//! or make (async) the requests in flight end, print the partial report, exit 130, no partial
+//! file.
 //!
 //! Synchronised without sleeps: the server reports each request as it arrives and holds it;
 //! the test sends SIGINT once the first wave is in flight, waits for the "Interrupted" note on
@@ -78,6 +79,22 @@ fn interrupt_times(
 #[test]
 fn ctrl_c_in_threads_mode_finishes_requests_in_flight() -> TestResult {
     let (scratch, output) = interrupt("threads", 3)?;
+    assert_eq!(output.status.code(), Some(130));
+    assert_eq!(counts(&output.stdout), (3, 0, 0));
+    let stdout = String::from_utf8(output.stdout)?;
+    assert!(
+        stdout.contains("\n191 not attempted: interrupted by Ctrl-C.\n"),
+        "{stdout}"
+    );
+    scratch.assert_clean(3);
+    Ok(())
+}
+
+/// Workers run in process groups of their own: the SIGINT reaches only `flags`, which cancels
+/// the codes no worker has taken and counts the downloads the workers finish.
+#[test]
+fn ctrl_c_in_processes_mode_finishes_requests_in_flight() -> TestResult {
+    let (scratch, output) = interrupt("processes", 3)?;
     assert_eq!(output.status.code(), Some(130));
     assert_eq!(counts(&output.stdout), (3, 0, 0));
     let stdout = String::from_utf8(output.stdout)?;

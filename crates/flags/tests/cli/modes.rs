@@ -6,7 +6,7 @@ use slow_server::{ServerConfig, country_codes, plan_for};
 
 use crate::util::{Scratch, TestResult, counts, flags, gif_path};
 
-const MODES: [&str; 3] = ["sequential", "threads", "async"];
+const MODES: [&str; 4] = ["sequential", "threads", "async", "processes"];
 
 #[test]
 fn default_set_in_every_mode() -> TestResult {

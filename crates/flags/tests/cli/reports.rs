@@ -12,7 +12,7 @@ fn json_schema() -> TestResult {
         .filter(|cc| plan_for(&config(), &gif_path(cc)).error)
         .count();
     let server = slow_server::start(config())?;
-    for mode in ["sequential", "threads", "async"] {
+    for mode in ["sequential", "threads", "async", "processes"] {
         let scratch = Scratch::new()?;
         let output = flags(scratch.path())
             .args([
@@ -81,6 +81,14 @@ fn json_schema() -> TestResult {
 
 #[test]
 fn trace_has_a_line_per_request() -> TestResult {
+    // Processes: the workers' times, sent as system time, land on the parent's timeline.
+    for mode in ["async", "processes"] {
+        trace_of(mode)?;
+    }
+    Ok(())
+}
+
+fn trace_of(mode: &str) -> TestResult {
     let scratch = Scratch::new()?;
     flags(scratch.path())
         .args([
@@ -88,7 +96,7 @@ fn trace_has_a_line_per_request() -> TestResult {
             "-m",
             "7",
             "--mode",
-            "async",
+            mode,
             "--dest",
             "dest",
             "--trace",
@@ -108,12 +116,12 @@ fn trace_has_a_line_per_request() -> TestResult {
     assert_eq!(codes.len(), 676);
     for line in &lines {
         let lane = line["lane"].as_u64().ok_or("lane")?;
-        assert!(lane < 7, "{line}");
+        assert!(lane < 7, "{mode}: {line}");
         let (start, end) = (
             line["start"].as_f64().ok_or("start")?,
             line["end"].as_f64().ok_or("end")?,
         );
-        assert!(0.0 <= start && start <= end, "{line}");
+        assert!(0.0 <= start && start <= end, "{mode}: {line}");
         assert_eq!(line["attempts"], 1);
         assert!(["ok", "not_found"].contains(&line["outcome"].as_str().ok_or("outcome")?));
     }
