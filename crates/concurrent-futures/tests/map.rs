@@ -99,6 +99,83 @@ fn a_failing_item_surfaces_in_place_and_the_map_goes_on() {
 }
 
 #[test]
+fn try_collect_vec_and_internal_iteration_match_collect() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(3)
+        .build()
+        .unwrap();
+    let expected: Vec<u64> = (0..20_000).map(|x| x * 3).collect();
+    for options in [
+        MapOptions::new(),
+        MapOptions::new().chunksize(1),
+        MapOptions::new().chunksize(7).window(2),
+    ] {
+        let fast = pool
+            .map_with(|x: u64| x * 3, 0..20_000, options.clone())
+            .unwrap()
+            .try_collect_vec()
+            .unwrap();
+        assert_eq!(fast, expected);
+        // `fold` (behind `for_each`, `sum`, ...) takes whole chunks; same values, same order.
+        let mut folded = Vec::new();
+        pool.map_with(|x: u64| x * 3, 0..20_000, options)
+            .unwrap()
+            .for_each(|r| folded.push(r.unwrap()));
+        assert_eq!(folded, expected);
+    }
+}
+
+#[test]
+fn try_collect_vec_stops_at_the_first_failure_in_input_order() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    for chunk in [1, 3, 100] {
+        let error = pool
+            .map_with(
+                |x: i32| {
+                    assert!(x != 5 && x != 2, "item {x} fails");
+                    x
+                },
+                0..8,
+                MapOptions::new().chunksize(chunk),
+            )
+            .unwrap()
+            .try_collect_vec()
+            .unwrap_err();
+        match error {
+            MapItemError::Failed(FutureError::Panicked(p)) => {
+                assert_eq!(p.message(), "item 2 fails", "chunksize {chunk}");
+            }
+            e => panic!("unexpected {e}"),
+        }
+    }
+    // Folding sees the failures in place, like `next`.
+    let failures = pool
+        .map_with(
+            |x: i32| {
+                assert!(x % 4 != 1, "item {x} fails");
+                x
+            },
+            0..100,
+            MapOptions::new().chunksize(10),
+        )
+        .unwrap()
+        .fold(Vec::new(), |mut at, r| {
+            if let Err(MapItemError::Failed(FutureError::Panicked(p))) = r {
+                at.push(p.message().to_owned());
+            }
+            at
+        });
+    let expected: Vec<String> = (0..100)
+        .filter(|x| x % 4 == 1)
+        .map(|x| format!("item {x} fails"))
+        .collect();
+    assert_eq!(failures, expected);
+}
+
+#[test]
 fn map_timeout_is_measured_from_the_call_and_ends_the_map() {
     let pool = ThreadPoolExecutor::builder()
         .max_workers(1)
