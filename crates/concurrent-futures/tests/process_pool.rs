@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use concurrent_futures::{
     FutureError, MapItemError, MapOptions, ProcessPoolExecutor, ReturnWhen, SubmitError,
@@ -166,6 +167,32 @@ impl Holder {
         let mut pid = [0u8; 4];
         stream.read_exact(&mut pid).expect("read pid");
         (stream, u32::from_le_bytes(pid))
+    }
+}
+
+impl Holder {
+    /// [`accept`](Self::accept), failing the test after `limit` instead of hanging.
+    fn accept_within(&self, limit: Duration) -> (UnixStream, u32) {
+        self.listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    stream.set_nonblocking(false).expect("blocking");
+                    let mut pid = [0u8; 4];
+                    stream.read_exact(&mut pid).expect("read pid");
+                    return (stream, u32::from_le_bytes(pid));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no task connected within {limit:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
     }
 }
 
@@ -386,6 +413,30 @@ fn sigkill_mid_run_fails_exactly_its_task() {
         .collect();
     assert!(!pids.contains(&victim));
     assert!(pool.worker_pids().iter().all(|p| *p != victim));
+}
+
+/// A quick first result must not make the pool queue the slow tasks that follow behind
+/// one worker (the pipeline depth ramps up and takes a fair share of the queue): two
+/// `hold` tasks run at once on two workers.
+fn slow_tasks_after_a_quick_one_spread_over_the_workers() {
+    let pool = new_pool(2);
+    assert_eq!(pool.submit(square, 3).unwrap().result().unwrap(), 9);
+    let holder = Holder::new();
+    let held: Vec<_> = (0..4)
+        .map(|_| pool.submit(hold, holder.arg()).unwrap())
+        .collect();
+    // Were all four queued behind one worker, the second would never connect: fail after
+    // a minute instead of hanging.
+    let first = holder.accept_within(Duration::from_secs(60));
+    let second = holder.accept_within(Duration::from_secs(60));
+    assert_ne!(first.1, second.1, "two held tasks run in two processes");
+    drop((first, second));
+    let third = holder.accept_within(Duration::from_secs(60));
+    let fourth = holder.accept_within(Duration::from_secs(60));
+    drop((third, fourth));
+    for handle in held {
+        handle.result().unwrap();
+    }
 }
 
 fn cancel_stops_a_running_task() {
@@ -638,6 +689,10 @@ fn main() -> ExitCode {
         (
             "sigkill_mid_run_fails_exactly_its_task",
             sigkill_mid_run_fails_exactly_its_task,
+        ),
+        (
+            "slow_tasks_after_a_quick_one_spread_over_the_workers",
+            slow_tasks_after_a_quick_one_spread_over_the_workers,
         ),
         ("cancel_stops_a_running_task", cancel_stops_a_running_task),
         (

@@ -231,6 +231,10 @@ struct State {
     threads: Vec<JoinHandle<()>>,
     /// Moving average of the measured task time, in nanoseconds.
     avg_nanos: Option<u64>,
+    /// The most the pipeline depth may be now: doubles with each result and falls back
+    /// to 1 after a slow one, so that a few quick first results (the average of one
+    /// tiny task) cannot queue a batch of slow tasks behind one worker.
+    ramp: u64,
     started: u64,
     /// Workers in a row that died (by a signal) before their handshake.
     failed_starts: u32,
@@ -249,7 +253,7 @@ impl State {
     fn depth(&self) -> usize {
         let depth = match self.avg_nanos {
             None => 1,
-            Some(nanos) => (PIPELINE_NANOS / nanos.max(1)).clamp(1, MAX_DEPTH),
+            Some(nanos) => (PIPELINE_NANOS / nanos.max(1)).clamp(1, self.ramp),
         };
         usize::try_from(depth).unwrap_or(1)
     }
@@ -261,6 +265,11 @@ impl State {
     }
 
     fn observe(&mut self, nanos: u64) {
+        self.ramp = if nanos >= PIPELINE_NANOS {
+            1
+        } else {
+            self.ramp.saturating_mul(2).min(MAX_DEPTH)
+        };
         self.avg_nanos = Some(match self.avg_nanos {
             None => nanos,
             Some(avg) => (avg.saturating_mul(7) / 8).saturating_add(nanos / 8),
@@ -369,6 +378,7 @@ impl Inner {
                 next_key: 0,
                 threads: Vec::new(),
                 avg_nanos: None,
+                ramp: 1,
                 started: 0,
                 failed_starts: 0,
             }),
@@ -575,6 +585,10 @@ impl Inner {
                     }
                     let room = depth.saturating_sub(worker.in_flight.len());
                     let room = usize::try_from(left).map_or(room, |left| room.min(left));
+                    // No more than a fair share of the queue, so that the other workers
+                    // (and those starting) get tasks too.
+                    let share = state.queue.len().div_ceil(state.open_workers().max(1));
+                    let room = room.min(share.max(1));
                     if room > 0 && !state.queue.is_empty() {
                         self.dispatch(&mut state, i, room, &mut out);
                         if !out.is_empty() {
