@@ -13,7 +13,8 @@
 #     the server's peak resident memory (VmHWM).
 #
 # Environment: DURATION (s per wrk run, 10), CONNS (wrk connections, 64), THREADS (wrk threads,
-# 2), ROUNDS (3), HOLD (10000), PORT_BASE (18600: uses PORT_BASE..PORT_BASE+3).
+# 2), ROUNDS (3), HOLD (10000), HOLD_ROUNDS (3 bursts), PORT_BASE (18600: uses
+# PORT_BASE..PORT_BASE+3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -23,6 +24,7 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
 HOLD=${HOLD:-10000}
+HOLD_ROUNDS=${HOLD_ROUNDS:-3}
 PORT_BASE=${PORT_BASE:-18600}
 NGINX_PORT=$PORT_BASE
 DIR_PORT=$((PORT_BASE + 1))
@@ -141,8 +143,12 @@ server=$!
 pids+=("$server")
 wait_port "$HOLD_PORT"
 echo "   server resident memory before: $(awk '/VmRSS/ { print $2 / 1024 " MiB" }' "/proc/$server/status")"
-"$HOLD_CLIENT" "127.0.0.1:$HOLD_PORT" "$HOLD" | sed 's/^/   /'
-echo "   server peak resident memory (VmHWM): $(awk '/VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$server/status")"
+# The machine settles after the wrk runs first; then HOLD_ROUNDS bursts on the same server.
+sleep 5
+for round in $(seq "$HOLD_ROUNDS"); do
+  "$HOLD_CLIENT" "127.0.0.1:$HOLD_PORT" "$HOLD" | sed "s/^/   burst $round: /"
+  echo "   server peak resident memory (VmHWM) after burst $round: $(awk '/VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$server/status")"
+done
 kill -INT "$server"
 wait "$server" && echo "   server stopped cleanly on SIGINT"
 pids=()
