@@ -155,6 +155,7 @@
 //! | `with ThreadPoolExecutor() as ex:` | `let ex = ThreadPoolExecutor::new();` (drop = `shutdown(wait=True)`) |
 //! | `ex.submit(fn, *args)` | `ex.submit(move \|\| f(args))?` |
 //! | `ex.map(fn, it, timeout=t, buffersize=n)` | `ex.map_with(f, it, MapOptions::new().timeout(t).window(n))?` |
+//! | `list(ex.map(fn, it))` | `ex.map(f, it)?.try_collect_vec()?` ([`Map::try_collect_vec`]) |
 //! | (none) | `ex.map_unordered(f, it, MapOptions::new())?` |
 //! | `ex.shutdown(wait=True, cancel_futures=False)` | `ex.shutdown(true, false)` |
 //! | `Future` | [`FutureHandle<T>`] |
