@@ -76,34 +76,31 @@ fn interrupt_times(
     Ok((scratch, output))
 }
 
-#[test]
-fn ctrl_c_in_threads_mode_finishes_requests_in_flight() -> TestResult {
-    let (scratch, output) = interrupt("threads", 3)?;
-    assert_eq!(output.status.code(), Some(130));
-    assert_eq!(counts(&output.stdout), (3, 0, 0));
+/// Ctrl-C in a pool mode: the three downloads in flight finish and are counted, the other
+/// 191 codes are reported as not attempted.
+fn pool_finishes_requests_in_flight(mode: &str) -> TestResult {
+    let (scratch, output) = interrupt(mode, 3)?;
+    assert_eq!(output.status.code(), Some(130), "{mode}");
+    assert_eq!(counts(&output.stdout), (3, 0, 0), "{mode}");
     let stdout = String::from_utf8(output.stdout)?;
     assert!(
         stdout.contains("\n191 not attempted: interrupted by Ctrl-C.\n"),
-        "{stdout}"
+        "{mode}: {stdout}"
     );
     scratch.assert_clean(3);
     Ok(())
+}
+
+#[test]
+fn ctrl_c_in_threads_mode_finishes_requests_in_flight() -> TestResult {
+    pool_finishes_requests_in_flight("threads")
 }
 
 /// Workers run in process groups of their own: the SIGINT reaches only `flags`, which cancels
 /// the codes no worker has taken and counts the downloads the workers finish.
 #[test]
 fn ctrl_c_in_processes_mode_finishes_requests_in_flight() -> TestResult {
-    let (scratch, output) = interrupt("processes", 3)?;
-    assert_eq!(output.status.code(), Some(130));
-    assert_eq!(counts(&output.stdout), (3, 0, 0));
-    let stdout = String::from_utf8(output.stdout)?;
-    assert!(
-        stdout.contains("\n191 not attempted: interrupted by Ctrl-C.\n"),
-        "{stdout}"
-    );
-    scratch.assert_clean(3);
-    Ok(())
+    pool_finishes_requests_in_flight("processes")
 }
 
 #[test]
