@@ -385,7 +385,11 @@ impl<I: Iterator, R> Map<'_, I, R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_collect_vec(mut self) -> Result<Vec<R>, MapItemError> {
-        let mut out = Vec::with_capacity(self.feeder.source.size_hint().0);
+        // Room for what the input says is left, up to 16 MiB of results up front: an
+        // iterator may claim `usize::MAX` items (an endless range), and the vector grows
+        // past the first guess anyway.
+        let most = (16 << 20) / std::mem::size_of::<R>().max(1);
+        let mut out = Vec::with_capacity(self.feeder.source.size_hint().0.min(most));
         loop {
             // `Vec::extend` from an owned `vec::IntoIter` is one copy of its values.
             out.extend(std::mem::take(&mut self.ready));

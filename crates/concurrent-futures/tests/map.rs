@@ -126,6 +126,31 @@ fn try_collect_vec_and_internal_iteration_match_collect() {
 }
 
 #[test]
+fn try_collect_vec_survives_an_absurd_size_hint() {
+    // `0..u64::MAX` says it has more items than memory could hold: no capacity panic, and a
+    // failure partway ends the collection.
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    let error = pool
+        .map(
+            |x: u64| {
+                assert!(x < 5000, "item {x} fails");
+                x
+            },
+            0..u64::MAX,
+        )
+        .unwrap()
+        .try_collect_vec()
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        MapItemError::Failed(FutureError::Panicked(_))
+    ));
+}
+
+#[test]
 fn try_collect_vec_stops_at_the_first_failure_in_input_order() {
     let pool = ThreadPoolExecutor::builder()
         .max_workers(2)
