@@ -42,25 +42,59 @@ pub(crate) enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
-/// The downloader's options, as typed (validated by [`Config::try_from`]).
+/// Which country codes, as typed: shared by the downloader and `flags bench`.
 #[derive(Debug, Args)]
-pub(crate) struct DownloadArgs {
-    /// Country codes to download: two letters, or one letter for the 26 codes starting with it
+pub(crate) struct CodeArgs {
+    /// Country codes: two letters, or one letter for the 26 codes starting with it
     /// [default: the 20 most populous countries]
     #[arg(value_name = "CC")]
     pub(crate) codes: Vec<String>,
 
-    /// Get all 194 available flags (AD to ZW)
+    /// All 194 available flags (AD to ZW)
     #[arg(short, long, conflicts_with_all = ["every", "codes"])]
     pub(crate) all: bool,
 
-    /// Get flags for every possible code (AA to ZZ, 676 requests)
+    /// Every possible code (AA to ZZ, 676 requests)
     #[arg(short, long, conflicts_with = "codes")]
     pub(crate) every: bool,
 
-    /// Limit to the first N codes (after sorting)
+    /// Only the first N codes (after sorting)
     #[arg(short, long, value_name = "N")]
     pub(crate) limit: Option<usize>,
+}
+
+impl CodeArgs {
+    /// The codes asked for: upper case, sorted, without duplicates, cut to `--limit`.
+    ///
+    /// # Errors
+    ///
+    /// A code that is not one or two letters, or `--limit 0`.
+    pub(crate) fn resolve(&self) -> Result<Vec<String>, UsageError> {
+        let mut codes = if self.every {
+            countries::every()
+        } else if self.all {
+            countries::all()
+        } else if self.codes.is_empty() {
+            countries::pop20()
+        } else {
+            countries::expand(&self.codes).map_err(|e| UsageError(e.to_string()))?
+        };
+        if let Some(limit) = self.limit {
+            if limit == 0 {
+                return Err(UsageError("--limit must be at least 1".into()));
+            }
+            codes.truncate(limit);
+        }
+        Ok(codes)
+    }
+}
+
+/// The downloader's options, as typed (validated by [`Config::try_from`]).
+#[derive(Debug, Args)]
+pub(crate) struct DownloadArgs {
+    /// Which codes to download.
+    #[command(flatten)]
+    pub(crate) codes: CodeArgs,
 
     /// Maximum concurrent requests [default: 30; 1000 at most; --mode sequential always uses 1]
     #[arg(short, long = "max-req", value_name = "N")]
@@ -215,21 +249,7 @@ impl TryFrom<DownloadArgs> for Config {
     type Error = UsageError;
 
     fn try_from(args: DownloadArgs) -> Result<Self, UsageError> {
-        let mut codes = if args.every {
-            countries::every()
-        } else if args.all {
-            countries::all()
-        } else if args.codes.is_empty() {
-            countries::pop20()
-        } else {
-            countries::expand(&args.codes).map_err(|e| UsageError(e.to_string()))?
-        };
-        if let Some(limit) = args.limit {
-            if limit == 0 {
-                return Err(UsageError("--limit must be at least 1".into()));
-            }
-            codes.truncate(limit);
-        }
+        let codes = args.codes.resolve()?;
         let max_req = match args.max_req {
             Some(0) => return Err(UsageError("--max-req must be at least 1".into())),
             Some(n) => n,

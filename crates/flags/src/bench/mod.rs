@@ -21,28 +21,14 @@ use clap::{Args, CommandFactory as _, ValueEnum as _};
 
 use self::ideal::Ideal;
 use self::measure::Run;
-use crate::cli::{Cli, MAX_CONCURRENT_REQ, Mode};
-use crate::countries;
+use crate::cli::{Cli, CodeArgs, MAX_CONCURRENT_REQ, Mode, UsageError};
 
 /// Options of `flags bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Country codes: two letters, or one letter for the 26 codes starting with it
-    /// [default: the 20 most populous countries]
-    #[arg(value_name = "CC")]
-    pub(crate) codes: Vec<String>,
-
-    /// All 194 available flags (AD to ZW)
-    #[arg(short, long, conflicts_with_all = ["every", "codes"])]
-    pub(crate) all: bool,
-
-    /// Every possible code (AA to ZZ, 676 requests)
-    #[arg(short, long, conflicts_with = "codes")]
-    pub(crate) every: bool,
-
-    /// Only the first N codes (after sorting)
-    #[arg(short, long, value_name = "N")]
-    pub(crate) limit: Option<usize>,
+    /// Which codes every mode downloads.
+    #[command(flatten)]
+    pub(crate) codes: CodeArgs,
 
     /// Concurrent requests to try, comma-separated (the sequential mode always uses 1)
     #[arg(
@@ -132,29 +118,11 @@ struct Plan {
     overhead: bool,
 }
 
-/// A bench command line that parses but makes no sense.
-#[derive(Debug)]
-struct UsageError(String);
-
 impl TryFrom<BenchArgs> for Plan {
     type Error = UsageError;
 
     fn try_from(args: BenchArgs) -> Result<Self, UsageError> {
-        let mut codes = if args.every {
-            countries::every()
-        } else if args.all {
-            countries::all()
-        } else if args.codes.is_empty() {
-            countries::pop20()
-        } else {
-            countries::expand(&args.codes).map_err(|e| UsageError(e.to_string()))?
-        };
-        if let Some(limit) = args.limit {
-            if limit == 0 {
-                return Err(UsageError("--limit must be at least 1".into()));
-            }
-            codes.truncate(limit);
-        }
+        let codes = args.codes.resolve()?;
         let mut max_reqs = Vec::new();
         for &m in &args.max_req {
             if m == 0 {
