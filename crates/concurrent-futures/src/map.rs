@@ -207,6 +207,19 @@ impl<'a, I: Iterator, R> Feeder<'a, I, R> {
         }
     }
 
+    /// After the first fill: the error that refused the very first chunk, if nothing could
+    /// be submitted (the map call then fails); otherwise it is reported after the chunks in
+    /// flight.
+    fn refused_at_start(&mut self, nothing_in_flight: bool) -> Result<(), MapError> {
+        match self.stopped.take() {
+            Some(e) if nothing_in_flight => Err(e),
+            stopped => {
+                self.stopped = stopped;
+                Ok(())
+            }
+        }
+    }
+
     fn timeout_error(&self) -> MapItemError {
         MapItemError::Timeout(self.timeout.unwrap_or(Duration::MAX))
     }
@@ -305,13 +318,8 @@ impl<'a, I: Iterator, R> Map<'a, I, R> {
             finished: false,
         };
         map.fill();
-        match map.feeder.stopped.take() {
-            Some(e) if map.in_flight.is_empty() => Err(e),
-            stopped => {
-                map.feeder.stopped = stopped;
-                Ok(map)
-            }
-        }
+        map.feeder.refused_at_start(map.in_flight.is_empty())?;
+        Ok(map)
     }
 
     fn fill(&mut self) {
@@ -504,13 +512,8 @@ impl<'a, I: Iterator, R: Send + 'static> MapUnordered<'a, I, R> {
             finished: false,
         };
         map.fill();
-        match map.feeder.stopped.take() {
-            Some(e) if map.in_flight.is_empty() => Err(e),
-            stopped => {
-                map.feeder.stopped = stopped;
-                Ok(map)
-            }
-        }
+        map.feeder.refused_at_start(map.in_flight.is_empty())?;
+        Ok(map)
     }
 
     fn fill(&mut self) {
