@@ -140,6 +140,22 @@ impl Chunking {
                 .clamp(1, AUTO_MAX_CHUNK);
         }
     }
+
+    /// Takes a finished chunk of `len` items for the iterators (learning the cost of a call
+    /// from it): its values to yield straight when all succeeded, otherwise a drain.
+    fn load<R>(
+        &mut self,
+        finished: Result<ChunkOutput<R>, FutureError>,
+        len: usize,
+    ) -> (std::vec::IntoIter<R>, Option<ChunkDrain<R>>) {
+        match finished {
+            Ok(output) => {
+                self.observe(output.nanos_per_item);
+                ChunkDrain::split(output, len)
+            }
+            Err(error) => (Vec::new().into_iter(), Some(ChunkDrain::failed(error, len))),
+        }
+    }
 }
 
 /// What both map iterators share: the input, the submitter and the options.
@@ -218,6 +234,11 @@ impl<'a, I: Iterator, R> Feeder<'a, I, R> {
                 Ok(())
             }
         }
+    }
+
+    /// The last item of a map whose submitting stopped early: why it stopped.
+    fn stopped_item(&mut self) -> Option<Result<R, MapItemError>> {
+        self.stopped.take().map(|e| Err(MapItemError::Stopped(e)))
     }
 
     fn timeout_error(&self) -> MapItemError {
@@ -429,11 +450,7 @@ impl<I: Iterator, R> Map<'_, I, R> {
             self.fill();
             let Some((handle, len)) = self.in_flight.pop_front() else {
                 self.finished = true;
-                return self
-                    .feeder
-                    .stopped
-                    .take()
-                    .map(|e| Err(MapItemError::Stopped(e)));
+                return self.feeder.stopped_item();
             };
             let waited = match self.feeder.deadline {
                 None => handle.result().map_err(ResultTimeoutError::Failed),
@@ -441,14 +458,9 @@ impl<I: Iterator, R> Map<'_, I, R> {
                     handle.result_timeout(deadline.saturating_duration_since(Instant::now()))
                 }
             };
-            (self.ready, self.current) = match waited {
-                Ok(output) => {
-                    self.feeder.chunking.observe(output.nanos_per_item);
-                    ChunkDrain::split(output, len)
-                }
-                Err(ResultTimeoutError::Failed(error)) => {
-                    (Vec::new().into_iter(), Some(ChunkDrain::failed(error, len)))
-                }
+            let finished = match waited {
+                Ok(output) => Ok(output),
+                Err(ResultTimeoutError::Failed(error)) => Err(error),
                 Err(ResultTimeoutError::Timeout(handle)) => {
                     handle.cancel();
                     self.cancel_all();
@@ -456,6 +468,7 @@ impl<I: Iterator, R> Map<'_, I, R> {
                     return Some(Err(self.feeder.timeout_error()));
                 }
             };
+            (self.ready, self.current) = self.feeder.chunking.load(finished, len);
         }
     }
 }
@@ -571,11 +584,7 @@ impl<I: Iterator, R: Send + 'static> MapUnordered<'_, I, R> {
             self.fill();
             if self.in_flight.is_empty() {
                 self.finished = true;
-                return self
-                    .feeder
-                    .stopped
-                    .take()
-                    .map(|e| Err(MapItemError::Stopped(e)));
+                return self.feeder.stopped_item();
             }
             let id = match self.feeder.deadline {
                 None => self
@@ -591,13 +600,7 @@ impl<I: Iterator, R: Send + 'static> MapUnordered<'_, I, R> {
                 self.finished = true;
                 return Some(Err(self.feeder.timeout_error()));
             };
-            (self.ready, self.current) = match handle.result() {
-                Ok(output) => {
-                    self.feeder.chunking.observe(output.nanos_per_item);
-                    ChunkDrain::split(output, len)
-                }
-                Err(error) => (Vec::new().into_iter(), Some(ChunkDrain::failed(error, len))),
-            };
+            (self.ready, self.current) = self.feeder.chunking.load(handle.result(), len);
         }
     }
 }
