@@ -181,6 +181,10 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
 
 /// A postcard output that owns its `Vec` (so the compiler may keep its length in a
 /// register across a sequence's elements), for buffers made for one value.
+///
+/// Its `try_extend` repeats [`Append`]'s on purpose: the same code moved into a shared
+/// `#[inline(always)]` function measured 33–42 M items/s at chunksize 1000 against 44–52 M
+/// for the two copies (alternating `BENCH_ONLY=chunk1000` runs).
 pub(super) struct Owned(pub(super) Vec<u8>);
 
 impl postcard::ser_flavors::Flavor for Owned {
