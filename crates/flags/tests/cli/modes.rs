@@ -58,62 +58,46 @@ fn default_set_in_every_mode() -> TestResult {
 // The other tests share one in-process server per test rather than start the built-in one
 // in every run: generating the built-in flag set dominates a debug build's run time.
 
-#[test]
-fn all_in_every_mode() -> TestResult {
+/// Runs `flags ARGS` in every mode against the built-in flag set; checks the "Searching"
+/// line, the counts and that `dest` holds exactly the 194 flags.
+fn whole_set_in_every_mode(
+    args: &[&str],
+    searching: &str,
+    expected: (usize, usize, usize),
+) -> TestResult {
     let server = slow_server::start(ServerConfig::new())?;
     for mode in MODES {
         let scratch = Scratch::new()?;
         let output = flags(scratch.path())
-            .args([
-                "-a",
-                "--mode",
-                mode,
-                "--dest",
-                "dest",
-                "-s",
-                &server.flags_url(),
-            ])
+            .args(args)
+            .args(["--mode", mode, "--dest", "dest", "-s", &server.flags_url()])
             .assert()
             .success()
-            .stdout(predicate::str::contains(
-                "Searching for 194 flags: from AD to ZW\n",
-            ))
+            .stdout(predicate::str::contains(searching))
             .get_output()
             .clone();
-        assert_eq!(counts(&output.stdout), (194, 0, 0), "{mode}");
+        assert_eq!(counts(&output.stdout), expected, "{mode}");
         scratch.assert_clean(194);
     }
     Ok(())
 }
 
 #[test]
+fn all_in_every_mode() -> TestResult {
+    whole_set_in_every_mode(
+        &["-a"],
+        "Searching for 194 flags: from AD to ZW\n",
+        (194, 0, 0),
+    )
+}
+
+#[test]
 fn every_in_every_mode() -> TestResult {
-    let server = slow_server::start(ServerConfig::new())?;
-    for mode in MODES {
-        let scratch = Scratch::new()?;
-        let output = flags(scratch.path())
-            .args([
-                "-e",
-                "--mode",
-                mode,
-                "--dest",
-                "dest",
-                "-m",
-                "100",
-                "-s",
-                &server.flags_url(),
-            ])
-            .assert()
-            .success()
-            .stdout(predicate::str::contains(
-                "Searching for 676 flags: from AA to ZZ\n",
-            ))
-            .get_output()
-            .clone();
-        assert_eq!(counts(&output.stdout), (194, 482, 0), "{mode}");
-        scratch.assert_clean(194);
-    }
-    Ok(())
+    whole_set_in_every_mode(
+        &["-e", "-m", "100"],
+        "Searching for 676 flags: from AA to ZZ\n",
+        (194, 482, 0),
+    )
 }
 
 #[test]
