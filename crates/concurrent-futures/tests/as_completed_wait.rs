@@ -10,10 +10,7 @@ use concurrent_futures::{FutureHandle, ReturnWhen, ThreadPoolExecutor, as_comple
 
 /// A pool of `n` workers, each held in a task until the returned gate opens.
 fn busy_pool(n: usize) -> (ThreadPoolExecutor, Gate, Vec<FutureHandle<()>>) {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(n)
-        .build()
-        .unwrap();
+    let pool = common::pool(n);
     let gate = Gate::new();
     let starts = Starts::new();
     let blockers = (0..n)
@@ -32,10 +29,7 @@ fn busy_pool(n: usize) -> (ThreadPoolExecutor, Gate, Vec<FutureHandle<()>>) {
 
 #[test]
 fn as_completed_yields_done_first_then_in_completion_order() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(3)
-        .build()
-        .unwrap();
+    let pool = common::pool(3);
     let done = pool.submit(|| "done").unwrap();
     done.wait();
     let mut gate_a = Gate::new();

@@ -88,6 +88,14 @@ impl Starts {
 }
 
 /// The name of the current thread.
+/// A thread pool of `workers` threads.
+pub fn pool(workers: usize) -> concurrent_futures::ThreadPoolExecutor {
+    concurrent_futures::ThreadPoolExecutor::builder()
+        .max_workers(workers)
+        .build()
+        .expect("a valid worker count")
+}
+
 pub fn thread_name() -> String {
     std::thread::current().name().unwrap_or("").to_owned()
 }

@@ -12,10 +12,7 @@ use concurrent_futures::{FutureError, MapError, MapItemError, MapOptions, Thread
 
 #[test]
 fn map_keeps_input_order() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(4)
-        .build()
-        .unwrap();
+    let pool = common::pool(4);
     let out: Vec<u64> = pool
         .map(|x: u64| x * 2, 0..10_000)
         .unwrap()
@@ -26,10 +23,7 @@ fn map_keeps_input_order() {
 
 #[test]
 fn map_with_fixed_chunks_keeps_order() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(3)
-        .build()
-        .unwrap();
+    let pool = common::pool(3);
     for chunk in [1, 2, 7, 1000] {
         let out: Vec<i32> = pool
             .map_with(|x: i32| x - 1, 0..500, MapOptions::new().chunksize(chunk))
@@ -42,10 +36,7 @@ fn map_with_fixed_chunks_keeps_order() {
 
 #[test]
 fn map_over_an_endless_iterator_is_lazy_and_bounded() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(2)
-        .build()
-        .unwrap();
+    let pool = common::pool(2);
     let pulled = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&pulled);
     let endless = (0u64..).inspect(move |_| {
@@ -68,10 +59,7 @@ fn map_over_an_endless_iterator_is_lazy_and_bounded() {
 
 #[test]
 fn a_failing_item_surfaces_in_place_and_the_map_goes_on() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(2)
-        .build()
-        .unwrap();
+    let pool = common::pool(2);
     for chunk in [1, 3, 100] {
         let results: Vec<_> = pool
             .map_with(
@@ -100,10 +88,7 @@ fn a_failing_item_surfaces_in_place_and_the_map_goes_on() {
 
 #[test]
 fn try_collect_vec_and_internal_iteration_match_collect() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(3)
-        .build()
-        .unwrap();
+    let pool = common::pool(3);
     let expected: Vec<u64> = (0..20_000).map(|x| x * 3).collect();
     for options in [
         MapOptions::new(),
@@ -129,10 +114,7 @@ fn try_collect_vec_and_internal_iteration_match_collect() {
 fn try_collect_vec_survives_an_absurd_size_hint() {
     // `0..u64::MAX` says it has more items than memory could hold: no capacity panic, and a
     // failure partway ends the collection.
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(2)
-        .build()
-        .unwrap();
+    let pool = common::pool(2);
     let error = pool
         .map(
             |x: u64| {
@@ -152,10 +134,7 @@ fn try_collect_vec_survives_an_absurd_size_hint() {
 
 #[test]
 fn try_collect_vec_stops_at_the_first_failure_in_input_order() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(2)
-        .build()
-        .unwrap();
+    let pool = common::pool(2);
     for chunk in [1, 3, 100] {
         let error = pool
             .map_with(
@@ -202,10 +181,7 @@ fn try_collect_vec_stops_at_the_first_failure_in_input_order() {
 
 #[test]
 fn map_timeout_is_measured_from_the_call_and_ends_the_map() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(1)
-        .build()
-        .unwrap();
+    let pool = common::pool(1);
     let mut gate = Gate::new();
     let wait = gate.waiter();
     let options = MapOptions::new()
@@ -234,10 +210,7 @@ fn map_timeout_is_measured_from_the_call_and_ends_the_map() {
 
 #[test]
 fn dropping_the_iterator_cancels_unstarted_work() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(1)
-        .build()
-        .unwrap();
+    let pool = common::pool(1);
     let ran = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&ran);
     let mut gate = Gate::new();
@@ -297,10 +270,7 @@ fn map_after_shutdown_is_refused() {
 
 #[test]
 fn map_unordered_yields_every_result_once() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(4)
-        .build()
-        .unwrap();
+    let pool = common::pool(4);
     let mut out: Vec<u32> = pool
         .map_unordered(|x: u32| x + 1, 0..5000, MapOptions::new())
         .unwrap()
@@ -312,10 +282,7 @@ fn map_unordered_yields_every_result_once() {
 
 #[test]
 fn map_unordered_yields_in_completion_order() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(2)
-        .build()
-        .unwrap();
+    let pool = common::pool(2);
     let mut gate = Gate::new();
     let wait = gate.waiter();
     let mut it = pool

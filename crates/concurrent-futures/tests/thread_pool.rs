@@ -192,10 +192,7 @@ fn a_task_error_is_the_tasks_value_not_wrapped() {
 
 #[test]
 fn cancel_succeeds_only_while_pending() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(1)
-        .build()
-        .unwrap();
+    let pool = common::pool(1);
     let mut gate = Gate::new();
     let starts = Starts::new();
     let (wait, started) = (gate.waiter(), starts.sender());
@@ -225,10 +222,7 @@ fn cancel_succeeds_only_while_pending() {
 
 #[test]
 fn callbacks_run_once_done_even_when_one_panics() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(1)
-        .build()
-        .unwrap();
+    let pool = common::pool(1);
     let mut gate = Gate::new();
     let wait = gate.waiter();
     let h = pool
@@ -259,10 +253,7 @@ fn callbacks_run_once_done_even_when_one_panics() {
 
 #[test]
 fn cancel_runs_callbacks_in_the_cancelling_thread() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(1)
-        .build()
-        .unwrap();
+    let pool = common::pool(1);
     let mut gate = Gate::new();
     let starts = Starts::new();
     let (wait, started) = (gate.waiter(), starts.sender());
@@ -302,10 +293,7 @@ fn submit_after_shutdown_is_refused_and_shutdown_is_idempotent() {
 
 #[test]
 fn shutdown_without_cancel_runs_the_queue() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(1)
-        .build()
-        .unwrap();
+    let pool = common::pool(1);
     let mut gate = Gate::new();
     let wait = gate.waiter();
     let first = pool.submit(move || wait.wait()).unwrap();
@@ -319,10 +307,7 @@ fn shutdown_without_cancel_runs_the_queue() {
 
 #[test]
 fn shutdown_with_cancel_futures_cancels_the_queue_at_once() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(1)
-        .build()
-        .unwrap();
+    let pool = common::pool(1);
     let mut gate = Gate::new();
     let starts = Starts::new();
     let (wait, started) = (gate.waiter(), starts.sender());
@@ -347,10 +332,7 @@ fn shutdown_with_cancel_futures_cancels_the_queue_at_once() {
 fn dropping_the_pool_waits_for_queued_work() {
     let counter = Arc::new(AtomicUsize::new(0));
     {
-        let pool = ThreadPoolExecutor::builder()
-            .max_workers(2)
-            .build()
-            .unwrap();
+        let pool = common::pool(2);
         for _ in 0..100 {
             let counter = Arc::clone(&counter);
             pool.submit(move || counter.fetch_add(1, Ordering::SeqCst))
@@ -362,12 +344,7 @@ fn dropping_the_pool_waits_for_queued_work() {
 
 #[test]
 fn shutdown_from_inside_a_task_does_not_deadlock() {
-    let pool = Arc::new(
-        ThreadPoolExecutor::builder()
-            .max_workers(2)
-            .build()
-            .unwrap(),
-    );
+    let pool = Arc::new(common::pool(2));
     let inner = Arc::clone(&pool);
     let h = pool
         .submit(move || {
@@ -411,10 +388,7 @@ fn handles_compare_and_hash_by_identity() {
 
 #[test]
 fn debug_shows_the_state_like_pythons_repr() {
-    let pool = ThreadPoolExecutor::builder()
-        .max_workers(1)
-        .build()
-        .unwrap();
+    let pool = common::pool(1);
     let h = pool.submit(|| 5u32).unwrap();
     h.wait();
     let repr = format!("{h:?}");
