@@ -111,7 +111,8 @@
 //! # Processes
 //!
 //! [`ProcessPoolExecutor`] runs plain functions (`fn(A) -> R`, serde argument and
-//! result) in worker processes, which are this executable started again: call
+//! result) in worker processes, forks of this executable started once more as a fork
+//! server (or each started again, [`StartMethod::Spawn`]): call
 //! [`process_worker_main`] first thing in `main`. A worker that dies fails only the task
 //! it was running (with its exit status or signal) and is replaced.
 //!
@@ -171,6 +172,7 @@
 //! | `TimeoutError` | [`ResultTimeoutError::Timeout`], [`AsCompletedTimeout`], [`MapItemError::Timeout`] |
 //! | `RuntimeError('cannot schedule new futures after shutdown')` | [`SubmitError::ShutDown`] |
 //! | `ProcessPoolExecutor(max_workers=2, initializer=f, initargs=(a,), max_tasks_per_child=n)` | `ProcessPoolExecutor::builder().max_workers(2).initializer(f, a).max_tasks_per_child(n).build()?` |
+//! | `ProcessPoolExecutor(mp_context=get_context("spawn"))` | `ProcessPoolExecutor::builder().start_method(StartMethod::Spawn).build()?` (default: `ForkServer`) |
 //! | `if __name__ == "__main__":` | [`process_worker_main()`](process_worker_main) first in `main` |
 //! | `pex.submit(fn, arg)` (fn picklable, module level) | `pex.submit(f, arg)?` with `f: fn(A) -> R`, serde `A`, `R` |
 //! | `pex.map(fn, it, chunksize=n)` | `pex.map_with(f, it, MapOptions::new().chunksize(n))?` |
@@ -197,6 +199,8 @@ pub use crate::error::{
 };
 pub use crate::future::{AsHandle, FutureHandle};
 pub use crate::map::{Map, MapOptions, MapUnordered};
-pub use crate::process_pool::{ProcessPoolBuilder, ProcessPoolExecutor, process_worker_main};
+pub use crate::process_pool::{
+    ProcessPoolBuilder, ProcessPoolExecutor, StartMethod, process_worker_main,
+};
 pub use crate::thread_pool::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use crate::wait::{DoneAndNotDone, ReturnWhen, wait};

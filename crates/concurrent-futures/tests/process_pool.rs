@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
-    FutureError, MapItemError, MapOptions, ProcessPoolExecutor, ReturnWhen, SubmitError,
-    ThreadPoolExecutor, as_completed, wait,
+    FutureError, MapItemError, MapOptions, ProcessPoolExecutor, ReturnWhen, StartMethod,
+    SubmitError, ThreadPoolExecutor, as_completed, wait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -638,6 +638,78 @@ fn a_worker_without_the_guard_refuses_to_build_a_pool() {
     );
 }
 
+/// The children of this process that are not the pool's workers: the fork server.
+fn non_workers(pool: &ProcessPoolExecutor) -> Vec<u32> {
+    let workers = pool.worker_pids();
+    children()
+        .into_iter()
+        .filter(|pid| !workers.contains(pid))
+        .collect()
+}
+
+fn pgid(pid: u32) -> u32 {
+    process_group(&pid.to_string()).expect("the process group of a live process")
+}
+
+fn fork_server_forks_every_worker_as_our_child() {
+    let pool = new_pool(3);
+    let holder = Holder::new();
+    let held: Vec<_> = (0..3)
+        .map(|_| pool.submit(hold, holder.arg()).unwrap())
+        .collect();
+    let streams: Vec<_> = (0..3).map(|_| holder.accept()).collect();
+    let workers: HashSet<u32> = streams.iter().map(|(_, pid)| *pid).collect();
+    assert_eq!(workers.len(), 3);
+    let servers = non_workers(&pool);
+    assert_eq!(servers.len(), 1, "one fork server: {servers:?}");
+    let server = servers[0];
+    for &worker in &workers {
+        assert!(children().contains(&worker), "a worker is our child");
+        // Forked by the server: in its process group (a started worker has its own).
+        assert_eq!(pgid(worker), server, "worker {worker} was forked");
+    }
+    drop(streams);
+    for handle in held {
+        handle.result().unwrap();
+    }
+    assert_eq!(pool.map(square, 0..100u64).unwrap().count(), 100);
+}
+
+fn spawn_starts_every_worker_from_the_executable() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .start_method(StartMethod::Spawn)
+        .build()
+        .unwrap();
+    let total: u64 = pool
+        .map(square, 0..1000u64)
+        .unwrap()
+        .map(Result::unwrap)
+        .sum();
+    assert_eq!(total, (0..1000u64).map(square).sum());
+    assert_eq!(non_workers(&pool), Vec::<u32>::new(), "no fork server");
+    for worker in pool.worker_pids() {
+        assert_eq!(pgid(worker), worker, "a started worker leads its own group");
+    }
+    let message = worker_failed(pool.submit(abort_now, ()).unwrap().result());
+    assert!(message.contains("signal 6 (SIGABRT"), "{message}");
+}
+
+fn a_dead_fork_server_only_slows_worker_starts() {
+    let pool = new_pool(1);
+    let first = pool.submit(pid, ()).unwrap().result().unwrap();
+    let servers = non_workers(&pool);
+    assert_eq!(servers.len(), 1, "one fork server: {servers:?}");
+    kill9(servers[0]);
+    // The worker dies; its replacement cannot be forked and is started instead.
+    let message = worker_failed(pool.submit(exit_with, 3).unwrap().result());
+    assert!(message.contains("exited with status 3"), "{message}");
+    let later = pool.submit(pid, ()).unwrap().result().unwrap();
+    assert_ne!(later, first);
+    assert_eq!(pgid(later), later, "started from the executable");
+    assert_eq!(pool.map(square, 0..100u64).unwrap().count(), 100);
+}
+
 fn no_children_left_after_drop() {
     {
         let pool = new_pool(2);
@@ -725,6 +797,18 @@ fn main() -> ExitCode {
             a_worker_without_the_guard_refuses_to_build_a_pool,
         ),
         ("no_children_left_after_drop", no_children_left_after_drop),
+        (
+            "fork_server_forks_every_worker_as_our_child",
+            fork_server_forks_every_worker_as_our_child,
+        ),
+        (
+            "spawn_starts_every_worker_from_the_executable",
+            spawn_starts_every_worker_from_the_executable,
+        ),
+        (
+            "a_dead_fork_server_only_slows_worker_starts",
+            a_dead_fork_server_only_slows_worker_starts,
+        ),
     ];
     let filters: Vec<String> = std::env::args()
         .skip(1)

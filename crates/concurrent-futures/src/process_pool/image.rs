@@ -24,6 +24,11 @@ pub(super) fn identity() -> std::io::Result<ExeIdentity> {
     })
 }
 
+/// Reads the code ranges now (the fork server does, so that its workers need not).
+pub(super) fn prepare() {
+    let _ = code_ranges();
+}
+
 /// The address ranges where this executable's code is mapped (executable mappings of
 /// the file with our inode), read once.
 fn code_ranges() -> &'static [(usize, usize)] {

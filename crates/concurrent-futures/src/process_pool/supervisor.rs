@@ -8,16 +8,23 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
+use std::fs::File;
 use std::io::{self, BufReader, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
+use nix::errno::Errno;
 use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
 
+use super::StartMethod;
 use super::call::Entry;
+use super::fork_server::ForkServer;
 use super::image;
 use super::wire::{self, ChunkReply, Header};
 use super::worker::MARKER;
@@ -164,29 +171,50 @@ pub(super) enum Refused {
 pub(super) struct Config {
     pub(super) max_workers: usize,
     pub(super) max_tasks_per_child: Option<u64>,
+    pub(super) start_method: StartMethod,
     /// The handshake frame every new worker gets first.
     pub(super) hello: Vec<u8>,
 }
 
 /// A worker process, signalled and reaped under one lock so that a signal never
 /// reaches a reused pid.
+///
+/// Both kinds are this process's children: a forked worker too (the fork server forks
+/// with `CLONE_PARENT`), so its pid stays ours until we reap it.
 struct Process {
     pid: u32,
-    child: Mutex<(Child, bool)>,
+    child: Mutex<(Launched, bool)>,
+}
+
+/// How a worker process came to be.
+enum Launched {
+    /// Started from the executable.
+    Started(Child),
+    /// Forked by the fork server.
+    Forked(Pid),
 }
 
 impl Process {
+    fn new(pid: u32, launched: Launched) -> Self {
+        Self {
+            pid,
+            child: Mutex::new((launched, false)),
+        }
+    }
+
     fn signal(&self, signal: Signal) {
-        let mut guard = self.child.lock();
-        let (child, reaped) = &mut *guard;
+        let guard = self.child.lock();
+        let (launched, reaped) = &*guard;
         if *reaped {
             return;
         }
         // Errors mean the process is already gone (a zombie until we reap it).
-        if signal == Signal::SIGKILL {
-            let _ = child.kill();
-        } else if let Ok(pid) = i32::try_from(self.pid) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        let pid = match launched {
+            Launched::Started(child) => i32::try_from(child.id()).ok().map(Pid::from_raw),
+            Launched::Forked(pid) => Some(*pid),
+        };
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(pid, signal);
         }
     }
 
@@ -195,12 +223,45 @@ impl Process {
     /// already exiting).
     fn reap(&self) -> io::Result<ExitStatus> {
         let mut guard = self.child.lock();
-        let (child, reaped) = &mut *guard;
-        let _ = child.kill();
-        let status = child.wait();
+        let (launched, reaped) = &mut *guard;
+        let status = match launched {
+            Launched::Started(child) => {
+                let _ = child.kill();
+                child.wait()
+            }
+            Launched::Forked(pid) => {
+                let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+                wait_forked(*pid)
+            }
+        };
         *reaped = true;
         status
     }
+}
+
+/// `waitpid` for a forked worker, with the status in `ExitStatus`'s raw form.
+fn wait_forked(pid: Pid) -> io::Result<ExitStatus> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::from_raw((code & 0xff) << 8)),
+            Ok(WaitStatus::Signaled(_, signal, core)) => {
+                let core = if core { 0x80 } else { 0 };
+                return Ok(ExitStatus::from_raw(signal as i32 | core));
+            }
+            // Stops and continues are not reported without WUNTRACED/WCONTINUED.
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The pool's fork server, started with the first worker.
+enum ForkServerSlot {
+    Unstarted,
+    Running(ForkServer),
+    /// It could not start, failed or the pool is done: workers are started from the
+    /// executable.
+    Unusable,
 }
 
 /// What the pool knows about one worker.
@@ -327,6 +388,8 @@ pub(super) struct Inner {
     state: Mutex<State>,
     /// Notified when a worker is gone or failed to start (for `shutdown(wait)`).
     gone: Condvar,
+    /// Taken alone, never with `state`.
+    fork_server: Mutex<ForkServerSlot>,
 }
 
 impl fmt::Debug for Inner {
@@ -383,6 +446,7 @@ impl Inner {
                 failed_starts: 0,
             }),
             gone: Condvar::new(),
+            fork_server: Mutex::new(ForkServerSlot::Unstarted),
         })
     }
 
@@ -449,20 +513,42 @@ impl Inner {
             .collect()
     }
 
+    /// A new worker process with its task and result pipes: forked by the fork server
+    /// if the pool uses one and it works, else started from the executable.
+    fn launch(&self) -> io::Result<(Process, File, File)> {
+        if self.config.start_method == StartMethod::ForkServer {
+            let mut slot = self.fork_server.lock();
+            if matches!(*slot, ForkServerSlot::Unstarted) {
+                *slot =
+                    ForkServer::start().map_or(ForkServerSlot::Unusable, ForkServerSlot::Running);
+            }
+            if let ForkServerSlot::Running(server) = &mut *slot {
+                match server.fork() {
+                    Ok(forked) => {
+                        let pid = Pid::from_raw(forked.pid.cast_signed());
+                        let process = Process::new(forked.pid, Launched::Forked(pid));
+                        return Ok((process, forked.tasks, forked.results));
+                    }
+                    // The server is gone or cannot fork: stop it and start workers
+                    // from the executable from now on.
+                    Err(_) => *slot = ForkServerSlot::Unusable,
+                }
+            }
+        }
+        spawn_process()
+    }
+
     /// Starts one worker process and its two threads; `state.starting` was raised for it.
     fn start_worker(self: &Arc<Self>) {
-        let spawned = spawn_process();
+        let spawned = self.launch();
         let mut failures = Vec::new();
         let mut orphan = None;
         {
             let mut state = self.state.lock();
             state.starting -= 1;
             match spawned {
-                Ok((child, stdin, stdout)) => {
-                    let process = Arc::new(Process {
-                        pid: child.id(),
-                        child: Mutex::new((child, false)),
-                    });
+                Ok((process, stdin, stdout)) => {
+                    let process = Arc::new(process);
                     if state.terminating || state.broken.is_some() {
                         orphan = Some(process);
                     } else if let Err(e) = self.add_worker(&mut state, &process, stdin, stdout) {
@@ -495,8 +581,8 @@ impl Inner {
         self: &Arc<Self>,
         state: &mut MutexGuard<'_, State>,
         process: &Arc<Process>,
-        stdin: ChildStdin,
-        stdout: ChildStdout,
+        stdin: File,
+        stdout: File,
     ) -> io::Result<()> {
         let key = state.next_key;
         state.next_key += 1;
@@ -539,7 +625,7 @@ impl Inner {
     }
 
     /// The writer thread: moves queued tasks into the worker's pipe, many per write.
-    fn write_tasks(self: &Arc<Self>, key: u64, mut stdin: ChildStdin, wake: &Condvar) {
+    fn write_tasks(self: &Arc<Self>, key: u64, mut stdin: File, wake: &Condvar) {
         let mut out = Vec::with_capacity(64 * 1024);
         out.extend_from_slice(&self.config.hello);
         loop {
@@ -677,7 +763,7 @@ impl Inner {
 
     /// The reader thread: completes futures from the worker's replies, then handles
     /// the worker's end.
-    fn read_results(self: &Arc<Self>, key: u64, stdout: ChildStdout, process: &Process) {
+    fn read_results(self: &Arc<Self>, key: u64, stdout: File, process: &Process) {
         let mut input = BufReader::with_capacity(256 * 1024, stdout);
         let mut body = Vec::new();
         let ending = match wire::read_frame(&mut input, &mut body) {
@@ -702,7 +788,7 @@ impl Inner {
     fn serve_results(
         self: &Arc<Self>,
         key: u64,
-        input: &mut BufReader<ChildStdout>,
+        input: &mut BufReader<File>,
         body: &mut Vec<u8>,
     ) -> Ending {
         loop {
@@ -882,6 +968,9 @@ impl Inner {
             // bug in the pool and there is nobody to hand it to during shutdown.
             let _ = thread.join();
         }
+        // No worker will start again: stop the fork server (its drop reaps it).
+        let server = std::mem::replace(&mut *self.fork_server.lock(), ForkServerSlot::Unusable);
+        drop(server);
     }
 
     /// `terminate_workers` / `kill_workers`: shut down, cancel the queue, and signal
@@ -917,7 +1006,7 @@ pub(super) fn describe_status(pid: u32, status: &io::Result<ExitStatus>) -> Stri
 }
 
 /// Starts the pool's executable again as a worker, with pipes on stdin and stdout.
-fn spawn_process() -> io::Result<(Child, ChildStdin, ChildStdout)> {
+fn spawn_process() -> io::Result<(Process, File, File)> {
     let mut command = Command::new(image::SELF_EXE);
     if let Some(arg0) = std::env::args_os().next() {
         command.arg0(arg0);
@@ -934,7 +1023,17 @@ fn spawn_process() -> io::Result<(Child, ChildStdin, ChildStdout)> {
         .stderr(Stdio::inherit());
     let mut child = command.spawn()?;
     match (child.stdin.take(), child.stdout.take()) {
-        (Some(stdin), Some(stdout)) => Ok((child, stdin, stdout)),
+        (Some(stdin), Some(stdout)) => {
+            let (stdin, stdout) = (
+                File::from(OwnedFd::from(stdin)),
+                File::from(OwnedFd::from(stdout)),
+            );
+            Ok((
+                Process::new(child.id(), Launched::Started(child)),
+                stdin,
+                stdout,
+            ))
+        }
         _ => {
             let _ = child.kill();
             let _ = child.wait();

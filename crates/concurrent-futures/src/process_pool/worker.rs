@@ -21,7 +21,7 @@ const EXIT_REFUSED: i32 = 70;
 /// Exit status of a worker whose initializer failed.
 const EXIT_INIT_FAILED: i32 = 71;
 /// Exit status of a worker whose pipes failed (the pool went away or sent garbage).
-const EXIT_IO: i32 = 74;
+pub(super) const EXIT_IO: i32 = 74;
 
 /// Set once this process serves as a worker.
 static SERVING: AtomicBool = AtomicBool::new(false);
@@ -44,6 +44,12 @@ pub(super) fn is_serving() -> bool {
 /// `process_worker_main` before building a pool (which would start workers forever).
 pub(super) fn is_unserved_worker() -> bool {
     started_as_worker() && !SERVING.load(Ordering::Relaxed)
+}
+
+/// Work that every worker would repeat, done once by the fork server before it forks
+/// them: reading where the executable's code is mapped.
+pub(super) fn prepare() {
+    image::prepare();
 }
 
 /// Serves the pool on stdin/stdout and returns the exit status.

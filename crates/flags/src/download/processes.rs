@@ -1,7 +1,7 @@
 //! `--mode processes`: our `ProcessPoolExecutor` with one worker process per connection,
 //! `submit` for every code in order, `as_completed` for the results, as `threads.rs` does with
-//! threads. Worker processes are `flags` started again (`main` calls
-//! `concurrent_futures::process_worker_main()` first).
+//! threads. Worker processes are forks of `flags` started once more as the pool's fork
+//! server (`main` calls `concurrent_futures::process_worker_main()` first).
 //!
 //! Each worker holds its own blocking client (one keep-alive connection), built once by the
 //! pool's initializer from the run's [`Settings`], which cross to each worker once rather than

@@ -1,0 +1,272 @@
+//! The fork server (Python's `forkserver` start method): one process started from the
+//! executable like any worker, which then *forks* every worker the pool asks for.
+//!
+//! Starting the executable again costs a few milliseconds of CPU per worker (`execve`,
+//! the dynamic loader's relocations and CPU-feature probes, the page faults of a fresh
+//! image); a fork of a small process that has done nothing but reach
+//! `process_worker_main` costs a fraction of that, and the worker it makes is in the
+//! same fresh state as a started one: same executable image, same code layout, nothing
+//! of the pool's memory.
+//!
+//! Protocol, over a Unix socket pair (the server's end is its fd 0):
+//!
+//! 1. the server checks it is single-threaded and answers one byte: [`READY`] or
+//!    [`NOT_SINGLE_THREADED`] (then exits);
+//! 2. per worker, the pool sends one byte with two descriptors attached (`SCM_RIGHTS`):
+//!    the read end of the worker's task pipe and the write end of its result pipe;
+//! 3. the server forks with `CLONE_PARENT`, so the worker is the **pool's** child, not
+//!    the server's: the pool signals and reaps it exactly like a started worker (a
+//!    signal never reaches a reused pid, exit statuses are the pool's to read); it
+//!    answers the worker's pid as an `i32` (little endian), or minus an `errno`;
+//! 4. when the pool closes its end, the server exits.
+//!
+//! Any failure of the server (it cannot start, refuses, dies) only makes the pool start
+//! later workers the slow way, from the executable.
+//!
+//! This module and `call.rs` hold the crate's `unsafe`: the fork itself and taking
+//! ownership of the received descriptors.
+
+#![allow(
+    unsafe_code,
+    reason = "fork(2) and descriptors received over SCM_RIGHTS; see the SAFETY comments"
+)]
+
+use std::fs::File;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+use nix::fcntl::OFlag;
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+
+use super::image;
+use super::worker::{self, MARKER};
+
+/// The environment variable that, next to [`MARKER`], makes a worker process the fork
+/// server.
+pub(super) const FORK_SERVER: &str = "CONCURRENT_FUTURES_FORK_SERVER";
+
+/// The server's first answer: it forks workers on request.
+const READY: u8 = b'R';
+/// The server's first answer: another thread runs in it, so forking is not safe.
+const NOT_SINGLE_THREADED: u8 = b'T';
+/// Exit status of a fork server that refused to serve.
+const EXIT_REFUSED: i32 = 70;
+
+/// True in a worker process started to be the fork server.
+pub(super) fn started_as_fork_server() -> bool {
+    std::env::var_os(FORK_SERVER).is_some()
+}
+
+/// The pool's handle on its fork server.
+#[derive(Debug)]
+pub(super) struct ForkServer {
+    process: Child,
+    control: UnixStream,
+}
+
+/// A worker forked by the server: the pool's child.
+#[derive(Debug)]
+pub(super) struct Forked {
+    pub(super) pid: u32,
+    /// Where the pool writes tasks.
+    pub(super) tasks: File,
+    /// Where the pool reads results.
+    pub(super) results: File,
+}
+
+impl ForkServer {
+    /// Starts the server from the executable and waits for its first answer.
+    pub(super) fn start() -> io::Result<Self> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let mut command = Command::new(image::SELF_EXE);
+        if let Some(arg0) = std::env::args_os().next() {
+            command.arg0(arg0);
+        }
+        // Its own process group, which the workers it forks inherit: a Ctrl-C at the
+        // terminal reaches only the pool's process.
+        command.process_group(0);
+        command
+            .env(MARKER, std::process::id().to_string())
+            .env(FORK_SERVER, "1")
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let process = command.spawn()?;
+        let mut server = Self {
+            process,
+            control: ours,
+        };
+        let mut answer = [0u8];
+        match server.control.read(&mut answer) {
+            Ok(1) if answer[0] == READY => Ok(server),
+            Ok(1) if answer[0] == NOT_SINGLE_THREADED => Err(io::Error::other(
+                "the fork server runs more than one thread (process_worker_main() must come \
+                 first in main)",
+            )),
+            Ok(_) => Err(io::Error::other(
+                "the fork server ended before it answered (does main() call \
+                 concurrent_futures::process_worker_main() first?)",
+            )),
+            Err(e) => Err(e),
+        }
+        // On an error `server` drops here: its process is reaped.
+    }
+
+    /// Asks the server for a new worker.
+    pub(super) fn fork(&mut self) -> io::Result<Forked> {
+        let (task_read, tasks) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (results, result_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let fds = [task_read.as_raw_fd(), result_write.as_raw_fd()];
+        let sent = sendmsg::<()>(
+            self.control.as_raw_fd(),
+            &[IoSlice::new(&[1])],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        if sent != 1 {
+            return Err(io::Error::other("the fork server took no request"));
+        }
+        // The message holds its own copies of the descriptors.
+        drop((task_read, result_write));
+        let mut answer = [0u8; 4];
+        self.control.read_exact(&mut answer)?;
+        let pid = i32::from_le_bytes(answer);
+        match u32::try_from(pid) {
+            Ok(pid) if pid > 0 => Ok(Forked {
+                pid,
+                tasks: File::from(tasks),
+                results: File::from(results),
+            }),
+            _ => Err(io::Error::from_raw_os_error(pid.saturating_neg())),
+        }
+    }
+}
+
+impl Drop for ForkServer {
+    fn drop(&mut self) {
+        // Closing our end tells the server to exit; the kill makes sure of it (a
+        // server that failed may be running something else, e.g. a `main` that skipped
+        // `process_worker_main`).
+        let _ = self.control.shutdown(std::net::Shutdown::Both);
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The fork server's side: answers requests on fd 0 until the pool closes it, and
+/// returns the exit status. In a forked worker it never returns (the worker exits).
+pub(super) fn serve() -> i32 {
+    let control = match io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => UnixStream::from(fd),
+        Err(e) => {
+            eprintln!("concurrent_futures fork server: {e}");
+            return EXIT_REFUSED;
+        }
+    };
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(null);
+    }
+    if thread_count().is_none_or(|n| n != 1) {
+        let _ = (&control).write_all(&[NOT_SINGLE_THREADED]);
+        return EXIT_REFUSED;
+    }
+    // Work every worker would repeat, done once before the forks.
+    worker::prepare();
+    if (&control).write_all(&[READY]).is_err() {
+        return 0;
+    }
+    loop {
+        let Ok(Some([tasks, results])) = receive(&control) else {
+            // The pool closed its end (or is gone): no more workers.
+            return 0;
+        };
+        // SAFETY: this process has one thread (checked above, and it starts none:
+        // this loop only reads, forks and writes), so the child's copy of the memory
+        // holds no lock or half-done state of another thread. `SYS_clone` with
+        // `CLONE_PARENT | SIGCHLD`, no new stack and no `CLONE_VM` is `fork(2)` with
+        // the pool as the child's parent: both processes return here, on their own
+        // copy of the stack.
+        let pid = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_clone,
+                nix::libc::CLONE_PARENT | nix::libc::SIGCHLD,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if pid == 0 {
+            drop(control);
+            std::process::exit(become_worker(tasks, results));
+        }
+        let answer = if pid > 0 {
+            i32::try_from(pid).unwrap_or(-nix::libc::EOVERFLOW)
+        } else {
+            -io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(nix::libc::EIO)
+        };
+        drop((tasks, results));
+        if (&control).write_all(&answer.to_le_bytes()).is_err() {
+            return 0;
+        }
+    }
+}
+
+/// In the forked child: the pipes become fds 0 and 1 and the worker serves.
+fn become_worker(tasks: OwnedFd, results: OwnedFd) -> i32 {
+    let moved = nix::unistd::dup2_stdin(&tasks).and_then(|()| nix::unistd::dup2_stdout(&results));
+    drop((tasks, results));
+    match moved {
+        Ok(()) => worker::serve(),
+        Err(e) => {
+            eprintln!("concurrent_futures worker {}: {e}", std::process::id());
+            worker::EXIT_IO
+        }
+    }
+}
+
+/// Reads one request: the two descriptors of a new worker; `None` at the end of the
+/// stream.
+fn receive(control: &UnixStream) -> io::Result<Option<[OwnedFd; 2]>> {
+    let mut byte = [0u8];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let message = recvmsg::<()>(
+        control.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received = Vec::new();
+    for cmsg in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: the kernel just installed `fd` in this process for this
+                // message; nothing else refers to it, so it is ours to own and close.
+                received.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    if message.bytes == 0 {
+        return Ok(None);
+    }
+    match <[OwnedFd; 2]>::try_from(received) {
+        Ok(fds) => Ok(Some(fds)),
+        Err(_) => Err(io::Error::other("a request without its two descriptors")),
+    }
+}
+
+/// The number of threads of this process (`/proc/self/status`).
+fn thread_count() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+}
