@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
@@ -58,12 +58,13 @@ fn one_line(error: &dyn StdError) -> String {
     line.replace(['\n', '\r'], " ")
 }
 
-/// The blocking client: one ureq agent whose pool keeps a connection per worker.
+/// The blocking client: one ureq agent whose pool keeps up to `connections` connections.
 #[derive(Debug)]
 pub(crate) struct BlockingClient {
     agent: ureq::Agent,
     timeout: Duration,
     cancel: Arc<Cancel>,
+    dns: CachingResolver,
 }
 
 impl BlockingClient {
@@ -73,6 +74,26 @@ impl BlockingClient {
         connections: usize,
         cancel: Arc<Cancel>,
     ) -> anyhow::Result<Self> {
+        Ok(Self::build(
+            timeout,
+            connections,
+            cancel,
+            CachingResolver::default(),
+        ))
+    }
+
+    /// Another client with one connection of its own and the same settings and DNS answers
+    /// (a worker thread's own client: no pool shared between threads).
+    pub(crate) fn sibling(&self) -> Self {
+        Self::build(self.timeout, 1, Arc::clone(&self.cancel), self.dns.clone())
+    }
+
+    fn build(
+        timeout: Duration,
+        connections: usize,
+        cancel: Arc<Cancel>,
+        dns: CachingResolver,
+    ) -> Self {
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
@@ -85,13 +106,13 @@ impl BlockingClient {
             .input_buffer_size(INPUT_BUFFER)
             .output_buffer_size(OUTPUT_BUFFER)
             .build();
-        let agent =
-            ureq::Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default());
-        Ok(Self {
+        let agent = ureq::Agent::with_parts(config, DefaultConnector::new(), dns.clone());
+        Self {
             agent,
             timeout,
             cancel,
-        })
+            dns,
+        }
     }
 
     fn get_blocking(&self, url: &str) -> Result<Response, FetchError> {
@@ -147,10 +168,20 @@ impl Transport for BlockingClient {
 /// ureq's resolver, remembering its answers for the run. ureq resolves the host before every
 /// request, pooled connection or not, and its default resolver spawns a thread per lookup when
 /// a timeout is set: measured, that was one thread per flag and most of the system time.
+/// Clones share the answers (sibling clients of a run); a read lock costs no system call.
 #[derive(Debug, Default)]
 struct CachingResolver {
     inner: DefaultResolver,
-    cache: Mutex<HashMap<String, ResolvedSocketAddrs>>,
+    cache: Arc<RwLock<HashMap<String, ResolvedSocketAddrs>>>,
+}
+
+impl Clone for CachingResolver {
+    fn clone(&self) -> Self {
+        Self {
+            inner: DefaultResolver::default(),
+            cache: Arc::clone(&self.cache),
+        }
+    }
 }
 
 impl Resolver for CachingResolver {
@@ -167,7 +198,7 @@ impl Resolver for CachingResolver {
         );
         let cached = self
             .cache
-            .lock()
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
             .cloned();
@@ -176,7 +207,7 @@ impl Resolver for CachingResolver {
         }
         let addrs = self.inner.resolve(uri, config, timeout)?;
         self.cache
-            .lock()
+            .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(key, addrs.clone());
         Ok(addrs)

@@ -297,11 +297,8 @@ pub(crate) fn run(
             Ok(())
         }
         Mode::Threads => {
-            let client = BlockingClient::new(
-                target.timeout,
-                config.concurrency,
-                Arc::clone(&target.cancel),
-            )?;
+            // The template of each worker's own client.
+            let client = BlockingClient::new(target.timeout, 1, Arc::clone(&target.cancel))?;
             threads::run(
                 &config.codes,
                 config.concurrency,
