@@ -98,6 +98,7 @@ mod plan;
 mod server;
 mod stall;
 mod target;
+mod trim;
 
 pub use config::ServerConfig;
 pub use countries::{country_codes, country_name};
