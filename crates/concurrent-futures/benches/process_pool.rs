@@ -1,11 +1,13 @@
 //! ProcessPoolExecutor throughput, against Python's ProcessPoolExecutor on the same
 //! workload (run as a subprocess when `python3` is present) and, for the `primes`
-//! workload, against the thread pool and a sequential loop.
+//! workload, against the thread pool and a sequential loop; and how fast a pool starts many
+//! workers with each start method.
 //!
 //! ```text
 //! cargo bench -p concurrent-futures --bench process_pool            # everything
 //! cargo bench -p concurrent-futures --bench process_pool -- --quick # no primes, no Python
 //! BENCH_ONLY=chunk1000 cargo bench -p concurrent-futures --bench process_pool  # profiling
+//! BENCH_ONLY=startup cargo bench -p concurrent-futures --bench process_pool    # start methods
 //! ```
 //!
 //! A `harness = false` binary: worker processes are this executable started again, so
@@ -13,9 +15,9 @@
 //! Figures go to stdout; the latest are recorded in `benches/README.md`.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use concurrent_futures::{MapOptions, ProcessPoolExecutor, ThreadPoolExecutor};
+use concurrent_futures::{MapOptions, ProcessPoolExecutor, StartMethod, ThreadPoolExecutor};
 
 const WORKERS: usize = 2;
 
@@ -197,6 +199,60 @@ fn primes_sequential() -> Duration {
     elapsed
 }
 
+/// A task that reports when it started (wall clock, which both processes share) and then
+/// keeps its worker busy, so that every task needs a worker of its own.
+fn started_at(hold: Duration) -> SystemTime {
+    let now = SystemTime::now();
+    std::thread::sleep(hold);
+    now
+}
+
+/// `workers` tasks submitted at once to a pool of `workers`: the time from the first submit
+/// until the last worker ran its task (the last worker's start-up).
+fn last_worker_start(method: StartMethod, workers: usize) -> Duration {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(workers)
+        .start_method(method)
+        .build()
+        .expect("build the pool");
+    let begin = SystemTime::now();
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            pool.submit(started_at, Duration::from_millis(300))
+                .expect("submit")
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.result().expect("a start time"))
+        .map(|at| at.duration_since(begin).unwrap_or_default())
+        .max()
+        .unwrap_or_default()
+}
+
+/// Start-up of 194 workers (one per flag of `flags -a -m 194 --mode processes`), both start
+/// methods taking turns, 5 rounds; medians.
+fn startup() {
+    const WORKERS: usize = 194;
+    println!(
+        "start-up: {WORKERS} tasks submitted at once to {WORKERS} workers, until the last one runs"
+    );
+    let (mut fork, mut spawn) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        fork.push(last_worker_start(StartMethod::ForkServer, WORKERS).as_secs_f64());
+        spawn.push(last_worker_start(StartMethod::Spawn, WORKERS).as_secs_f64());
+    }
+    let (fork, spawn) = (median(fork), median(spawn));
+    println!(
+        "  ForkServer {:>6.1} ms   Spawn {:>6.1} ms   ({:.1}x faster, {:.2} against {:.2} ms a worker)",
+        fork * 1e3,
+        spawn * 1e3,
+        spawn / fork,
+        fork * 1e3 / WORKERS as f64,
+        spawn * 1e3 / WORKERS as f64
+    );
+}
+
 fn main() {
     concurrent_futures::process_worker_main();
     let args: Vec<String> = std::env::args().collect();
@@ -210,6 +266,10 @@ fn main() {
         (2_000, 100_000, 1)
     };
 
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("startup") {
+        startup();
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("chunk1000") {
         // For profiling: one scenario only.
         let rate = rust_map(1000, n1000, runs);
@@ -273,5 +333,6 @@ fn main() {
         println!("  thread pool:          {:>8.3}s", threads.as_secs_f64());
         let processes = primes_process();
         println!("  process pool:         {:>8.3}s", processes.as_secs_f64());
+        startup();
     }
 }
