@@ -35,16 +35,14 @@ use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use nix::fcntl::OFlag;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
-use super::image;
-use super::worker::{self, MARKER};
+use super::worker;
 
-/// The environment variable that, next to [`MARKER`], makes a worker process the fork
+/// The environment variable that, next to [`MARKER`](worker::MARKER), makes a worker process the fork
 /// server.
 pub(super) const FORK_SERVER: &str = "CONCURRENT_FUTURES_FORK_SERVER";
 
@@ -81,19 +79,11 @@ impl ForkServer {
     /// Starts the server from the executable and waits for its first answer.
     pub(super) fn start() -> io::Result<Self> {
         let (ours, theirs) = UnixStream::pair()?;
-        let mut command = Command::new(image::SELF_EXE);
-        if let Some(arg0) = std::env::args_os().next() {
-            command.arg0(arg0);
-        }
-        // Its own process group, which the workers it forks inherit: a Ctrl-C at the
-        // terminal reaches only the pool's process.
-        command.process_group(0);
+        let mut command = worker::command();
         command
-            .env(MARKER, std::process::id().to_string())
             .env(FORK_SERVER, "1")
             .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::null());
         let process = command.spawn()?;
         let mut server = Self {
             process,

@@ -11,8 +11,8 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
@@ -25,9 +25,8 @@ use serde::de::DeserializeOwned;
 use super::StartMethod;
 use super::call::Entry;
 use super::fork_server::ForkServer;
-use super::image;
 use super::wire::{self, ChunkReply, Header};
-use super::worker::MARKER;
+use super::worker;
 use crate::error::{FutureError, PanicError};
 use crate::future::Promise;
 use crate::map::ChunkOutput;
@@ -1007,20 +1006,8 @@ pub(super) fn describe_status(pid: u32, status: &io::Result<ExitStatus>) -> Stri
 
 /// Starts the pool's executable again as a worker, with pipes on stdin and stdout.
 fn spawn_process() -> io::Result<(Process, File, File)> {
-    let mut command = Command::new(image::SELF_EXE);
-    if let Some(arg0) = std::env::args_os().next() {
-        command.arg0(arg0);
-    }
-    // A process group of its own: a Ctrl-C at the terminal (SIGINT to the foreground
-    // group) reaches the pool's process only, which decides what to stop (Python's
-    // workers each get a KeyboardInterrupt, gh-125886). Workers whose pool is gone
-    // see their input close and exit.
-    command.process_group(0);
-    command
-        .env(MARKER, std::process::id().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    let mut command = worker::command();
+    command.stdin(Stdio::piped()).stdout(Stdio::piped());
     let mut child = command.spawn()?;
     match (child.stdin.take(), child.stdout.take()) {
         (Some(stdin), Some(stdout)) => {

@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io::{self, BufReader, Write};
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -22,6 +24,24 @@ const EXIT_REFUSED: i32 = 70;
 const EXIT_INIT_FAILED: i32 = 71;
 /// Exit status of a worker whose pipes failed (the pool went away or sent garbage).
 pub(super) const EXIT_IO: i32 = 74;
+
+/// The pool's executable, to be started again as a worker (or as the fork server):
+/// the same `argv[0]`, the marker naming this process, stderr shared, and a process
+/// group of its own. The group keeps a Ctrl-C at the terminal (SIGINT to the foreground
+/// group) for the pool's process only, which decides what to stop (Python's workers each
+/// get a KeyboardInterrupt, gh-125886); forked workers inherit the fork server's group.
+/// Workers whose pool is gone see their input close and exit.
+pub(super) fn command() -> Command {
+    let mut command = Command::new(image::SELF_EXE);
+    if let Some(arg0) = std::env::args_os().next() {
+        command.arg0(arg0);
+    }
+    command
+        .process_group(0)
+        .env(MARKER, std::process::id().to_string())
+        .stderr(Stdio::inherit());
+    command
+}
 
 /// Set once this process serves as a worker.
 static SERVING: AtomicBool = AtomicBool::new(false);
