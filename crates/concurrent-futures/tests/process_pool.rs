@@ -622,6 +622,31 @@ fn zero_options_are_build_errors() {
 /// `process_worker_main`.
 const PROBE_UNSERVED: &str = "--probe-unserved-worker";
 
+/// The environment variable that makes this binary a program without the guard.
+const NO_GUARD: &str = "PROCESS_POOL_TEST_NO_GUARD";
+
+fn a_program_without_the_guard_gets_a_broken_pool_with_a_hint() {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(NO_GUARD, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the pool hung");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(stdout.contains("BrokenPool"), "{stdout}");
+    assert!(stdout.contains("process_worker_main() first"), "{stdout}");
+}
+
 fn a_worker_without_the_guard_refuses_to_build_a_pool() {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .arg(PROBE_UNSERVED)
@@ -695,6 +720,30 @@ fn spawn_starts_every_worker_from_the_executable() {
     assert!(message.contains("signal 6 (SIGABRT"), "{message}");
 }
 
+/// In a forked worker, a pool of its own that starts workers from the executable.
+fn nested_spawn_pool(x: u64) -> u64 {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .start_method(StartMethod::Spawn)
+        .build()
+        .expect("a nested pool");
+    pool.submit(square, x)
+        .expect("submit")
+        .result()
+        .expect("a result")
+}
+
+fn a_forked_worker_can_start_workers_from_the_executable() {
+    let pool = new_pool(1);
+    assert_eq!(
+        pool.submit(nested_spawn_pool, 12)
+            .unwrap()
+            .result()
+            .unwrap(),
+        144
+    );
+}
+
 fn a_dead_fork_server_only_slows_worker_starts() {
     let pool = new_pool(1);
     let first = pool.submit(pid, ()).unwrap().result().unwrap();
@@ -730,6 +779,16 @@ fn no_children_left_after_drop() {
 // ---------------------------------------------------------------- harness
 
 fn main() -> ExitCode {
+    if std::env::var_os(NO_GUARD).is_some() {
+        // A program whose main lacks the guard, and so are its fork server and workers
+        // (they inherit the variable): its pool must break with a hint, not hang.
+        let outcome = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .build()
+            .map(|pool| pool.submit(square, 3).map(|h| h.result()));
+        println!("{outcome:?}");
+        return ExitCode::SUCCESS;
+    }
     if std::env::args().any(|a| a == PROBE_UNSERVED) {
         // A worker whose main skipped the guard: building a pool must fail, not fork.
         match ProcessPoolExecutor::builder().build() {
@@ -798,6 +857,10 @@ fn main() -> ExitCode {
         ),
         ("no_children_left_after_drop", no_children_left_after_drop),
         (
+            "a_program_without_the_guard_gets_a_broken_pool_with_a_hint",
+            a_program_without_the_guard_gets_a_broken_pool_with_a_hint,
+        ),
+        (
             "fork_server_forks_every_worker_as_our_child",
             fork_server_forks_every_worker_as_our_child,
         ),
@@ -808,6 +871,10 @@ fn main() -> ExitCode {
         (
             "a_dead_fork_server_only_slows_worker_starts",
             a_dead_fork_server_only_slows_worker_starts,
+        ),
+        (
+            "a_forked_worker_can_start_workers_from_the_executable",
+            a_forked_worker_can_start_workers_from_the_executable,
         ),
     ];
     let filters: Vec<String> = std::env::args()

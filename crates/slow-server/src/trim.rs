@@ -5,8 +5,14 @@
 //! top (fragmentation), so a long-running server plateaued at 250-290 MiB. `malloc_trim(0)` once
 //! the open connections have halved returns the free pages of every arena.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 /// A trim is worth it only after at least this many connections were open at once.
 const MIN_PEAK: usize = 1024;
+
+/// Set while a trim runs: a load that swings around the threshold must not start trims
+/// that overlap (each locks the allocator's arenas while it walks them).
+static TRIMMING: AtomicBool = AtomicBool::new(false);
 
 /// Watches the number of open connections and trims each time it has halved since its peak (or
 /// since the last trim): a burst's memory goes back while it drains, even when the next burst
@@ -20,8 +26,11 @@ impl Trimmer {
     /// Records the number of open connections; may start a trim on a blocking thread (it must be
     /// called inside the runtime).
     pub(crate) fn observe(&mut self, open: usize) {
-        if self.due(open) {
-            tokio::task::spawn_blocking(release_free_memory);
+        if self.due(open) && !TRIMMING.swap(true, Ordering::AcqRel) {
+            tokio::task::spawn_blocking(|| {
+                release_free_memory();
+                TRIMMING.store(false, Ordering::Release);
+            });
         }
     }
 

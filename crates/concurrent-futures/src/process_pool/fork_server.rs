@@ -36,7 +36,9 @@ use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Stdio};
+use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
@@ -52,6 +54,8 @@ const READY: u8 = b'R';
 const NOT_SINGLE_THREADED: u8 = b'T';
 /// Exit status of a fork server that refused to serve.
 const EXIT_REFUSED: i32 = 70;
+/// How long a fork server may take to start and answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// True in a worker process started to be the fork server.
 pub(super) fn started_as_fork_server() -> bool {
@@ -79,30 +83,41 @@ impl ForkServer {
     /// Starts the server from the executable and waits for its first answer.
     pub(super) fn start() -> io::Result<Self> {
         let (ours, theirs) = UnixStream::pair()?;
-        let mut command = worker::command();
-        command
-            .env(FORK_SERVER, "1")
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::null());
-        let process = command.spawn()?;
+        let process = {
+            let mut command = worker::command();
+            command
+                .env(FORK_SERVER, "1")
+                .stdin(Stdio::from(OwnedFd::from(theirs)))
+                .stdout(Stdio::null());
+            command.spawn()?
+            // The command holds the server's end of the socket until it is dropped here:
+            // kept, it would hide the server's exit (no end of stream) from the read below.
+        };
         let mut server = Self {
             process,
             control: ours,
         };
+        // A server that neither answers nor exits (a `main` without `process_worker_main`
+        // that runs on) must not hold up the pool for good: it is then killed and the pool
+        // starts its workers from the executable.
+        server.control.set_read_timeout(Some(READY_TIMEOUT))?;
         let mut answer = [0u8];
-        match server.control.read(&mut answer) {
-            Ok(1) if answer[0] == READY => Ok(server),
-            Ok(1) if answer[0] == NOT_SINGLE_THREADED => Err(io::Error::other(
+        let answered = server.control.read_exact(&mut answer);
+        server.control.set_read_timeout(None)?;
+        match answered {
+            Ok(()) if answer[0] == READY => Ok(server),
+            Ok(()) if answer[0] == NOT_SINGLE_THREADED => Err(io::Error::other(
                 "the fork server runs more than one thread (process_worker_main() must come \
                  first in main)",
             )),
-            Ok(_) => Err(io::Error::other(
+            Ok(()) => Err(io::Error::other("the fork server answered nonsense")),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(io::Error::other(
                 "the fork server ended before it answered (does main() call \
                  concurrent_futures::process_worker_main() first?)",
             )),
             Err(e) => Err(e),
         }
-        // On an error `server` drops here: its process is reaped.
+        // On an error `server` drops here: its process is killed and reaped.
     }
 
     /// Asks the server for a new worker.
@@ -110,13 +125,18 @@ impl ForkServer {
         let (task_read, tasks) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let (results, result_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let fds = [task_read.as_raw_fd(), result_write.as_raw_fd()];
-        let sent = sendmsg::<()>(
-            self.control.as_raw_fd(),
-            &[IoSlice::new(&[1])],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )?;
+        let sent = loop {
+            match sendmsg::<()>(
+                self.control.as_raw_fd(),
+                &[IoSlice::new(&[1])],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Err(Errno::EINTR) => {}
+                sent => break sent?,
+            }
+        };
         if sent != 1 {
             return Err(io::Error::other("the fork server took no request"));
         }
@@ -131,7 +151,8 @@ impl ForkServer {
                 tasks: File::from(tasks),
                 results: File::from(results),
             }),
-            _ => Err(io::Error::from_raw_os_error(pid.saturating_neg())),
+            _ if pid < 0 => Err(io::Error::from_raw_os_error(pid.saturating_neg())),
+            _ => Err(io::Error::other("the fork server answered pid 0")),
         }
     }
 }
@@ -176,10 +197,17 @@ pub(super) fn serve() -> i32 {
         };
         // SAFETY: this process has one thread (checked above, and it starts none:
         // this loop only reads, forks and writes), so the child's copy of the memory
-        // holds no lock or half-done state of another thread. `SYS_clone` with
-        // `CLONE_PARENT | SIGCHLD`, no new stack and no `CLONE_VM` is `fork(2)` with
-        // the pool as the child's parent: both processes return here, on their own
-        // copy of the stack.
+        // holds no lock or half-done state of another thread, and no buffered stdio
+        // data (requests are read with `recvmsg`). `SYS_clone` with `CLONE_PARENT`, no
+        // new stack and no `CLONE_VM` is `fork(2)` with the pool as the child's parent:
+        // both processes return here, on their own copy of the stack. (With
+        // `CLONE_PARENT` the child's exit signal is this process's own, SIGCHLD; the
+        // flag is passed for clarity.) Unlike glibc's `fork()`, this runs no
+        // `pthread_atfork` handlers and leaves glibc's cached thread id of the main
+        // thread at the server's: `getpid` (uncached since glibc 2.25) and
+        // `raise`/`abort` (which ask the kernel since 2.34) are right, but
+        // `pthread_*` calls naming `pthread_self()` and error-checking, robust or PI
+        // mutexes would see the server's tid; the crate's README lists this.
         let pid = unsafe {
             nix::libc::syscall(
                 nix::libc::SYS_clone,
@@ -227,12 +255,17 @@ fn receive(control: &UnixStream) -> io::Result<Option<[OwnedFd; 2]>> {
     let mut byte = [0u8];
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([RawFd; 2]);
-    let message = recvmsg::<()>(
-        control.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
+    let message = loop {
+        match recvmsg::<()>(
+            control.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => {}
+            message => break message?,
+        }
+    };
     let mut received = Vec::new();
     for cmsg in message.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {

@@ -481,13 +481,15 @@ pub struct ProcessPoolBuilder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum StartMethod {
-    /// Python's `forkserver` (its default on Linux since 3.14), and ours: the first
-    /// worker is the executable started again, with a marker that makes it a *fork
-    /// server*; every worker is then a fork of that small single-threaded process.
-    /// It starts 194 workers in 68–80 ms where [`Spawn`](Self::Spawn) takes 257–260 ms
-    /// (on 2 cores), which matters when a pool starts hundreds. The server takes the pool's environment and working
-    /// directory once, when it starts: later changes to them do not reach later
-    /// workers. If
+    /// Python's `forkserver` (its default on Linux since 3.14), and ours: with the
+    /// first worker, the pool starts the executable once more, with a marker that makes
+    /// it a *fork server*; every worker is then a fork of that small single-threaded
+    /// process (its limits, such as no `pthread_atfork` handlers in a forked worker, are
+    /// in the crate's `src/process_pool/README.md`).
+    /// On our 2-core test machine it starts 194 workers in 68–80 ms where
+    /// [`Spawn`](Self::Spawn) takes 257–260 ms, which matters when a pool starts
+    /// hundreds. The server takes the pool's environment and working directory once,
+    /// when it starts: later changes to them do not reach later workers. If
     /// the server cannot start or dies, the pool starts workers as with `Spawn`.
     #[default]
     ForkServer,

@@ -421,6 +421,9 @@ enum Ending {
     NoHandshake,
     InitFailed(String),
     Refused(String),
+    /// Something that is not a handshake came first (a `main` without
+    /// `process_worker_main` that printed to stdout, say).
+    BadHandshake(String),
     /// The stream broke or made no sense.
     Protocol(String),
 }
@@ -776,9 +779,9 @@ impl Inner {
             Ok(Some(h)) if h.tag == wire::TAG_REFUSED => {
                 Ending::Refused(String::from_utf8_lossy(&body).into_owned())
             }
-            Ok(Some(h)) => Ending::Protocol(format!("unexpected first message (tag {})", h.tag)),
+            Ok(Some(h)) => Ending::BadHandshake(format!("a message with tag {}", h.tag)),
             Ok(None) => Ending::NoHandshake,
-            Err(e) => Ending::Protocol(e.to_string()),
+            Err(e) => Ending::BadHandshake(e.to_string()),
         };
         let status = process.reap();
         self.worker_gone(key, process.pid, ending, status);
@@ -861,6 +864,11 @@ impl Inner {
                 ))),
                 Ending::Refused(message) => failures.extend(state.break_pool(format!(
                     "a worker process refused to serve the pool: {message}"
+                ))),
+                Ending::BadHandshake(what) => failures.extend(state.break_pool(format!(
+                    "a worker process {how} after writing something other than a handshake \
+                     ({what}); does main() call concurrent_futures::process_worker_main() \
+                     first?"
                 ))),
                 Ending::NoHandshake if !signalled => failures.extend(state.break_pool(format!(
                     "a worker process ended before its handshake ({how}); does main() \

@@ -39,6 +39,9 @@ pub(super) fn command() -> Command {
     command
         .process_group(0)
         .env(MARKER, std::process::id().to_string())
+        // Forked workers inherit the fork server's marker: a pool built in one of them
+        // must not turn its own workers into fork servers.
+        .env_remove(super::fork_server::FORK_SERVER)
         .stderr(Stdio::inherit());
     command
 }
