@@ -1,5 +1,6 @@
 //! [`ProcessPoolExecutor`]: runs plain functions in worker processes, which are the
-//! current executable started again. Design notes: `README.md` beside this file.
+//! current executable, started again or forked from a fork server that is. Design notes:
+//! `README.md` beside this file.
 
 mod call;
 mod fork_server;
@@ -30,7 +31,8 @@ const MAX_PAYLOAD: usize = 1 << 30;
 /// `harness = false` test) that builds a [`ProcessPoolExecutor`].
 ///
 /// Workers are the program's own executable started again with a marker in the
-/// environment; in such a process this function serves tasks until the pool closes the
+/// environment (by default once, as a fork server that forks every worker); in such a
+/// process this function serves tasks (or forks workers) until the pool closes the
 /// pipe, then exits the process: it never returns there. Without the call, a worker
 /// would run the program's `main` instead; a pool built there refuses to start
 /// (`build` fails), and the parent pool reports itself broken with a hint.
