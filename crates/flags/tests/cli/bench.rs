@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use crate::util::{TestResult, flags};
 
 /// The outcome colours of the request bars (see `src/bench/svg.rs`).
 const OK: &str = "#2CA02C";
@@ -15,18 +15,8 @@ const ERROR: &str = "#D62728";
 
 /// `flags bench ARGS` in `dir`, proxies removed.
 fn bench(dir: &Path, args: &[&str]) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_flags"));
-    cmd.current_dir(dir).arg("bench").args(args);
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = flags(dir);
+    cmd.arg("bench").args(args);
     cmd
 }
 
