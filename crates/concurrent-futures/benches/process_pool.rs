@@ -26,41 +26,15 @@ fn tiny(x: u64) -> u64 {
     x * 2
 }
 
-/// The primes workload of the `primes` example (the numbers of the book's `primes.py`).
-const PRIMES: [u64; 20] = [
-    9_999_999_999_999_999,
-    9_999_999_999_999_917,
-    7_777_777_777_777_777,
-    7_777_777_777_777_753,
-    7_777_777_536_340_681,
-    6_666_667_141_414_921,
-    6_666_666_666_666_719,
-    6_666_666_666_666_666,
-    5_555_555_555_555_555,
-    5_555_555_555_555_503,
-    5_555_553_133_149_889,
-    4_444_444_488_888_889,
-    4_444_444_444_444_444,
-    4_444_444_444_444_423,
-    3_333_335_652_092_209,
-    3_333_333_333_333_333,
-    3_333_333_333_333_301,
-    299_593_572_317_531,
-    142_702_110_479_723,
-    2,
-];
+/// The workload of the `primes` example (the numbers of the book's `primes.py`).
+#[path = "../examples/common/primes.rs"]
+mod primes;
 
-fn is_prime(n: u64) -> bool {
-    if n < 2 {
-        return false;
-    }
-    if n == 2 {
-        return true;
-    }
-    if n.is_multiple_of(2) {
-        return false;
-    }
-    (3..=n.isqrt()).step_by(2).all(|i| !n.is_multiple_of(i))
+use primes::is_prime;
+
+/// The numbers, largest first as `proc_pool.py` takes them.
+fn primes_largest_first() -> impl Iterator<Item = u64> {
+    primes::NUMBERS.into_iter().rev()
 }
 
 fn pool() -> ProcessPoolExecutor {
@@ -158,16 +132,30 @@ if __name__ == "__main__":
     String::from_utf8_lossy(&output.stdout).trim().parse().ok()
 }
 
+/// Times `count` (which counts the primes among the 20 numbers) and checks its answer.
+fn time_primes(count: impl FnOnce() -> usize) -> Duration {
+    let start = Instant::now();
+    let primes = count();
+    let elapsed = start.elapsed();
+    assert_eq!(primes, 9);
+    elapsed
+}
+
+/// How many of a map's results are `Ok(true)`.
+fn count_true<E>(results: impl Iterator<Item = Result<bool, E>>) -> usize {
+    results.filter(|r| matches!(r, Ok(true))).count()
+}
+
 fn primes_process() -> Duration {
     let pool = pool();
-    let start = Instant::now();
-    let count = pool
-        .map_with(is_prime, PRIMES, MapOptions::new().chunksize(1))
-        .map(|results| results.filter(|r| matches!(r, Ok(true))).count())
-        .unwrap_or(0);
-    let elapsed = start.elapsed();
-    assert_eq!(count, 9);
-    elapsed
+    time_primes(|| {
+        pool.map_with(
+            is_prime,
+            primes_largest_first(),
+            MapOptions::new().chunksize(1),
+        )
+        .map_or(0, count_true)
+    })
 }
 
 fn primes_threads() -> Duration {
@@ -178,25 +166,22 @@ fn primes_threads() -> Duration {
             std::process::exit(2);
         }
     };
-    let start = Instant::now();
-    let count = pool
-        .map_with(is_prime, PRIMES, MapOptions::new().chunksize(1))
-        .map(|results| results.filter(|r| matches!(r, Ok(true))).count())
-        .unwrap_or(0);
-    let elapsed = start.elapsed();
-    assert_eq!(count, 9);
-    elapsed
+    time_primes(|| {
+        pool.map_with(
+            is_prime,
+            primes_largest_first(),
+            MapOptions::new().chunksize(1),
+        )
+        .map_or(0, count_true)
+    })
 }
 
 fn primes_sequential() -> Duration {
-    let start = Instant::now();
-    let count = PRIMES
-        .iter()
-        .filter(|n| is_prime(std::hint::black_box(**n)))
-        .count();
-    let elapsed = start.elapsed();
-    assert_eq!(count, 9);
-    elapsed
+    time_primes(|| {
+        primes_largest_first()
+            .filter(|&n| is_prime(std::hint::black_box(n)))
+            .count()
+    })
 }
 
 /// A task that reports when it started (wall clock, which both processes share) and then
