@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
@@ -178,42 +178,31 @@ pub(super) struct Config {
 /// A worker process, signalled and reaped under one lock so that a signal never
 /// reaches a reused pid.
 ///
-/// Both kinds are this process's children: a forked worker too (the fork server forks
-/// with `CLONE_PARENT`), so its pid stays ours until we reap it.
+/// Every worker is this process's child, a forked one too (the fork server forks with
+/// `CLONE_PARENT`), so its pid stays ours until we reap it: both kinds are signalled
+/// with `kill` and reaped with `waitpid`.
 struct Process {
     pid: u32,
-    child: Mutex<(Launched, bool)>,
-}
-
-/// How a worker process came to be.
-enum Launched {
-    /// Started from the executable.
-    Started(Child),
-    /// Forked by the fork server.
-    Forked(Pid),
+    reaped: Mutex<bool>,
 }
 
 impl Process {
-    fn new(pid: u32, launched: Launched) -> Self {
+    fn new(pid: u32) -> Self {
         Self {
             pid,
-            child: Mutex::new((launched, false)),
+            reaped: Mutex::new(false),
         }
     }
 
+    fn nix_pid(&self) -> Pid {
+        Pid::from_raw(self.pid.cast_signed())
+    }
+
     fn signal(&self, signal: Signal) {
-        let guard = self.child.lock();
-        let (launched, reaped) = &*guard;
-        if *reaped {
-            return;
-        }
-        // Errors mean the process is already gone (a zombie until we reap it).
-        let pid = match launched {
-            Launched::Started(child) => i32::try_from(child.id()).ok().map(Pid::from_raw),
-            Launched::Forked(pid) => Some(*pid),
-        };
-        if let Some(pid) = pid {
-            let _ = nix::sys::signal::kill(pid, signal);
+        let reaped = self.reaped.lock();
+        if !*reaped {
+            // An error means the process is already gone (a zombie until we reap it).
+            let _ = nix::sys::signal::kill(self.nix_pid(), signal);
         }
     }
 
@@ -221,25 +210,16 @@ impl Process {
     /// exiting (a SIGKILL makes sure of it without changing the status of a process
     /// already exiting).
     fn reap(&self) -> io::Result<ExitStatus> {
-        let mut guard = self.child.lock();
-        let (launched, reaped) = &mut *guard;
-        let status = match launched {
-            Launched::Started(child) => {
-                let _ = child.kill();
-                child.wait()
-            }
-            Launched::Forked(pid) => {
-                let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
-                wait_forked(*pid)
-            }
-        };
+        let mut reaped = self.reaped.lock();
+        let _ = nix::sys::signal::kill(self.nix_pid(), Signal::SIGKILL);
+        let status = wait_for(self.nix_pid());
         *reaped = true;
         status
     }
 }
 
-/// `waitpid` for a forked worker, with the status in `ExitStatus`'s raw form.
-fn wait_forked(pid: Pid) -> io::Result<ExitStatus> {
+/// `waitpid`, with the status in `ExitStatus`'s raw form.
+fn wait_for(pid: Pid) -> io::Result<ExitStatus> {
     loop {
         match waitpid(pid, None) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::from_raw((code & 0xff) << 8)),
@@ -527,8 +507,7 @@ impl Inner {
             if let ForkServerSlot::Running(server) = &mut *slot {
                 match server.fork() {
                     Ok(forked) => {
-                        let pid = Pid::from_raw(forked.pid.cast_signed());
-                        let process = Process::new(forked.pid, Launched::Forked(pid));
+                        let process = Process::new(forked.pid);
                         return Ok((process, forked.tasks, forked.results));
                     }
                     // The server is gone or cannot fork: stop it and start workers
@@ -1023,11 +1002,8 @@ fn spawn_process() -> io::Result<(Process, File, File)> {
                 File::from(OwnedFd::from(stdin)),
                 File::from(OwnedFd::from(stdout)),
             );
-            Ok((
-                Process::new(child.id(), Launched::Started(child)),
-                stdin,
-                stdout,
-            ))
+            // Dropping `child` neither kills nor waits: `Process` reaps the pid itself.
+            Ok((Process::new(child.id()), stdin, stdout))
         }
         _ => {
             let _ = child.kill();
