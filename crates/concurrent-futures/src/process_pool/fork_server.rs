@@ -220,7 +220,7 @@ pub(super) fn serve() -> i32 {
         };
         if pid == 0 {
             drop(control);
-            std::process::exit(become_worker(tasks, results));
+            std::process::exit(worker::serve_forked(tasks, results));
         }
         let answer = if pid > 0 {
             i32::try_from(pid).unwrap_or(-nix::libc::EOVERFLOW)
@@ -232,19 +232,6 @@ pub(super) fn serve() -> i32 {
         drop((tasks, results));
         if (&control).write_all(&answer.to_le_bytes()).is_err() {
             return 0;
-        }
-    }
-}
-
-/// In the forked child: the pipes become fds 0 and 1 and the worker serves.
-fn become_worker(tasks: OwnedFd, results: OwnedFd) -> i32 {
-    let moved = nix::unistd::dup2_stdin(&tasks).and_then(|()| nix::unistd::dup2_stdout(&results));
-    drop((tasks, results));
-    match moved {
-        Ok(()) => worker::serve(),
-        Err(e) => {
-            eprintln!("concurrent_futures worker {}: {e}", std::process::id());
-            worker::EXIT_IO
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +23,7 @@ const EXIT_REFUSED: i32 = 70;
 /// Exit status of a worker whose initializer failed.
 const EXIT_INIT_FAILED: i32 = 71;
 /// Exit status of a worker whose pipes failed (the pool went away or sent garbage).
-pub(super) const EXIT_IO: i32 = 74;
+const EXIT_IO: i32 = 74;
 
 /// The pool's executable, to be started again as a worker (or as the fork server):
 /// the same `argv[0]`, the marker naming this process, stderr shared, and a process
@@ -79,10 +79,21 @@ pub(super) fn prepare() {
     let _ = std::arch::is_x86_feature_detected!("sse2");
 }
 
-/// Serves the pool on stdin/stdout and returns the exit status.
+/// Serves the pool on stdin/stdout (a worker started from the executable) and returns
+/// the exit status.
 pub(super) fn serve() -> i32 {
+    serve_on(Pipes::take())
+}
+
+/// Serves the pool on the pipes the fork server received for this forked worker (its
+/// stdin is already `/dev/null`) and returns the exit status.
+pub(super) fn serve_forked(tasks: OwnedFd, results: OwnedFd) -> i32 {
+    serve_on(Pipes::given(tasks, results))
+}
+
+fn serve_on(pipes: io::Result<Pipes>) -> i32 {
     SERVING.store(true, Ordering::Relaxed);
-    match Pipes::take() {
+    match pipes {
         Ok(pipes) => pipes.run(),
         Err(e) => {
             eprintln!("concurrent_futures worker {}: {e}", std::process::id());
@@ -102,13 +113,18 @@ impl Pipes {
     /// that prints to stdout or reads stdin, or starts a program, cannot disturb the
     /// protocol: its stdout goes to stderr and its stdin is empty.
     fn take() -> io::Result<Self> {
-        let input = File::from(io::stdin().as_fd().try_clone_to_owned()?);
-        let output = File::from(io::stdout().as_fd().try_clone_to_owned()?);
-        nix::unistd::dup2_stdout(io::stderr()).map_err(io::Error::from)?;
+        let input = io::stdin().as_fd().try_clone_to_owned()?;
+        let output = io::stdout().as_fd().try_clone_to_owned()?;
         nix::unistd::dup2_stdin(File::open("/dev/null")?).map_err(io::Error::from)?;
+        Self::given(input, output)
+    }
+
+    /// The pipes as close-on-exec descriptors already; stdout goes to stderr.
+    fn given(input: OwnedFd, output: OwnedFd) -> io::Result<Self> {
+        nix::unistd::dup2_stdout(io::stderr()).map_err(io::Error::from)?;
         Ok(Self {
-            input: BufReader::with_capacity(256 * 1024, input),
-            output,
+            input: BufReader::with_capacity(256 * 1024, File::from(input)),
+            output: File::from(output),
             out: Vec::with_capacity(64 * 1024),
         })
     }
