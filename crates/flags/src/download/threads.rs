@@ -97,6 +97,9 @@ pub(super) fn run(
             }
         }
     }
-    pool.shutdown(true, false);
+    // Every task has finished, so the workers need not be joined: they close their connections
+    // and exit on their own while the report is printed, and the process's exit does not wait
+    // for them.
+    pool.shutdown(false, false);
     Ok(())
 }
