@@ -12,16 +12,22 @@ use super::wire::ExeIdentity;
 /// replaced or deleted since (Linux keeps the original inode reachable through it).
 pub(super) const SELF_EXE: &str = "/proc/self/exe";
 
-/// The identity of the file this process runs.
+/// The identity of the file this process runs, read once (a forked worker inherits the fork
+/// server's answer instead of a `stat` through `/proc` of its own).
 pub(super) fn identity() -> std::io::Result<ExeIdentity> {
+    static IDENTITY: OnceLock<ExeIdentity> = OnceLock::new();
+    if let Some(identity) = IDENTITY.get() {
+        return Ok(identity.clone());
+    }
     let meta = std::fs::metadata(SELF_EXE)?;
-    Ok(ExeIdentity {
+    let identity = ExeIdentity {
         dev: meta.dev(),
         ino: meta.ino(),
         size: meta.size(),
         mtime: meta.mtime(),
         mtime_nsec: meta.mtime_nsec(),
-    })
+    };
+    Ok(IDENTITY.get_or_init(|| identity).clone())
 }
 
 /// Reads the code ranges now (the fork server does, so that its workers need not).
