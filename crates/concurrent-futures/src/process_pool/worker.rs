@@ -73,7 +73,7 @@ pub(super) fn is_unserved_worker() -> bool {
 /// them: reading where the executable's code is mapped, and the standard library's CPU
 /// feature detection (its `cpuid` instructions trap to the hypervisor in a VM; httparse,
 /// for one, asks for AVX2 on its first parse). Measured with `flags -a --mode processes
-/// -m 194`: 5% of the workers' CPU time when each one detected for itself.
+/// -m 194`: 2% of the workers' CPU samples when each one detected for itself.
 pub(super) fn prepare() {
     image::prepare();
     // A feature outside the x86-64 baseline: one the compiler cannot answer (`sse2` is
