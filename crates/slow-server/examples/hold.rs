@@ -1,23 +1,24 @@
 //! Load client for the concurrency benchmark (`crates/slow-server/bench.sh`): opens N
-//! connections to a server, holds them all open, then sends one `GET` on each at the same
-//! moment and times how long it takes until every answer has arrived (connections are kept
-//! alive and closed only after the last answer).
+//! connections to a server, holds them all open, then sends one `GET` on each, all in one loop
+//! of non-blocking writes, and times how long it takes until every answer has arrived
+//! (connections are kept alive and closed only after the last answer).
 //!
 //! `cargo run --release -p slow-server --example hold -- ADDR N [PATH]`
 //!
-//! Prints one line: connections, answers by status, and the time from the release of the
-//! requests to the last answer, with latency percentiles (from the release), and the longest
-//! time from a request's own send to its answer (this one client sends the 10,000 requests
-//! one after the other, which takes it about 0.1 s of the two shared CPUs). Raise `ulimit -n` above N first.
+//! Prints one line: connections, answers by status, how long after the release the last
+//! request was sent (this one client sends the 10,000 requests one after the other, on the two
+//! CPUs it shares with the server: about 0.1 s) and the last answer arrived, latency
+//! percentiles (from the release), and the longest time from a request's own send to its
+//! answer. Raise `ulimit -n` above N first.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
 /// Connections opened at the same time while setting up (keeps the SYN queue short).
 const CONNECT_BATCH: usize = 256;
@@ -42,39 +43,60 @@ async fn main() -> ExitCode {
         .unwrap_or_else(|| "/flags/br/br.gif".into());
     let request = Arc::new(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
 
-    let (go_tx, go_rx) = watch::channel(None::<Instant>);
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(count.max(1));
+    // Set-up: open every connection (at most CONNECT_BATCH at a time) and keep it.
     let connecting = Arc::new(Semaphore::new(CONNECT_BATCH));
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut opening = tokio::task::JoinSet::new();
     let setup = Instant::now();
     for _ in 0..count {
-        let (request, mut go, ready, connecting) = (
-            Arc::clone(&request),
-            go_rx.clone(),
-            ready_tx.clone(),
-            Arc::clone(&connecting),
-        );
-        tasks.spawn(async move {
-            let permit = connecting.acquire_owned().await.ok();
-            let stream = TcpStream::connect(addr).await;
-            drop(permit);
-            let _ = ready.send(()).await;
-            let mut stream = stream.map_err(|e| format!("connect: {e}"))?;
-            // The answer's buffer is allocated and touched before the release, so that the
-            // client's page faults are not counted against the server.
+        let connecting = Arc::clone(&connecting);
+        opening.spawn(async move {
+            let _permit = connecting.acquire_owned().await.ok();
+            TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))
+        });
+    }
+    let mut streams = Vec::with_capacity(count);
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
+    while let Some(opened) = opening.join_next().await {
+        match opened {
+            Ok(Ok(stream)) => streams.push(stream),
+            Ok(Err(error)) => *failures.entry(error).or_default() += 1,
+            Err(error) => *failures.entry(error.to_string()).or_default() += 1,
+        }
+    }
+    let connected_in = setup.elapsed();
+    // The answers' buffers are allocated and touched before the release, so that the
+    // client's page faults are not counted against the server.
+    let mut answers: Vec<Vec<u8>> = (0..streams.len())
+        .map(|_| {
             let mut answer = vec![0u8; ANSWER_CAPACITY];
             answer.clear();
-            let start = loop {
-                if let Some(start) = *go.borrow_and_update() {
-                    break start;
-                }
-                go.changed().await.map_err(|e| e.to_string())?;
-            };
-            stream
-                .write_all(request.as_bytes())
-                .await
-                .map_err(|e| format!("send: {e}"))?;
-            let sent = Instant::now();
+            answer
+        })
+        .collect();
+
+    // The release: one request on every connection, written in one loop (a 40-byte request
+    // always fits an idle socket's buffer), so that the client spends as little of the shared
+    // CPUs as it can between the first request and the last.
+    let start = Instant::now();
+    let mut sent = Vec::with_capacity(streams.len());
+    for stream in &streams {
+        let outcome = match stream.try_write(request.as_bytes()) {
+            Ok(n) if n == request.len() => Ok(Instant::now()),
+            Ok(_) => Err("send: partial write".to_owned()),
+            Err(e) => Err(format!("send: {e}")),
+        };
+        sent.push(outcome);
+    }
+    let last_sent = start.elapsed();
+
+    // Then one task per connection reads its answer (spawned while the server delays).
+    let mut tasks = tokio::task::JoinSet::new();
+    for ((mut stream, sent), mut answer) in streams.into_iter().zip(sent).zip(answers.drain(..)) {
+        tasks.spawn(async move {
+            let sent = sent?;
             let status = read_response(&mut stream, &mut answer)
                 .await
                 .map_err(|e| format!("receive: {e}"))?;
@@ -83,21 +105,10 @@ async fn main() -> ExitCode {
             Ok::<_, String>((status, start.elapsed(), sent.elapsed(), stream))
         });
     }
-    drop(ready_tx);
-    for _ in 0..count {
-        if ready_rx.recv().await.is_none() {
-            break;
-        }
-    }
-    let connected_in = setup.elapsed();
-    let start = Instant::now();
-    let _ = go_tx.send(Some(start));
 
     let mut latencies = Vec::with_capacity(count);
     let mut since_sent = Duration::ZERO;
     let mut streams = Vec::with_capacity(count);
-    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-    let mut failures = std::collections::BTreeMap::<String, usize>::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(Ok((status, latency, own, stream))) => {
@@ -120,9 +131,10 @@ async fn main() -> ExitCode {
     };
     println!(
         "connections {count} (opened in {:.2} s); answers {statuses:?}; failures {failures:?}; \
-         all answered {:.3} s after the release; latency p50 {:.3} s, p99 {:.3} s, max {:.3} s; \
+         all sent {:.3} s and all answered {:.3} s after the release; latency p50 {:.3} s, p99 {:.3} s, max {:.3} s; \
          longest from a request's own send to its answer {:.3} s",
         connected_in.as_secs_f64(),
+        last_sent.as_secs_f64(),
         total.as_secs_f64(),
         pick(0.5),
         pick(0.99),
