@@ -238,6 +238,14 @@ mod tests {
         assert!(name.ends_with(".gif"));
     }
 
+    /// The names in `dir`.
+    fn names_in(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        Ok(std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect())
+    }
+
     #[test]
     fn save_is_atomic_and_overwrites() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
@@ -245,11 +253,7 @@ mod tests {
         assert_eq!(std::fs::read(&path)?, b"GIF89a one");
         save_atomically(dir.path(), "BR.gif", b"GIF89a two")?;
         assert_eq!(std::fs::read(&path)?, b"GIF89a two");
-        let names: Vec<_> = std::fs::read_dir(dir.path())?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(names, ["BR.gif"]);
+        assert_eq!(names_in(dir.path())?, ["BR.gif"]);
         Ok(())
     }
 
@@ -263,11 +267,7 @@ mod tests {
         std::fs::remove_file(&path)?;
         std::fs::create_dir(&path)?;
         assert!(save_named(dir.path(), &path, b"GIF89a").is_err());
-        let names: Vec<_> = std::fs::read_dir(dir.path())?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(names, ["BR.gif"]);
+        assert_eq!(names_in(dir.path())?, ["BR.gif"]);
         Ok(())
     }
 
@@ -302,11 +302,7 @@ mod tests {
         // The target is a directory: the rename fails and the temporary file goes away.
         std::fs::create_dir(dir.path().join("BR.gif"))?;
         assert!(save_atomically(dir.path(), "BR.gif", b"GIF89a").is_err());
-        let names: Vec<_> = std::fs::read_dir(dir.path())?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(names, ["BR.gif"]);
+        assert_eq!(names_in(dir.path())?, ["BR.gif"]);
         Ok(())
     }
 }
