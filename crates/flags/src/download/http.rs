@@ -19,13 +19,18 @@ use super::{Cancel, FetchError, Response, Transport};
 const MAX_REDIRECTS: u32 = 10;
 /// Largest body accepted (flags are a few KiB).
 const MAX_BODY: u64 = 10 * 1024 * 1024;
-/// ureq's read buffer per connection, and so the largest response head accepted (ureq cannot
-/// parse a head larger than its buffer). 16 KiB is twice what nginx accepts from a server it
-/// proxies by default; every buffer is zeroed when its connection opens, and with ureq's 64 KiB
-/// default a third of the threads mode's page-fault time was that zeroing.
+/// ureq's read buffer per connection. ureq cannot parse a response head larger than its
+/// buffer, so [`MAX_HEAD`] is set just below it (a larger head is then "response header is
+/// too big", not a disconnection retried as transient). 16 KiB is four times what nginx
+/// accepts from a server it proxies by default (one 4 KiB page); every buffer is zeroed when
+/// its connection opens, and with ureq's 64 KiB default a third of the threads mode's
+/// page-fault time was that zeroing.
 const INPUT_BUFFER: usize = 16 * 1024;
-/// ureq's write buffer per connection (a request head).
-const OUTPUT_BUFFER: usize = 4 * 1024;
+/// The largest response head accepted.
+const MAX_HEAD: usize = INPUT_BUFFER - 1;
+/// ureq's write buffer per connection: a request head, so the longest URL (a redirect's
+/// `Location` included) is a little under 8 KiB.
+const OUTPUT_BUFFER: usize = 8 * 1024;
 /// Sent with every request.
 const USER_AGENT: &str = concat!("flags/", env!("CARGO_PKG_VERSION"));
 
@@ -108,7 +113,7 @@ impl BlockingClient {
             // Flags are small: ureq's 128 KiB buffers each way per connection only cost memory
             // (mapped and faulted in per connection, 63 MiB of RSS with 194 workers).
             .input_buffer_size(INPUT_BUFFER)
-            .max_response_header_size(INPUT_BUFFER)
+            .max_response_header_size(MAX_HEAD)
             .output_buffer_size(OUTPUT_BUFFER)
             .build();
         let agent = ureq::Agent::with_parts(config, DefaultConnector::new(), dns.clone());
@@ -367,6 +372,44 @@ impl Transport for AsyncClient {
 mod tests {
     use super::*;
     use ureq::http::{HeaderMap, HeaderValue, header::RETRY_AFTER};
+
+    /// A server on loopback that answers one request with a head of about `head_bytes`.
+    fn serve_head(head_bytes: usize) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}/x.gif", listener.local_addr()?);
+        std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let padding = "a".repeat(head_bytes);
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nX-Pad: {padding}\r\nContent-Length: 6\r\n\r\nGIF89a"
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        Ok(url)
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_a_permanent_error() -> std::io::Result<()> {
+        let client = BlockingClient::new(Duration::from_secs(5), 1, Cancel::new())
+            .map_err(std::io::Error::other)?;
+        let fits = client.get_blocking(&serve_head(MAX_HEAD - 200)?);
+        assert!(
+            matches!(&fits, Ok(r) if r.status == 200 && r.body == b"GIF89a"),
+            "{fits:?}"
+        );
+        for too_big in [MAX_HEAD + 100, 70_000] {
+            let error = client
+                .get_blocking(&serve_head(too_big)?)
+                .expect_err("a head over the limit");
+            assert!(!error.transient, "{too_big}: {error:?}");
+            assert!(error.message.contains("too big"), "{too_big}: {error:?}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn ip_addresses_need_no_lookup() {
