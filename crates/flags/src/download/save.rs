@@ -66,26 +66,42 @@ fn temporary_file() -> tempfile::Builder<'static, 'static> {
     builder
 }
 
-/// Saving through an unnamed file: `O_TMPFILE`, then `linkat` of `/proc/self/fd/N` (the
-/// documented way without `CAP_DAC_READ_SEARCH`).
+/// Saving through an unnamed file: `O_TMPFILE`, then `linkat` by descriptor, or of
+/// `/proc/self/fd/N` (the documented way without `CAP_DAC_READ_SEARCH`).
 #[cfg(target_os = "linux")]
 mod unnamed {
-    use std::fs::{File, OpenOptions};
+    use std::fs::{File, OpenOptions, Permissions};
     use std::io::{self, Write};
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     use std::path::Path;
-    use std::sync::PoisonError;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{OnceLock, PoisonError};
 
     use nix::errno::Errno;
     use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 
     use super::{SAVES, temporary_file};
 
+    /// Set once unnamed files turned out to be unavailable here (the file system has none, or
+    /// neither way of linking one works): every later save goes the named way at once.
+    static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+
+    /// Set once `linkat(fd, "", AT_EMPTY_PATH)` was refused where the `/proc` way worked
+    /// (kernels before 6.10 allow it only with `CAP_DAC_READ_SEARCH`).
+    static NO_EMPTY_PATH: AtomicBool = AtomicBool::new(false);
+
+    /// The permissions every unnamed file must be given by hand, found on the first save:
+    /// `Some` where the kernel does not apply the umask to `O_TMPFILE` files (file systems
+    /// without ACLs, before the 2022 fix "fs: add missing umask strip in vfs_tmpfile").
+    static MODE_BY_HAND: OnceLock<Option<u32>> = OnceLock::new();
+
     /// Saves `body` as `path` through an unnamed file in `dest`; `None` when this way is not
     /// available here and the caller should use a named temporary file.
     pub(super) fn save(dest: &Path, path: &Path, body: &[u8]) -> Option<io::Result<()>> {
+        if UNAVAILABLE.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut file = match OpenOptions::new()
             .write(true)
             .mode(0o666)
@@ -93,20 +109,25 @@ mod unnamed {
             .open(dest)
         {
             Ok(file) => file,
-            // The file system (or an old kernel) has no unnamed files.
-            Err(e) if matches!(e.raw_os_error(), Some(code) if unsupported(code)) => {
+            Err(e) if e.raw_os_error().is_some_and(unsupported) => {
+                UNAVAILABLE.store(true, Ordering::Relaxed);
                 return None;
             }
             Err(e) => return Some(Err(e)),
         };
-        if let Err(e) = file.write_all(body) {
+        if let Err(e) = file.write_all(body).and_then(|()| apply_umask(&file)) {
             return Some(Err(e));
         }
         match link(&file, path) {
             Ok(()) => Some(Ok(())),
             Err(Errno::EEXIST) => Some(replace(&file, dest, path)),
-            // No /proc, or a link the file system refuses: the named way still works.
-            Err(Errno::ENOENT | Errno::EPERM | Errno::EACCES | Errno::EOPNOTSUPP) => None,
+            // A file system without hard links: the named way still works.
+            Err(Errno::EPERM | Errno::EOPNOTSUPP) => {
+                UNAVAILABLE.store(true, Ordering::Relaxed);
+                None
+            }
+            // No /proc (or a vanished directory, which the named way reports).
+            Err(Errno::ENOENT | Errno::EACCES) => None,
             Err(errno) => Some(Err(errno.into())),
         }
     }
@@ -118,29 +139,51 @@ mod unnamed {
             .any(|errno| *errno as i32 == code)
     }
 
-    /// Whether `linkat(fd, "", AT_EMPTY_PATH)` was refused once (kernels before 6.10 allow it
-    /// only with `CAP_DAC_READ_SEARCH`): then every save links through `/proc`.
-    static NO_EMPTY_PATH: AtomicBool = AtomicBool::new(false);
+    /// Gives `file` `open`'s permissions (0o666 less the umask) where the kernel did not.
+    fn apply_umask(file: &File) -> io::Result<()> {
+        let by_hand = MODE_BY_HAND.get_or_init(|| {
+            let expected = 0o666 & !umask()?;
+            let mode = file.metadata().ok()?.permissions().mode() & 0o777;
+            (mode != expected).then_some(expected)
+        });
+        match by_hand {
+            Some(mode) => file.set_permissions(Permissions::from_mode(*mode)),
+            None => Ok(()),
+        }
+    }
+
+    /// This process's umask, from `/proc/self/status` (reading it with `umask(2)` would set
+    /// it, under the feet of the other threads saving files).
+    fn umask() -> Option<u32> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let value = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Umask:"))?;
+        u32::from_str_radix(value.trim(), 8).ok()
+    }
 
     /// Gives the unnamed `file` the name `path`: by its descriptor where the kernel allows it,
     /// else through `/proc/self/fd/N` (resolving that path was half the cost of the link).
     fn link(file: &File, path: &Path) -> nix::Result<()> {
         if !NO_EMPTY_PATH.load(Ordering::Relaxed) {
             match nix::unistd::linkat(file, "", AT_FDCWD, path, AtFlags::AT_EMPTY_PATH) {
-                Err(Errno::ENOENT | Errno::EPERM | Errno::EINVAL) => {
-                    NO_EMPTY_PATH.store(true, Ordering::Relaxed);
-                }
+                Err(Errno::ENOENT | Errno::EPERM | Errno::EINVAL) => {}
                 done => return done,
             }
         }
         let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        nix::unistd::linkat(
+        let linked = nix::unistd::linkat(
             AT_FDCWD,
             proc_path.as_str(),
             AT_FDCWD,
             path,
             AtFlags::AT_SYMLINK_FOLLOW,
-        )
+        );
+        if linked.is_ok() {
+            // The descriptor way failed where this one worked: the kernel refuses it.
+            NO_EMPTY_PATH.store(true, Ordering::Relaxed);
+        }
+        linked
     }
 
     /// `path` exists: link the file under a temporary name, then rename that over `path`.
