@@ -77,7 +77,7 @@ async fn main() -> ExitCode {
         })
         .collect();
 
-    // The release: one request on every connection, written in one loop (a 40-byte request
+    // The release: one request on every connection, written in one loop (a request of a few dozen bytes
     // always fits an idle socket's buffer), so that the client spends as little of the shared
     // CPUs as it can between the first request and the last.
     let start = Instant::now();

@@ -13,7 +13,9 @@ use super::wire::ExeIdentity;
 pub(super) const SELF_EXE: &str = "/proc/self/exe";
 
 /// The identity of the file this process runs, read once (a forked worker inherits the fork
-/// server's answer instead of a `stat` through `/proc` of its own).
+/// server's answer instead of a `stat` through `/proc` of its own). The running file cannot
+/// be rewritten in place (`ETXTBSY`) and a rebuild makes a new inode, so only a `touch` of
+/// the executable while the program runs would make a later pool's handshakes fail.
 pub(super) fn identity() -> std::io::Result<ExeIdentity> {
     static IDENTITY: OnceLock<ExeIdentity> = OnceLock::new();
     if let Some(identity) = IDENTITY.get() {
