@@ -162,14 +162,24 @@ async fn read_response(stream: &mut TcpStream, bytes: &mut Vec<u8>) -> std::io::
         let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
             continue;
         };
-        let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+        // Parsed in place: the client's own work per answer is part of what it measures.
+        let head = &bytes[..end];
+        const LENGTH: &[u8] = b"content-length:";
         let length = head
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length:"))
+            .split(|&b| b == b'\n')
+            .find_map(|line| {
+                let name = line.get(..LENGTH.len())?;
+                name.eq_ignore_ascii_case(LENGTH)
+                    .then(|| std::str::from_utf8(&line[LENGTH.len()..]).ok())?
+            })
             .and_then(|value| value.trim().parse::<usize>().ok())
             .unwrap_or(0);
         if bytes.len() >= end + 4 + length {
-            let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let status = head
+                .get(9..12)
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             return Ok(status);
         }
     }
