@@ -26,10 +26,10 @@ const MAX_STEM_BYTES: usize = 100;
 /// trace, and the directory is locked once per save instead of twice. Measured with `flags -e`
 /// against nginx (30 threads, 194 saves): a named temporary file and a rename made the threads
 /// queue on the directory's lock for 13% of the run's CPU time when the files existed already;
-/// into a fresh directory the unnamed files saved 2-3% of the run's CPU time (wall time: 0-3%). Where that is not available
-/// (other systems, a file system without `O_TMPFILE`, no `/proc`), and to replace an existing
-/// file, a named temporary file in `dest` is renamed over `name`; the temporary file is
-/// removed when anything fails.
+/// into a fresh directory the unnamed files saved 2-3% of the run's CPU time (wall time: 0-3%).
+/// Where that is not available (other systems, a file system without `O_TMPFILE`, no `/proc`),
+/// and to replace an existing file, a named temporary file in `dest` is renamed over `name`;
+/// the temporary file is removed when anything fails.
 ///
 /// # Errors
 ///
