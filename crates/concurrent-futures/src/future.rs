@@ -282,7 +282,7 @@ impl<T> Promise<T> {
     /// waiters at once.
     pub(crate) fn cancel(mut self) {
         if let Some(shared) = self.shared.take()
-            && let Some(notices) = try_cancel(&shared, false)
+            && let Some(notices) = try_cancel(&shared, IfRunning::Refuse)
         {
             shared.deliver(notices);
         }
@@ -304,10 +304,25 @@ fn complete<T>(shared: &Arc<Shared<T>>, outcome: Result<T, FutureError>) {
     shared.deliver(notices);
 }
 
+/// What a cancellation does to a task that is already running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IfRunning {
+    /// Nothing: only a pending future is cancelled (Python's `cancel()`).
+    Refuse,
+    /// Where the executor can stop the task (a stopper is installed: the process
+    /// pool), the future is cancelled and the stopper is called (the worker is killed).
+    Stop,
+    /// Where the executor could stop it, the future is cancelled but the stopper is
+    /// dropped uncalled: the task runs to its end and its result is thrown away. For
+    /// futures nobody else holds (a dropped `map`'s chunks): Python's rule that
+    /// dropping the iterator lets running calls finish.
+    Abandon,
+}
+
 /// Moves a pending (or, with a stopper installed, running) future to cancelled and
-/// returns what to notify; `None` when nothing changed. Calls the stopper when
-/// `allow_running` is set.
-fn try_cancel<T>(shared: &Arc<Shared<T>>, allow_running: bool) -> Option<Notices<T>> {
+/// returns what to notify; `None` when nothing changed. `if_running` says what happens
+/// to a running one.
+fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notices<T>> {
     let (notices, stop) = {
         let mut slot = shared.slot.lock();
         let cancelled_pending = shared
@@ -316,9 +331,13 @@ fn try_cancel<T>(shared: &Arc<Shared<T>>, allow_running: bool) -> Option<Notices
             .is_ok();
         let stop = if cancelled_pending {
             None
-        } else if allow_running && shared.state() == RUNNING && slot.stop_running.is_some() {
+        } else if if_running != IfRunning::Refuse
+            && shared.state() == RUNNING
+            && slot.stop_running.is_some()
+        {
             shared.state.store(CANCELLED, Ordering::Release);
-            slot.stop_running.take()
+            let stop = slot.stop_running.take();
+            stop.filter(|_| if_running == IfRunning::Stop)
         } else {
             return None;
         };
@@ -382,10 +401,19 @@ impl<T> FutureHandle<T> {
     /// A finished task returns false. A cancellation is seen at once by
     /// [`wait`](crate::wait) and [`as_completed`](crate::as_completed).
     pub fn cancel(&self) -> bool {
+        self.cancel_with(IfRunning::Stop)
+    }
+
+    /// Cancels without stopping a running task (see [`IfRunning::Abandon`]).
+    pub(crate) fn abandon(&self) -> bool {
+        self.cancel_with(IfRunning::Abandon)
+    }
+
+    fn cancel_with(&self, if_running: IfRunning) -> bool {
         if self.shared.state() == CANCELLED {
             return true;
         }
-        match try_cancel(&self.shared, true) {
+        match try_cancel(&self.shared, if_running) {
             Some(notices) => {
                 self.shared.deliver(notices);
                 true

@@ -190,6 +190,7 @@ mod map;
 mod process_pool;
 mod sync;
 mod thread_pool;
+mod unwind;
 mod wait;
 
 pub use crate::as_completed::{AsCompleted, as_completed};

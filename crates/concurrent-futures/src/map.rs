@@ -313,7 +313,9 @@ impl<R> ChunkDrain<R> {
 /// The iterator of an ordered `map`: yields `Ok(value)` or the item's
 /// [`MapItemError`], in input order.
 ///
-/// Dropping it cancels the chunks that have not started.
+/// Dropping it cancels the chunks that have not started; the running ones finish (a
+/// process pool does not kill their workers) and their results are thrown away,
+/// Python's rule for a dropped `map` iterator.
 pub struct Map<'a, I: Iterator, R> {
     feeder: Feeder<'a, I, R>,
     in_flight: VecDeque<(FutureHandle<ChunkOutput<R>>, usize)>,
@@ -354,7 +356,7 @@ impl<'a, I: Iterator, R> Map<'a, I, R> {
 
     fn cancel_all(&mut self) {
         for (handle, _) in self.in_flight.drain(..) {
-            handle.cancel();
+            handle.abandon();
         }
     }
 }
@@ -462,7 +464,7 @@ impl<I: Iterator, R> Map<'_, I, R> {
                 Ok(output) => Ok(output),
                 Err(ResultTimeoutError::Failed(error)) => Err(error),
                 Err(ResultTimeoutError::Timeout(handle)) => {
-                    handle.cancel();
+                    handle.abandon();
                     self.cancel_all();
                     self.finished = true;
                     return Some(Err(self.feeder.timeout_error()));
@@ -492,7 +494,8 @@ impl<I: Iterator, R> fmt::Debug for Map<'_, I, R> {
 
 /// The iterator of `map_unordered`: yields results as chunks complete.
 ///
-/// Dropping it cancels the chunks that have not started.
+/// Dropping it cancels the chunks that have not started; the running ones finish and
+/// their results are thrown away (as for [`Map`]).
 pub struct MapUnordered<'a, I: Iterator, R> {
     feeder: Feeder<'a, I, R>,
     in_flight: HashMap<u64, (FutureHandle<ChunkOutput<R>>, usize)>,
@@ -549,7 +552,7 @@ impl<'a, I: Iterator, R: Send + 'static> MapUnordered<'a, I, R> {
 impl<I: Iterator, R> MapUnordered<'_, I, R> {
     fn cancel_all(&mut self) {
         for (_, (handle, _)) in self.in_flight.drain() {
-            handle.cancel();
+            handle.abandon();
         }
     }
 }

@@ -136,7 +136,90 @@ fn read_config(_: ()) -> u32 {
     CONFIG.get().copied().unwrap_or(0)
 }
 
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn mul((a, b): (u64, u64)) -> u64 {
+    a * b
+}
+
+/// Closes every descriptor but the standard three (so the pool sees the end of its
+/// result stream), then takes its time to exit with status 7, as a worker does whose
+/// panic unwound out of its loop and dropped its pipes before `exit(101)`.
+fn close_pipes_then_exit(_: ()) -> u32 {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+                .filter(|fd| *fd > 2)
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    std::process::exit(7)
+}
+
+/// A result whose `Deserialize` panics in the pool (its `Serialize` is fine).
+#[derive(Debug, Serialize)]
+struct PanicsOnDecode(u32);
+
+impl<'de> Deserialize<'de> for PanicsOnDecode {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("PanicsOnDecode refuses to be decoded")
+    }
+}
+
+fn make_panics_on_decode(n: u32) -> PanicsOnDecode {
+    PanicsOnDecode(n)
+}
+
+/// The argument of [`hold_or_quick`]: a `map` item that returns at once or one held
+/// through the test's socket, then written to a file.
+#[derive(Debug, Serialize, Deserialize)]
+enum MapItem {
+    Quick,
+    HoldThenWrite { socket: String, file: String },
+}
+
+fn hold_or_quick(item: MapItem) -> u32 {
+    match item {
+        MapItem::Quick => 0,
+        MapItem::HoldThenWrite { socket, file } => {
+            let me = hold(socket);
+            std::fs::write(file, b"done").expect("write the marker file");
+            me
+        }
+    }
+}
+
 // ---------------------------------------------------------------- helpers
+
+/// Runs `test` on another thread and fails the whole binary if it has not returned
+/// within `limit`: a hung pool cannot be cleaned up, and a hang must not stall CI.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    test: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = catch_unwind(AssertUnwindSafe(test));
+        let _ = tx.send(outcome);
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(value)) => value,
+        Ok(Err(payload)) => std::panic::resume_unwind(payload),
+        Err(_) => {
+            println!("HUNG: {what} did not finish within {limit:?}");
+            std::process::exit(101);
+        }
+    }
+}
 
 /// A socket the `hold` task connects to.
 struct Holder {
@@ -776,6 +859,142 @@ fn no_children_left_after_drop() {
     assert_eq!(children(), Vec::<u32>::new());
 }
 
+// ---------------------------------------------------------------- issue 12
+
+/// Issue 12.1: with a full pipeline, a writer was woken by its reader only while work
+/// was queued, so once the queue drained during `shutdown(wait)` it never saw the
+/// shutdown, never closed its worker's input, and the call hung (5 to 8 rounds in 30).
+fn issue_12_shutdown_wait_never_strands_a_writer() {
+    for method in [StartMethod::ForkServer, StartMethod::Spawn] {
+        for round in 0..30 {
+            within(
+                Duration::from_secs(60),
+                &format!("shutdown(true, false) with {method:?}, round {round}"),
+                move || {
+                    let pool = ProcessPoolExecutor::builder()
+                        .max_workers(5)
+                        .start_method(method)
+                        .build()
+                        .unwrap();
+                    let handles: Vec<_> =
+                        (0..50).map(|_| pool.submit(sleep_ms, 2).unwrap()).collect();
+                    pool.shutdown(true, false);
+                    assert!(handles.iter().all(|h| h.is_done()));
+                    for handle in handles {
+                        assert_eq!(handle.result().unwrap(), 2);
+                    }
+                },
+            );
+        }
+    }
+}
+
+/// Issue 12.2: a panic in a result's `Deserialize` killed the worker's reader thread; the
+/// worker stayed listed, later tasks sent to it never completed and drop hung.
+fn issue_12_a_panic_while_decoding_a_result_fails_only_that_task() {
+    within(Duration::from_secs(120), "decode panic", || {
+        let pool = new_pool(1);
+        match pool.submit(make_panics_on_decode, 1).unwrap().result() {
+            Err(FutureError::Panicked(p)) => {
+                assert!(p.message().contains("refuses to be decoded"), "{p:?}");
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        assert_eq!(pool.submit(mul, (6, 7)).unwrap().result().unwrap(), 42);
+        assert_eq!(pool.worker_pids().len(), 1, "the same worker serves on");
+        // A done-callback that panics fails nothing either.
+        let handle = pool.submit(mul, (2, 3)).unwrap();
+        handle.add_done_callback(|_| panic!("a callback that panics"));
+        handle.wait();
+        assert_eq!(pool.submit(mul, (3, 3)).unwrap().result().unwrap(), 9);
+        // In a map chunk too.
+        let items: Vec<_> = pool
+            .map_with(make_panics_on_decode, 0..3, MapOptions::new().chunksize(3))
+            .unwrap()
+            .collect();
+        assert!(items.iter().all(Result::is_err), "{items:?}");
+        assert_eq!(pool.submit(mul, (4, 4)).unwrap().result().unwrap(), 16);
+        drop(pool);
+    });
+    assert_eq!(children(), Vec::<u32>::new());
+}
+
+/// Issue 12.3: the pool sent SIGKILL as soon as a worker's stream ended, so a worker
+/// that was already exiting was reported "killed by signal 9".
+fn issue_12_a_worker_that_exits_by_itself_is_reported_with_its_own_status() {
+    let pool = new_pool(1);
+    let message = worker_failed(pool.submit(close_pipes_then_exit, ()).unwrap().result());
+    assert!(message.contains("exited with status 7"), "{message}");
+    assert!(!message.contains("SIGKILL"), "{message}");
+    assert_eq!(pool.submit(mul, (6, 7)).unwrap().result().unwrap(), 42);
+}
+
+/// Issue 12.4: every submit started a worker while fewer than `max_workers` ran, so
+/// sequential `submit(..).result()` calls started one process each (CPython's
+/// `test_idle_process_reuse_one`).
+fn issue_12_sequential_submits_reuse_one_idle_worker() {
+    for method in [StartMethod::ForkServer, StartMethod::Spawn] {
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(4)
+            .start_method(method)
+            .build()
+            .unwrap();
+        let pids: HashSet<u32> = (0..5)
+            .map(|_| pool.submit(pid, ()).unwrap().result().unwrap())
+            .collect();
+        assert_eq!(pids.len(), 1, "{method:?}: {pids:?}");
+        assert_eq!(pool.worker_pids().len(), 1, "{method:?}");
+        // A burst still uses every worker.
+        let holder = Holder::new();
+        let held: Vec<_> = (0..4)
+            .map(|_| pool.submit(hold, holder.arg()).unwrap())
+            .collect();
+        let streams: Vec<_> = (0..4)
+            .map(|_| holder.accept_within(Duration::from_secs(60)))
+            .collect();
+        let busy: HashSet<u32> = streams.iter().map(|(_, pid)| *pid).collect();
+        assert_eq!(busy.len(), 4, "{method:?}: four held tasks in four workers");
+        drop(streams);
+        for handle in held {
+            handle.result().unwrap();
+        }
+    }
+}
+
+/// Issue 12.10: dropping a process-pool `map` after one `next()` killed the workers in
+/// the middle of their tasks. Python's rule: what has not started is cancelled, what
+/// runs finishes.
+fn issue_12_dropping_a_process_map_lets_running_tasks_finish() {
+    let dir = std::env::temp_dir().join(format!("cf-map-drop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pool = new_pool(2);
+    let holder = Holder::new();
+    let files: Vec<PathBuf> = (0..2).map(|i| dir.join(format!("held-{i}"))).collect();
+    let mut items = vec![MapItem::Quick];
+    items.extend(files.iter().map(|file| MapItem::HoldThenWrite {
+        socket: holder.arg(),
+        file: file.to_string_lossy().into_owned(),
+    }));
+    let options = MapOptions::new().chunksize(1).window(4);
+    let mut results = pool.map_with(hold_or_quick, items, options).unwrap();
+    assert_eq!(results.next().unwrap().unwrap(), 0);
+    let first = holder.accept_within(Duration::from_secs(60));
+    let second = holder.accept_within(Duration::from_secs(60));
+    let workers = pool.worker_pids();
+    drop(results);
+    drop((first, second)); // the held tasks may finish now
+    pool.shutdown(true, false);
+    for file in &files {
+        assert!(
+            file.exists(),
+            "{} was not written: the task was killed",
+            file.display()
+        );
+    }
+    assert_eq!(workers.len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---------------------------------------------------------------- harness
 
 fn main() -> ExitCode {
@@ -799,6 +1018,26 @@ fn main() -> ExitCode {
     }
     concurrent_futures::process_worker_main();
     let tests: &[(&str, fn())] = &[
+        (
+            "issue_12_shutdown_wait_never_strands_a_writer",
+            issue_12_shutdown_wait_never_strands_a_writer,
+        ),
+        (
+            "issue_12_a_panic_while_decoding_a_result_fails_only_that_task",
+            issue_12_a_panic_while_decoding_a_result_fails_only_that_task,
+        ),
+        (
+            "issue_12_a_worker_that_exits_by_itself_is_reported_with_its_own_status",
+            issue_12_a_worker_that_exits_by_itself_is_reported_with_its_own_status,
+        ),
+        (
+            "issue_12_sequential_submits_reuse_one_idle_worker",
+            issue_12_sequential_submits_reuse_one_idle_worker,
+        ),
+        (
+            "issue_12_dropping_a_process_map_lets_running_tasks_finish",
+            issue_12_dropping_a_process_map_lets_running_tasks_finish,
+        ),
         ("submit_and_result", submit_and_result),
         (
             "map_orders_results_for_every_chunksize",

@@ -12,13 +12,15 @@ use std::fs::File;
 use std::io::{self, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
 
@@ -31,6 +33,7 @@ use crate::error::{FutureError, PanicError};
 use crate::future::Promise;
 use crate::map::ChunkOutput;
 use crate::sync::{Condvar, Mutex, MutexGuard};
+use crate::unwind::contain;
 
 /// How much work (in nanoseconds of measured task time) is queued in each worker's pipe
 /// ahead of what it is running: enough to hide the round trip and to batch system calls
@@ -41,6 +44,10 @@ const MAX_DEPTH: u64 = 1024;
 /// Workers in a row that may die before their handshake before the pool gives up
 /// (instead of restarting them in a busy loop).
 const MAX_FAILED_STARTS: u32 = 3;
+/// How long a worker that closed its result pipe may take to exit by itself before the
+/// pool kills it: the exit status is then the worker's own (a panic's 101, a task's
+/// `exit(3)`), not the pool's SIGKILL.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 thread_local! {
     /// Set in the pool's own threads, where `shutdown(wait = true)` must not wait for
@@ -128,7 +135,10 @@ impl<T: Send> Sink for PromiseSink<T> {
         }
         let message = || String::from_utf8_lossy(body).into_owned();
         let outcome = match tag {
-            wire::TAG_OK => (self.decode)(body),
+            // The result type's own `Deserialize` is user code and may panic: that fails
+            // this task like a panic in the task itself, never the pool's reader thread.
+            wire::TAG_OK => catch_unwind(AssertUnwindSafe(|| (self.decode)(body)))
+                .unwrap_or_else(|payload| Err(FutureError::Panicked(PanicError::new(payload)))),
             wire::TAG_PANICKED => Err(FutureError::Panicked(PanicError::from_message(message()))),
             _ => Err(FutureError::WorkerFailed(message())),
         };
@@ -206,16 +216,49 @@ impl Process {
         }
     }
 
-    /// Waits for the process, which closed its result pipe: it has exited or is
-    /// exiting (a SIGKILL makes sure of it without changing the status of a process
-    /// already exiting).
-    fn reap(&self) -> io::Result<ExitStatus> {
+    /// Waits for the process, which closed its result pipe and so is exiting, and
+    /// returns how it ended. A process that does not exit within `grace` (zero: at
+    /// once) is killed first; the returned flag says whether the pool killed it, so its
+    /// own exit status or signal is never mistaken for the pool's SIGKILL.
+    ///
+    /// The wait for the exit does not hold the `reaped` lock (a `signal` must not block
+    /// for the grace period): `waitid(WNOWAIT)` watches without reaping, so the pid
+    /// stays ours until the final `waitpid` under the lock.
+    fn reap(&self, grace: Duration) -> (io::Result<ExitStatus>, bool) {
+        let exited = grace > Duration::ZERO && self.exits_within(grace);
         let mut reaped = self.reaped.lock();
-        let _ = nix::sys::signal::kill(self.nix_pid(), Signal::SIGKILL);
+        let killed = !exited && nix::sys::signal::kill(self.nix_pid(), Signal::SIGKILL).is_ok();
         let status = wait_for(self.nix_pid());
         *reaped = true;
-        status
+        // A process that was already a zombie ignores the signal: it ended by itself.
+        let killed = killed && matches!(&status, Ok(s) if s.signal() == Some(libc_sigkill()));
+        (status, killed)
     }
+
+    /// Polls (without reaping) until the process has ended or `limit` passed.
+    fn exits_within(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut pause = Duration::from_micros(50);
+        loop {
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+            match waitid(Id::Pid(self.nix_pid()), flags) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+                // Ended (or not ours to wait for, which `wait_for` reports).
+                Ok(_) | Err(_) => return true,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+}
+
+/// SIGKILL's number, as `ExitStatus::signal` reports it.
+fn libc_sigkill() -> i32 {
+    Signal::SIGKILL as i32
 }
 
 /// `waitpid`, with the status in `ExitStatus`'s raw form.
@@ -290,6 +333,35 @@ impl State {
         self.workers.iter().filter(|w| !w.closed).count() + self.starting
     }
 
+    /// The one decision "start another worker?": only when queued work outnumbers the
+    /// workers that would take it at once (idle ones, and those being started), and
+    /// fewer than `max_workers` take tasks. So sequential `submit(..).result()` calls
+    /// reuse one idle worker, as the thread pool and CPython (bpo-39207) do, while a
+    /// burst of submits still starts up to `max_workers`. Queued work keeps a
+    /// replacement coming during `shutdown(wait)` too; a broken or terminating pool
+    /// starts nothing.
+    fn wants_worker(&self, max_workers: usize) -> bool {
+        if self.terminating || self.broken.is_some() || self.queue.is_empty() {
+            return false;
+        }
+        let idle = self
+            .workers
+            .iter()
+            .filter(|w| !w.closed && w.in_flight.is_empty())
+            .count();
+        self.open_workers() < max_workers && self.queue.len() > idle + self.starting
+    }
+
+    /// True when a writer must close its worker's input: the worker may take no more
+    /// tasks (`tasks_left`), the pool is stopping, or it is shut down with nothing left
+    /// to hand out.
+    fn must_close(&self, tasks_left: u64) -> bool {
+        tasks_left == 0
+            || self.terminating
+            || self.broken.is_some()
+            || (self.shutdown && self.queue.is_empty())
+    }
+
     fn depth(&self) -> usize {
         let depth = match self.avg_nanos {
             None => 1,
@@ -329,13 +401,24 @@ impl State {
     /// Wakes one waiting writer with room (after one task was queued).
     fn wake_one_writer(&self) {
         let low = self.low_water();
-        if let Some(w) = self
-            .workers
-            .iter()
-            .find(|w| w.waiting && w.in_flight.len() < low)
+        let waiting = || self.workers.iter().filter(|w| w.waiting);
+        if let Some(w) = waiting()
+            .find(|w| w.in_flight.is_empty())
+            .or_else(|| waiting().find(|w| w.in_flight.len() < low))
         {
             w.wake.notify_one();
         }
+    }
+
+    /// True when a worker other than `key` takes tasks and runs none (or one is being
+    /// started): the writers of busy workers then leave the queue to it. Whoever makes
+    /// this false wakes them: the free worker's first dispatch, or a failed start.
+    fn has_free_worker(&self, key: u64) -> bool {
+        self.starting > 0
+            || self
+                .workers
+                .iter()
+                .any(|w| w.key != key && !w.closed && w.in_flight.is_empty())
     }
 
     fn wake_all_writers(&self) {
@@ -473,7 +556,7 @@ impl Inner {
                 dispatched: false,
             });
             state.wake_one_writer();
-            let start = state.open_workers() < self.config.max_workers;
+            let start = state.wants_worker(self.config.max_workers);
             if start {
                 state.starting += 1;
             }
@@ -527,6 +610,8 @@ impl Inner {
         {
             let mut state = self.state.lock();
             state.starting -= 1;
+            // Writers may hold back for a worker being started (`has_free_worker`).
+            state.wake_writers();
             match spawned {
                 Ok((process, stdin, stdout)) => {
                     let process = Arc::new(process);
@@ -551,10 +636,10 @@ impl Inner {
             self.gone.notify_all();
         }
         if let Some(process) = orphan {
-            let _ = process.reap();
+            let _ = process.reap(Duration::ZERO);
         }
         for (sink, error) in failures {
-            sink.fail(error);
+            contain("failing a task", || sink.fail(error));
         }
     }
 
@@ -578,11 +663,19 @@ impl Inner {
             })?;
         let inner = Arc::clone(self);
         let writer_wake = Arc::clone(&wake);
+        let writer_process = Arc::clone(process);
         let writer = std::thread::Builder::new()
             .name(format!("process-pool-writer-{key}"))
             .spawn(move || {
                 IN_POOL_THREAD.set(true);
-                inner.write_tasks(key, stdin, &writer_wake);
+                let written = catch_unwind(AssertUnwindSafe(|| {
+                    inner.write_tasks(key, stdin, &writer_wake);
+                }));
+                if written.is_err() {
+                    // Its worker would wait for input for ever: stop it, and the reader
+                    // fails its running task and hands the rest to other workers.
+                    writer_process.signal(Signal::SIGKILL);
+                }
             });
         state.workers.push(Worker {
             key,
@@ -633,18 +726,13 @@ impl Inner {
                         .config
                         .max_tasks_per_child
                         .map_or(u64::MAX, |max| max.saturating_sub(worker.sent));
-                    let stop = left == 0
-                        || state.terminating
-                        || state.broken.is_some()
-                        || (state.shutdown && state.queue.is_empty());
-                    if stop {
+                    if state.must_close(left) {
                         state.workers[i].closed = true;
-                        respawn = !state.shutdown
-                            && left == 0
-                            && !state.queue.is_empty()
-                            && state.broken.is_none()
-                            && !state.terminating
-                            && state.open_workers() < self.config.max_workers;
+                        // Writers that held back for this worker while it was free.
+                        state.wake_writers();
+                        // A retiring worker (`max_tasks_per_child`) is replaced at once
+                        // when work waits, not only after its process ends.
+                        respawn = state.wants_worker(self.config.max_workers);
                         if respawn {
                             state.starting += 1;
                         }
@@ -655,7 +743,14 @@ impl Inner {
                     // No more than a fair share of the queue, so that the other workers
                     // (and those starting) get tasks too.
                     let share = state.queue.len().div_ceil(state.open_workers().max(1));
-                    let room = room.min(share.max(1));
+                    let mut room = room.min(share.max(1));
+                    // Nothing waits behind a running task while another worker could
+                    // run it now: an idle one, or one being started (a deep pipeline
+                    // learnt from tiny tasks would otherwise queue the first slow ones
+                    // behind each other).
+                    if !worker.in_flight.is_empty() && state.has_free_worker(key) {
+                        room = 0;
+                    }
                     if room > 0 && !state.queue.is_empty() {
                         self.dispatch(&mut state, i, room, &mut out);
                         if !out.is_empty() {
@@ -689,6 +784,7 @@ impl Inner {
         room: usize,
         out: &mut Vec<u8>,
     ) {
+        let was_free = state.workers[i].in_flight.is_empty();
         let mut taken = 0;
         while taken < room {
             let Some(mut job) = state.queue.pop_front() else {
@@ -724,6 +820,18 @@ impl Inner {
             worker.sent += 1;
             taken += 1;
         }
+        // The queue ran dry during a shutdown: every other writer must now close its
+        // worker's input. One asleep with a full pipe would otherwise wait for a wake-up
+        // that its reader gives only while work is queued, and `shutdown(wait)` would
+        // wait for its worker for ever.
+        if state.shutdown && state.queue.is_empty() {
+            state.wake_all_writers();
+        }
+        // A free worker became busy: the writers that held back for it
+        // (`has_free_worker`) may take what is left.
+        if was_free && taken > 0 && !state.queue.is_empty() {
+            state.wake_writers();
+        }
     }
 
     /// `cancel()` on a running task: kill its worker if the task is what the worker
@@ -750,7 +858,17 @@ impl Inner {
         let ending = match wire::read_frame(&mut input, &mut body) {
             Ok(Some(h)) if h.tag == wire::TAG_READY => {
                 self.state.lock().failed_starts = 0;
-                self.serve_results(key, &mut input, &mut body)
+                // Whatever goes wrong on this thread must end in `worker_gone` below:
+                // a reader that died here would strand its worker and its tasks.
+                catch_unwind(AssertUnwindSafe(|| {
+                    self.serve_results(key, &mut input, &mut body)
+                }))
+                .unwrap_or_else(|payload| {
+                    Ending::Protocol(format!(
+                        "the pool's reader thread panicked: {}",
+                        crate::error::panic_message(&*payload)
+                    ))
+                })
             }
             Ok(Some(h)) if h.tag == wire::TAG_INIT_FAILED => {
                 Ending::InitFailed(String::from_utf8_lossy(&body).into_owned())
@@ -762,8 +880,14 @@ impl Inner {
             Ok(None) => Ending::NoHandshake,
             Err(e) => Ending::BadHandshake(e.to_string()),
         };
-        let status = process.reap();
-        self.worker_gone(key, process.pid, ending, status);
+        // A worker whose stream made no sense is stopped at once; any other has ended
+        // its output because it is exiting, and gets the time to do so.
+        let grace = match ending {
+            Ending::Protocol(_) | Ending::BadHandshake(_) => Duration::ZERO,
+            _ => EXIT_GRACE,
+        };
+        let (status, killed) = process.reap(grace);
+        self.worker_gone(key, process.pid, ending, status, killed);
     }
 
     fn serve_results(
@@ -809,7 +933,7 @@ impl Inner {
                 job
             };
             if let Some(job) = job {
-                job.sink.deliver(header.tag, body);
+                contain("completing a task", || job.sink.deliver(header.tag, body));
             }
         }
     }
@@ -823,6 +947,7 @@ impl Inner {
         pid: u32,
         ending: Ending,
         status: io::Result<ExitStatus>,
+        killed_by_pool: bool,
     ) {
         let mut failures: Vec<(Box<dyn Sink>, FutureError)> = Vec::new();
         let mut cancels: Vec<Box<dyn Sink>> = Vec::new();
@@ -880,6 +1005,10 @@ impl Inner {
                         "the pool could not read the worker's messages ({e}), so it stopped \
                          the worker process {how} while it ran this task"
                     ),
+                    _ if killed_by_pool => format!(
+                        "the worker process (pid {pid}) closed its result pipe while running \
+                         this task and did not exit within {EXIT_GRACE:?}, so the pool killed it"
+                    ),
                     _ => format!("the worker process {how} while running this task"),
                 };
                 failures.push((job.sink, FutureError::WorkerFailed(message)));
@@ -897,10 +1026,7 @@ impl Inner {
                     state.queue.push_front(job);
                 }
             }
-            let start = !state.queue.is_empty()
-                && !state.terminating
-                && state.broken.is_none()
-                && state.open_workers() < self.config.max_workers;
+            let start = state.wants_worker(self.config.max_workers);
             if start {
                 state.starting += 1;
             }
@@ -909,10 +1035,10 @@ impl Inner {
             start
         };
         for (sink, error) in failures {
-            sink.fail(error);
+            contain("failing a task", || sink.fail(error));
         }
         for sink in cancels {
-            sink.cancel_unstarted();
+            contain("cancelling a task", || sink.cancel_unstarted());
         }
         if start {
             self.start_worker();

@@ -22,6 +22,7 @@ use crate::error::{FutureError, MapError, PanicError, SubmitError};
 use crate::future::{self, FutureHandle, TaskRecord};
 use crate::map::{ChunkOutput, ChunkSubmit, Map, MapOptions, MapUnordered};
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::unwind::contain;
 
 /// A unit of queued work, type-erased: a task's record, which holds both its closure
 /// and its future's state (one allocation per submit).
@@ -42,24 +43,31 @@ where
 {
     fn run(self: Arc<Self>, before_publish: &mut dyn FnMut()) {
         let (func, promise) = self.take();
-        let Some(func) = func.filter(|_| promise.set_running()) else {
+        let Some(func) = func else {
             return;
         };
+        if !promise.set_running() {
+            // Cancelled while queued: the closure's captures are dropped here, on the
+            // worker, and their `Drop` is user code.
+            contain("dropping a cancelled task", move || drop(func));
+            return;
+        }
         let outcome = catch_unwind(AssertUnwindSafe(func))
             .map_err(|payload| FutureError::Panicked(PanicError::new(payload)));
         before_publish();
-        promise.complete(outcome);
+        // If its handle is gone, the value is dropped here: user code on the worker.
+        contain("completing a task", move || promise.complete(outcome));
     }
 
     fn cancel(self: Arc<Self>) {
         let (func, promise) = self.take();
-        drop(func);
+        contain("dropping a cancelled task", move || drop(func));
         promise.cancel();
     }
 
     fn fail(self: Arc<Self>, error: FutureError) {
         let (func, promise) = self.take();
-        drop(func);
+        contain("dropping a failed task", move || drop(func));
         promise.complete(Err(error));
     }
 }
