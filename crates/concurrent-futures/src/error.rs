@@ -1,10 +1,83 @@
 //! Error types, one per operation (as crossbeam does for channels).
+//!
+//! Every error is `Send + Sync + 'static`, whatever it carries, so that `?` turns it into
+//! an `anyhow::Error` or a `Box<dyn Error + Send + Sync>`. A panic payload
+//! (`Box<dyn Any + Send>`) and a refused task (often a closure that is not `Sync`) are
+//! therefore held in an [`Exclusive`], as tokio's `JoinError` holds its payload in a
+//! `SyncWrapper`.
 
 use std::any::Any;
 use std::fmt;
 use std::time::Duration;
 
 use crate::FutureHandle;
+
+/// Owns a value and lends it out only by value or through `&mut`, so that it is `Sync`
+/// whenever the value is `Send`, even if the value is not `Sync`.
+///
+/// Sharing `&Exclusive<T>` between threads is harmless because nothing can be done with
+/// it: there is no `&T` to be had from a shared reference. This is what lets an error
+/// that gives back a task which is not `Sync` (a closure capturing a
+/// [`Cell`](std::cell::Cell), say) still be `Send + Sync` and go through `?` into
+/// `anyhow::Error`. It plays the part of tokio's `SyncWrapper` and of the unstable
+/// `std::sync::Exclusive`.
+///
+/// # Examples
+///
+/// ```
+/// use std::cell::Cell;
+/// use concurrent_futures::{SubmitError, ThreadPoolExecutor};
+///
+/// let pool = ThreadPoolExecutor::new();
+/// pool.shutdown(true, false);
+/// let calls = Cell::new(0); // Send, not Sync
+/// match pool.submit(move || { calls.set(calls.get() + 1); calls.get() }) {
+///     Err(SubmitError::ShutDown(task)) => assert_eq!(task.into_inner()(), 1),
+///     other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+/// }
+/// ```
+pub struct Exclusive<T> {
+    // std's lock rather than `crate::sync`'s: it is never locked (so never poisoned and
+    // never part of a loom model); it is here only because `Mutex<T>` is `Sync` for
+    // `T: Send`, which gives that guarantee without `unsafe`.
+    inner: std::sync::Mutex<T>,
+}
+
+impl<T> Exclusive<T> {
+    /// Wraps `value`.
+    pub fn new(value: T) -> Self {
+        Self {
+            inner: std::sync::Mutex::new(value),
+        }
+    }
+
+    /// The value, moved out.
+    pub fn into_inner(self) -> T {
+        self.inner
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The value, borrowed mutably (a `&mut` proves that no other thread can see it).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.inner
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<T> From<T> for Exclusive<T> {
+    fn from(value: T) -> Self {
+        Self::new(value)
+    }
+}
+
+impl<T> fmt::Debug for Exclusive<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Showing the value would need `&T`, which is exactly what this type withholds.
+        f.debug_struct("Exclusive").finish_non_exhaustive()
+    }
+}
 
 /// Why a future holds no value: what [`FutureHandle::result`] returns instead of one.
 ///
@@ -41,15 +114,22 @@ impl FutureError {
         matches!(self, Self::Panicked(_))
     }
 
+    /// True for [`FutureError::BrokenPool`].
+    pub fn is_broken_pool(&self) -> bool {
+        matches!(self, Self::BrokenPool(_))
+    }
+
+    /// True for [`FutureError::WorkerFailed`].
+    pub fn is_worker_failed(&self) -> bool {
+        matches!(self, Self::WorkerFailed(_))
+    }
+
     /// A copy for [`FutureHandle::exception`]: the same kind and message, without a panic
     /// payload (the payload can only be moved out once, through `result`).
     pub(crate) fn describe(&self) -> Self {
         match self {
             Self::Cancelled => Self::Cancelled,
-            Self::Panicked(p) => Self::Panicked(PanicError {
-                message: p.message.clone(),
-                payload: None,
-            }),
+            Self::Panicked(p) => Self::Panicked(PanicError::from_message(p.message.clone())),
             Self::BrokenPool(m) => Self::BrokenPool(m.clone()),
             Self::WorkerFailed(m) => Self::WorkerFailed(m.clone()),
             Self::ResultTaken => Self::ResultTaken,
@@ -85,7 +165,7 @@ impl std::error::Error for FutureError {}
 /// A task's panic, caught by the pool: the message and (once) the payload.
 pub struct PanicError {
     message: String,
-    payload: Option<Box<dyn Any + Send + 'static>>,
+    payload: Option<Exclusive<Box<dyn Any + Send + 'static>>>,
 }
 
 impl PanicError {
@@ -93,7 +173,7 @@ impl PanicError {
         let message = panic_message(&*payload);
         Self {
             message,
-            payload: Some(payload),
+            payload: Some(Exclusive::new(payload)),
         }
     }
 
@@ -115,7 +195,10 @@ impl PanicError {
     /// payload is not available (a copy made by `exception()`, or a panic in another
     /// process), the message is returned as a `String` payload.
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
-        self.payload.unwrap_or_else(|| Box::new(self.message))
+        match self.payload {
+            Some(payload) => payload.into_inner(),
+            None => Box::new(self.message),
+        }
     }
 }
 
@@ -212,20 +295,39 @@ impl<T> ResultTimeoutError<T> {
     }
 }
 
+impl<T> TryResultError<T> {
+    /// True when the future was not done yet.
+    pub fn is_not_ready(&self) -> bool {
+        matches!(self, Self::NotReady(_))
+    }
+}
+
 /// The error of `submit`: the task was refused and is given back.
+///
+/// The task is held in an [`Exclusive`], so that this error is `Send + Sync` even for a
+/// task that is not `Sync`: [`into_inner`](Self::into_inner) (or
+/// [`Exclusive::into_inner`] on a matched variant) gives it back.
 #[non_exhaustive]
 pub enum SubmitError<F> {
     /// The executor was shut down: Python's "cannot schedule new futures after shutdown".
-    ShutDown(F),
+    ShutDown(Exclusive<F>),
     /// The executor is broken (for example an initializer failed); the message says why.
-    Broken(F, String),
+    Broken(Exclusive<F>, String),
 }
 
 impl<F> SubmitError<F> {
+    pub(crate) fn shut_down(task: F) -> Self {
+        Self::ShutDown(Exclusive::new(task))
+    }
+
+    pub(crate) fn broken(task: F, reason: String) -> Self {
+        Self::Broken(Exclusive::new(task), reason)
+    }
+
     /// The refused task.
     pub fn into_inner(self) -> F {
         match self {
-            Self::ShutDown(f) | Self::Broken(f, _) => f,
+            Self::ShutDown(f) | Self::Broken(f, _) => f.into_inner(),
         }
     }
 
@@ -317,6 +419,18 @@ pub enum MapItemError {
     /// The executor was shut down or broke before this item could be submitted. The map ends.
     #[error("the executor stopped before the item could be submitted: {0}")]
     Stopped(MapError),
+}
+
+impl MapItemError {
+    /// True when this item's call panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, Self::Failed(e) if e.is_panic())
+    }
+
+    /// True when the map's deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
 }
 
 impl From<FutureError> for MapItemError {

@@ -194,7 +194,7 @@ mod wait;
 
 pub use crate::as_completed::{AsCompleted, as_completed};
 pub use crate::error::{
-    AsCompletedTimeout, BuildError, FutureError, MapError, MapItemError, PanicError,
+    AsCompletedTimeout, BuildError, Exclusive, FutureError, MapError, MapItemError, PanicError,
     ResultTimeoutError, SubmitError, TryResultError,
 };
 pub use crate::future::{AsHandle, FutureHandle};

@@ -352,8 +352,8 @@ impl ProcessPoolExecutor {
 
 fn refusal<A>(refused: Refused, arg: A) -> SubmitError<A> {
     match refused {
-        Refused::ShutDown => SubmitError::ShutDown(arg),
-        Refused::Broken(reason) => SubmitError::Broken(arg, reason),
+        Refused::ShutDown => SubmitError::shut_down(arg),
+        Refused::Broken(reason) => SubmitError::broken(arg, reason),
     }
 }
 

@@ -246,10 +246,10 @@ impl ThreadPoolExecutor {
         let (handle, lost) = {
             let mut state = self.inner.state.lock();
             if let Some(reason) = &state.broken {
-                return Err(SubmitError::Broken(task, reason.clone()));
+                return Err(SubmitError::broken(task, reason.clone()));
             }
             let Some(sender) = &state.sender else {
-                return Err(SubmitError::ShutDown(task));
+                return Err(SubmitError::shut_down(task));
             };
             let (job, handle) = if size_of::<F>() <= INLINE_TASK_BYTES {
                 let (record, handle) = future::with_task(task);
