@@ -11,6 +11,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::FutureHandle;
+use crate::panic_site;
 
 /// Owns a value and lends it out only by value or through `&mut`, so that it is `Sync`
 /// whenever the value is `Send`, even if the value is not `Sync`.
@@ -129,7 +130,10 @@ impl FutureError {
     pub(crate) fn describe(&self) -> Self {
         match self {
             Self::Cancelled => Self::Cancelled,
-            Self::Panicked(p) => Self::Panicked(PanicError::from_message(p.message.clone())),
+            Self::Panicked(p) => Self::Panicked(PanicError::from_parts(
+                p.message.clone(),
+                p.location.clone(),
+            )),
             Self::BrokenPool(m) => Self::BrokenPool(m.clone()),
             Self::WorkerFailed(m) => Self::WorkerFailed(m.clone()),
             Self::ResultTaken => Self::ResultTaken,
@@ -152,7 +156,11 @@ impl fmt::Display for FutureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Cancelled => f.write_str("the future was cancelled"),
-            Self::Panicked(p) => write!(f, "the task panicked: {}", p.message),
+            // The location first, as std prints "thread 'main' panicked at src/main.rs:2:5".
+            Self::Panicked(p) => match &p.location {
+                Some(at) => write!(f, "the task panicked at {at}: {}", p.message),
+                None => write!(f, "the task panicked: {}", p.message),
+            },
             Self::BrokenPool(m) => write!(f, "broken pool: {m}"),
             Self::WorkerFailed(m) => write!(f, "worker failed: {m}"),
             Self::ResultTaken => f.write_str("the result was already taken"),
@@ -162,33 +170,77 @@ impl fmt::Display for FutureError {
 
 impl std::error::Error for FutureError {}
 
-/// A task's panic, caught by the pool: the message and (once) the payload.
+/// A task's panic, caught by the pool: the message, where it happened and (once) the
+/// payload.
+///
+/// `Display` shows the bare message, like [`message`](Self::message); the location is in
+/// `Debug` and in the `Display` of [`FutureError::Panicked`] (`the task panicked at
+/// src/main.rs:7:9: boom`).
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{FutureError, ThreadPoolExecutor};
+///
+/// let pool = ThreadPoolExecutor::new();
+/// let line = line!() + 1;
+/// let handle = pool.submit(|| -> u32 { panic!("boom") })?;
+/// match handle.result() {
+///     Err(FutureError::Panicked(p)) => {
+///         assert_eq!(p.message(), "boom");
+///         assert_eq!(p.location().map(|at| at.line()), Some(line));
+///     }
+///     other => panic!("expected a panic, got {other:?}"),
+/// }
+/// # Ok::<(), anyhow::Error>(())
+/// ```
 pub struct PanicError {
     message: String,
+    location: Option<PanicLocation>,
     payload: Option<Exclusive<Box<dyn Any + Send + 'static>>>,
 }
 
 impl PanicError {
+    /// A panic caught on this thread just now: the location comes from the panic hook
+    /// (see [`panic_site`]), when it recorded this very panic.
     pub(crate) fn new(payload: Box<dyn Any + Send + 'static>) -> Self {
         let message = panic_message(&*payload);
+        let location = panic_site::take(payload_str(&*payload));
         Self {
             message,
+            location,
             payload: Some(Exclusive::new(payload)),
+        }
+    }
+
+    /// A panic known only by its message and location, for example one that happened in
+    /// another process, or a copy without the payload.
+    pub(crate) fn from_parts(message: String, location: Option<PanicLocation>) -> Self {
+        Self {
+            message,
+            location,
+            payload: None,
         }
     }
 
     /// A panic known only by its message (for example one that happened in another process).
     pub(crate) fn from_message(message: String) -> Self {
-        Self {
-            message,
-            payload: None,
-        }
+        Self::from_parts(message, None)
     }
 
     /// The panic message (`"boom"` for `panic!("boom")`), or a placeholder when the payload
     /// was neither a `&str` nor a `String`.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Where the task panicked, when known: for panics in thread-pool tasks and `map`
+    /// items, unless the program replaced the panic hook after the pool was built (a
+    /// replacement that calls the hook it took keeps this working) or the panic was
+    /// raised with [`std::panic::resume_unwind`], which runs no hook. Not yet known for
+    /// process-pool tasks.
+    pub fn location(&self) -> Option<&PanicLocation> {
+        self.location.as_ref()
     }
 
     /// The panic payload, to re-raise it with [`std::panic::resume_unwind`]. When the
@@ -206,6 +258,7 @@ impl fmt::Debug for PanicError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PanicError")
             .field("message", &self.message)
+            .field("location", &self.location)
             .finish_non_exhaustive()
     }
 }
@@ -216,14 +269,65 @@ impl fmt::Display for PanicError {
     }
 }
 
+/// Where a panic happened, as [`std::panic::Location`] reports it, but owned (so that it
+/// can outlive the panic and, later, cross from a worker process). `Display` shows
+/// `file:line:column`, as std's panic message does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PanicLocation {
+    file: String,
+    line: u32,
+    column: u32,
+}
+
+impl PanicLocation {
+    pub(crate) fn new(file: impl Into<String>, line: u32, column: u32) -> Self {
+        Self {
+            file: file.into(),
+            line,
+            column,
+        }
+    }
+
+    /// The source file, as the compiler named it (`src/main.rs`, or a path relative to
+    /// the workspace root).
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The line, counted from 1.
+    pub fn line(&self) -> u32 {
+        self.line
+    }
+
+    /// The column, counted from 1.
+    pub fn column(&self) -> u32 {
+        self.column
+    }
+}
+
+impl From<&std::panic::Location<'_>> for PanicLocation {
+    fn from(at: &std::panic::Location<'_>) -> Self {
+        Self::new(at.file(), at.line(), at.column())
+    }
+}
+
+impl fmt::Display for PanicLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
 /// The message of a panic payload.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload_str(payload).map_or_else(|| "<non-string panic payload>".to_owned(), str::to_owned)
+}
+
+/// The payload as a string, when it is one (what `PanicHookInfo::payload_as_str` sees).
+fn payload_str(payload: &(dyn Any + Send)) -> Option<&str> {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
+        Some(s)
     } else {
-        "<non-string panic payload>".to_owned()
+        payload.downcast_ref::<String>().map(String::as_str)
     }
 }
 

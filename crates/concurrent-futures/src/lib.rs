@@ -93,7 +93,8 @@
 //!
 //! # Panics
 //!
-//! A task's panic is caught: the worker survives and the handle reports it.
+//! A task's panic is caught: the worker survives and the handle reports it, with the
+//! panic's message and, for thread-pool tasks, its location ([`PanicError::location`]).
 //!
 //! ```
 //! use concurrent_futures::{FutureError, ThreadPoolExecutor};
@@ -187,6 +188,7 @@ mod as_completed;
 mod error;
 mod future;
 mod map;
+mod panic_site;
 mod process_pool;
 mod sync;
 mod thread_pool;
@@ -195,7 +197,7 @@ mod wait;
 pub use crate::as_completed::{AsCompleted, as_completed};
 pub use crate::error::{
     AsCompletedTimeout, BuildError, Exclusive, FutureError, MapError, MapItemError, PanicError,
-    ResultTimeoutError, SubmitError, TryResultError,
+    PanicLocation, ResultTimeoutError, SubmitError, TryResultError,
 };
 pub use crate::future::{AsHandle, FutureHandle};
 pub use crate::map::{Map, MapOptions, MapUnordered};

@@ -91,6 +91,11 @@ impl ThreadPoolBuilder {
 
     /// Builds the pool. No thread starts until the first `submit`.
     ///
+    /// The first pool built in a process installs a panic hook that notes where each
+    /// panic happens (for [`PanicError::location`](crate::PanicError::location)) and then
+    /// calls the hook it replaced, so panics print as before. A hook the program sets
+    /// later replaces it (and the locations) unless it calls the hook it takes.
+    ///
     /// # Errors
     ///
     /// A [`BuildError`] when `max_workers` is zero.

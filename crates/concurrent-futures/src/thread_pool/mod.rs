@@ -21,6 +21,7 @@ pub use self::builder::ThreadPoolBuilder;
 use crate::error::{FutureError, MapError, PanicError, SubmitError};
 use crate::future::{self, FutureHandle, TaskRecord};
 use crate::map::{ChunkOutput, ChunkSubmit, Map, MapOptions, MapUnordered};
+use crate::panic_site;
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
 
 /// A unit of queued work, type-erased: a task's record, which holds both its closure
@@ -45,6 +46,9 @@ where
         let Some(func) = func.filter(|_| promise.set_running()) else {
             return;
         };
+        // A panic caught earlier on this worker (by an earlier task itself, say) must not
+        // lend its location to this task's panic.
+        panic_site::forget();
         let outcome = catch_unwind(AssertUnwindSafe(func))
             .map_err(|payload| FutureError::Panicked(PanicError::new(payload)));
         before_publish();
@@ -203,6 +207,8 @@ impl ThreadPoolExecutor {
         initializer: Option<Initializer>,
         stack_size: Option<usize>,
     ) -> Self {
+        // Panic errors carry the panic's location, which only a panic hook can see.
+        panic_site::install();
         let (sender, queue) = crossbeam_channel::unbounded();
         Self {
             inner: Arc::new(Inner {
