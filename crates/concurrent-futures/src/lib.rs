@@ -11,7 +11,7 @@
 //! let pool = ThreadPoolExecutor::builder().max_workers(4).build()?;
 //! let handle = pool.submit(|| (1..=10).sum::<u32>())?;
 //! assert_eq!(handle.result()?, 55);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! # Map: ordered, lazy, bounded
@@ -29,7 +29,7 @@
 //!     .take(4)
 //!     .collect::<Result<_, _>>()?;
 //! assert_eq!(firsts, [1, 4, 9, 16]);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! # As completed
@@ -48,7 +48,7 @@
 //! }
 //! codes.sort();
 //! assert_eq!(codes, ["BR", "CN", "IN"]);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! # Wait
@@ -61,7 +61,7 @@
 //! let handles: Vec<_> = (0..3).map(|i| pool.submit(move || i)).collect::<Result<_, _>>()?;
 //! let sets = wait(&handles, Some(Duration::from_secs(10)), ReturnWhen::AllCompleted);
 //! assert_eq!(sets.done.len(), 3);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! # Shutdown and cancellation
@@ -88,7 +88,7 @@
 //! assert!(running.result()?);
 //! assert!(matches!(queued.result(), Err(FutureError::Cancelled)));
 //! assert!(pool.submit(|| ()).is_err());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! # Panics
@@ -106,7 +106,7 @@
 //!     other => panic!("expected a panic, got {other:?}"),
 //! }
 //! assert_eq!(pool.submit(|| 1)?.result()?, 1); // the pool still works
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! # Processes
@@ -133,7 +133,7 @@
 //!     std::process::exit(code)
 //! }
 //!
-//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! fn main() -> anyhow::Result<()> {
 //!     concurrent_futures::process_worker_main(); // a worker never gets past this line
 //!     let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
 //!     assert_eq!(pool.submit(collatz_steps, 27)?.result()?, 111);

@@ -36,7 +36,7 @@ pub(crate) fn default_max_workers() -> usize {
 ///     .build()?;
 /// let name = pool.submit(|| std::thread::current().name().map(str::to_owned))?.result()?;
 /// assert_eq!(name.as_deref(), Some("downloader_0"));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), anyhow::Error>(())
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ThreadPoolBuilder {

@@ -180,7 +180,7 @@ impl Inner {
 ///     .collect::<Result<_, _>>()?;
 /// let total: i32 = handles.into_iter().map(|h| h.result()).sum::<Result<_, _>>()?;
 /// assert_eq!(total, 60);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), anyhow::Error>(())
 /// ```
 pub struct ThreadPoolExecutor {
     inner: Arc<Inner>,
@@ -367,7 +367,7 @@ impl ThreadPoolExecutor {
     ///     .map(|x: u64| x * x, 1..=5)?
     ///     .collect::<Result<_, _>>()?;
     /// assert_eq!(squares, [1, 4, 9, 16, 25]);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), anyhow::Error>(())
     /// ```
     pub fn map<I, F, R>(&self, f: F, items: I) -> Result<Map<'_, I::IntoIter, R>, MapError>
     where
@@ -400,7 +400,7 @@ impl ThreadPoolExecutor {
     /// let mut results = pool.map_with(|x: u32| x + 1, 0.., options)?; // endless input
     /// assert_eq!(results.next().transpose()?, Some(1));
     /// assert_eq!(results.next().transpose()?, Some(2));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), anyhow::Error>(())
     /// ```
     pub fn map_with<I, F, R>(
         &self,
@@ -443,7 +443,7 @@ impl ThreadPoolExecutor {
     ///     .collect::<Result<_, _>>()?;
     /// squares.sort();
     /// assert_eq!(squares, [1, 4, 9, 16, 25]);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), anyhow::Error>(())
     /// ```
     pub fn map_unordered<I, F, R>(
         &self,
