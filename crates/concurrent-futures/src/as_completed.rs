@@ -33,7 +33,7 @@ use crate::future::{AsHandle, Waiter};
 ///     total += handle?.result()?;
 /// }
 /// assert_eq!(total, 20);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), anyhow::Error>(())
 /// ```
 ///
 /// Pairs keep a key with each handle:
@@ -47,7 +47,7 @@ use crate::future::{AsHandle, Waiter};
 ///     let (cc, handle) = done?;
 ///     assert_eq!(handle.result()?, cc.len());
 /// }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), anyhow::Error>(())
 /// ```
 pub fn as_completed<I, H>(handles: I, timeout: Option<Duration>) -> AsCompleted<H>
 where

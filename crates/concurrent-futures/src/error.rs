@@ -1,10 +1,84 @@
 //! Error types, one per operation (as crossbeam does for channels).
+//!
+//! Every error is `Send + Sync + 'static`, whatever it carries, so that `?` turns it into
+//! an `anyhow::Error` or a `Box<dyn Error + Send + Sync>`. A panic payload
+//! (`Box<dyn Any + Send>`) and a refused task (often a closure that is not `Sync`) are
+//! therefore held in an [`Exclusive`], as tokio's `JoinError` holds its payload in a
+//! `SyncWrapper`.
 
 use std::any::Any;
 use std::fmt;
 use std::time::Duration;
 
 use crate::FutureHandle;
+use crate::panic_site;
+
+/// Owns a value and lends it out only by value or through `&mut`, so that it is `Sync`
+/// whenever the value is `Send`, even if the value is not `Sync`.
+///
+/// Sharing `&Exclusive<T>` between threads is harmless because nothing can be done with
+/// it: there is no `&T` to be had from a shared reference. This is what lets an error
+/// that gives back a task which is not `Sync` (a closure capturing a
+/// [`Cell`](std::cell::Cell), say) still be `Send + Sync` and go through `?` into
+/// `anyhow::Error`. It plays the part of tokio's `SyncWrapper` and of the unstable
+/// `std::sync::Exclusive`.
+///
+/// # Examples
+///
+/// ```
+/// use std::cell::Cell;
+/// use concurrent_futures::{SubmitError, ThreadPoolExecutor};
+///
+/// let pool = ThreadPoolExecutor::new();
+/// pool.shutdown(true, false);
+/// let calls = Cell::new(0); // Send, not Sync
+/// match pool.submit(move || { calls.set(calls.get() + 1); calls.get() }) {
+///     Err(SubmitError::ShutDown(task)) => assert_eq!(task.into_inner()(), 1),
+///     other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+/// }
+/// ```
+pub struct Exclusive<T> {
+    // std's lock rather than `crate::sync`'s: it is never locked (so never poisoned and
+    // never part of a loom model); it is here only because `Mutex<T>` is `Sync` for
+    // `T: Send`, which gives that guarantee without `unsafe`.
+    inner: std::sync::Mutex<T>,
+}
+
+impl<T> Exclusive<T> {
+    /// Wraps `value`.
+    pub fn new(value: T) -> Self {
+        Self {
+            inner: std::sync::Mutex::new(value),
+        }
+    }
+
+    /// The value, moved out.
+    pub fn into_inner(self) -> T {
+        self.inner
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The value, borrowed mutably (a `&mut` proves that no other thread can see it).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.inner
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<T> From<T> for Exclusive<T> {
+    fn from(value: T) -> Self {
+        Self::new(value)
+    }
+}
+
+impl<T> fmt::Debug for Exclusive<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Showing the value would need `&T`, which is exactly what this type withholds.
+        f.debug_struct("Exclusive").finish_non_exhaustive()
+    }
+}
 
 /// Why a future holds no value: what [`FutureHandle::result`] returns instead of one.
 ///
@@ -41,15 +115,25 @@ impl FutureError {
         matches!(self, Self::Panicked(_))
     }
 
+    /// True for [`FutureError::BrokenPool`].
+    pub fn is_broken_pool(&self) -> bool {
+        matches!(self, Self::BrokenPool(_))
+    }
+
+    /// True for [`FutureError::WorkerFailed`].
+    pub fn is_worker_failed(&self) -> bool {
+        matches!(self, Self::WorkerFailed(_))
+    }
+
     /// A copy for [`FutureHandle::exception`]: the same kind and message, without a panic
     /// payload (the payload can only be moved out once, through `result`).
     pub(crate) fn describe(&self) -> Self {
         match self {
             Self::Cancelled => Self::Cancelled,
-            Self::Panicked(p) => Self::Panicked(PanicError {
-                message: p.message.clone(),
-                payload: None,
-            }),
+            Self::Panicked(p) => Self::Panicked(PanicError::from_parts(
+                p.message.clone(),
+                p.location.clone(),
+            )),
             Self::BrokenPool(m) => Self::BrokenPool(m.clone()),
             Self::WorkerFailed(m) => Self::WorkerFailed(m.clone()),
             Self::ResultTaken => Self::ResultTaken,
@@ -72,7 +156,11 @@ impl fmt::Display for FutureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Cancelled => f.write_str("the future was cancelled"),
-            Self::Panicked(p) => write!(f, "the task panicked: {}", p.message),
+            // The location first, as std prints "thread 'main' panicked at src/main.rs:2:5".
+            Self::Panicked(p) => match &p.location {
+                Some(at) => write!(f, "the task panicked at {at}: {}", p.message),
+                None => write!(f, "the task panicked: {}", p.message),
+            },
             Self::BrokenPool(m) => write!(f, "broken pool: {m}"),
             Self::WorkerFailed(m) => write!(f, "worker failed: {m}"),
             Self::ResultTaken => f.write_str("the result was already taken"),
@@ -82,27 +170,62 @@ impl fmt::Display for FutureError {
 
 impl std::error::Error for FutureError {}
 
-/// A task's panic, caught by the pool: the message and (once) the payload.
+/// A task's panic, caught by the pool: the message, where it happened and (once) the
+/// payload.
+///
+/// `Display` shows the bare message, like [`message`](Self::message); the location is in
+/// `Debug` and in the `Display` of [`FutureError::Panicked`] (`the task panicked at
+/// src/main.rs:7:9: boom`).
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{FutureError, ThreadPoolExecutor};
+///
+/// let pool = ThreadPoolExecutor::new();
+/// let line = line!() + 1;
+/// let handle = pool.submit(|| -> u32 { panic!("boom") })?;
+/// match handle.result() {
+///     Err(FutureError::Panicked(p)) => {
+///         assert_eq!(p.message(), "boom");
+///         assert_eq!(p.location().map(|at| at.line()), Some(line));
+///     }
+///     other => panic!("expected a panic, got {other:?}"),
+/// }
+/// # Ok::<(), anyhow::Error>(())
+/// ```
 pub struct PanicError {
     message: String,
-    payload: Option<Box<dyn Any + Send + 'static>>,
+    location: Option<PanicLocation>,
+    payload: Option<Exclusive<Box<dyn Any + Send + 'static>>>,
 }
 
 impl PanicError {
+    /// A panic caught on this thread just now: the location comes from the panic hook
+    /// (see [`panic_site`]), when it recorded this very panic.
     pub(crate) fn new(payload: Box<dyn Any + Send + 'static>) -> Self {
         let message = panic_message(&*payload);
+        let location = panic_site::take(payload_str(&*payload));
         Self {
             message,
-            payload: Some(payload),
+            location,
+            payload: Some(Exclusive::new(payload)),
+        }
+    }
+
+    /// A panic known only by its message and location, for example one that happened in
+    /// another process, or a copy without the payload.
+    pub(crate) fn from_parts(message: String, location: Option<PanicLocation>) -> Self {
+        Self {
+            message,
+            location,
+            payload: None,
         }
     }
 
     /// A panic known only by its message (for example one that happened in another process).
     pub(crate) fn from_message(message: String) -> Self {
-        Self {
-            message,
-            payload: None,
-        }
+        Self::from_parts(message, None)
     }
 
     /// The panic message (`"boom"` for `panic!("boom")`), or a placeholder when the payload
@@ -111,11 +234,23 @@ impl PanicError {
         &self.message
     }
 
+    /// Where the task panicked, when known: for panics in thread-pool tasks and `map`
+    /// items, unless the program replaced the panic hook after the pool was built (a
+    /// replacement that calls the hook it took keeps this working) or the panic was
+    /// raised with [`std::panic::resume_unwind`], which runs no hook. Not yet known for
+    /// process-pool tasks.
+    pub fn location(&self) -> Option<&PanicLocation> {
+        self.location.as_ref()
+    }
+
     /// The panic payload, to re-raise it with [`std::panic::resume_unwind`]. When the
     /// payload is not available (a copy made by `exception()`, or a panic in another
     /// process), the message is returned as a `String` payload.
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
-        self.payload.unwrap_or_else(|| Box::new(self.message))
+        match self.payload {
+            Some(payload) => payload.into_inner(),
+            None => Box::new(self.message),
+        }
     }
 }
 
@@ -123,6 +258,7 @@ impl fmt::Debug for PanicError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PanicError")
             .field("message", &self.message)
+            .field("location", &self.location)
             .finish_non_exhaustive()
     }
 }
@@ -133,14 +269,65 @@ impl fmt::Display for PanicError {
     }
 }
 
+/// Where a panic happened, as [`std::panic::Location`] reports it, but owned (so that it
+/// can outlive the panic and, later, cross from a worker process). `Display` shows
+/// `file:line:column`, as std's panic message does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PanicLocation {
+    file: String,
+    line: u32,
+    column: u32,
+}
+
+impl PanicLocation {
+    pub(crate) fn new(file: impl Into<String>, line: u32, column: u32) -> Self {
+        Self {
+            file: file.into(),
+            line,
+            column,
+        }
+    }
+
+    /// The source file, as the compiler named it (`src/main.rs`, or a path relative to
+    /// the workspace root).
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The line, counted from 1.
+    pub fn line(&self) -> u32 {
+        self.line
+    }
+
+    /// The column, counted from 1.
+    pub fn column(&self) -> u32 {
+        self.column
+    }
+}
+
+impl From<&std::panic::Location<'_>> for PanicLocation {
+    fn from(at: &std::panic::Location<'_>) -> Self {
+        Self::new(at.file(), at.line(), at.column())
+    }
+}
+
+impl fmt::Display for PanicLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
 /// The message of a panic payload.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload_str(payload).map_or_else(|| "<non-string panic payload>".to_owned(), str::to_owned)
+}
+
+/// The payload as a string, when it is one (what `PanicHookInfo::payload_as_str` sees).
+fn payload_str(payload: &(dyn Any + Send)) -> Option<&str> {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
+        Some(s)
     } else {
-        "<non-string panic payload>".to_owned()
+        payload.downcast_ref::<String>().map(String::as_str)
     }
 }
 
@@ -212,20 +399,39 @@ impl<T> ResultTimeoutError<T> {
     }
 }
 
+impl<T> TryResultError<T> {
+    /// True when the future was not done yet.
+    pub fn is_not_ready(&self) -> bool {
+        matches!(self, Self::NotReady(_))
+    }
+}
+
 /// The error of `submit`: the task was refused and is given back.
+///
+/// The task is held in an [`Exclusive`], so that this error is `Send + Sync` even for a
+/// task that is not `Sync`: [`into_inner`](Self::into_inner) (or
+/// [`Exclusive::into_inner`] on a matched variant) gives it back.
 #[non_exhaustive]
 pub enum SubmitError<F> {
     /// The executor was shut down: Python's "cannot schedule new futures after shutdown".
-    ShutDown(F),
+    ShutDown(Exclusive<F>),
     /// The executor is broken (for example an initializer failed); the message says why.
-    Broken(F, String),
+    Broken(Exclusive<F>, String),
 }
 
 impl<F> SubmitError<F> {
+    pub(crate) fn shut_down(task: F) -> Self {
+        Self::ShutDown(Exclusive::new(task))
+    }
+
+    pub(crate) fn broken(task: F, reason: String) -> Self {
+        Self::Broken(Exclusive::new(task), reason)
+    }
+
     /// The refused task.
     pub fn into_inner(self) -> F {
         match self {
-            Self::ShutDown(f) | Self::Broken(f, _) => f,
+            Self::ShutDown(f) | Self::Broken(f, _) => f.into_inner(),
         }
     }
 
@@ -317,6 +523,18 @@ pub enum MapItemError {
     /// The executor was shut down or broke before this item could be submitted. The map ends.
     #[error("the executor stopped before the item could be submitted: {0}")]
     Stopped(MapError),
+}
+
+impl MapItemError {
+    /// True when this item's call panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, Self::Failed(e) if e.is_panic())
+    }
+
+    /// True when the map's deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
 }
 
 impl From<FutureError> for MapItemError {

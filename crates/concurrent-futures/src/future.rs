@@ -385,7 +385,7 @@ impl<T> fmt::Debug for Promise<T> {
 /// let pool = ThreadPoolExecutor::new();
 /// let handle = pool.submit(|| 6 * 7)?;
 /// assert_eq!(handle.result()?, 42);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), anyhow::Error>(())
 /// ```
 #[doc(alias = "Future")]
 pub struct FutureHandle<T> {
@@ -477,7 +477,7 @@ impl<T> FutureHandle<T> {
     /// };
     /// tx.send(())?;
     /// assert!(handle.result()?);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), anyhow::Error>(())
     /// ```
     pub fn result_timeout(self, timeout: Duration) -> Result<T, ResultTimeoutError<T>> {
         if !self.block_until(Instant::now().checked_add(timeout)) {
@@ -545,7 +545,7 @@ impl<T> FutureHandle<T> {
     /// let handle = pool.submit(|| 1)?;
     /// handle.add_done_callback(move |h| tx.send(h.is_cancelled()).unwrap());
     /// assert_eq!(rx.recv()?, false);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), anyhow::Error>(())
     /// ```
     pub fn add_done_callback<F>(&self, callback: F)
     where

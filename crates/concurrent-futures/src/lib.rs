@@ -11,7 +11,7 @@
 //! let pool = ThreadPoolExecutor::builder().max_workers(4).build()?;
 //! let handle = pool.submit(|| (1..=10).sum::<u32>())?;
 //! assert_eq!(handle.result()?, 55);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! # Map: ordered, lazy, bounded
@@ -29,7 +29,7 @@
 //!     .take(4)
 //!     .collect::<Result<_, _>>()?;
 //! assert_eq!(firsts, [1, 4, 9, 16]);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! # As completed
@@ -48,7 +48,7 @@
 //! }
 //! codes.sort();
 //! assert_eq!(codes, ["BR", "CN", "IN"]);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! # Wait
@@ -61,7 +61,7 @@
 //! let handles: Vec<_> = (0..3).map(|i| pool.submit(move || i)).collect::<Result<_, _>>()?;
 //! let sets = wait(&handles, Some(Duration::from_secs(10)), ReturnWhen::AllCompleted);
 //! assert_eq!(sets.done.len(), 3);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! # Shutdown and cancellation
@@ -88,12 +88,13 @@
 //! assert!(running.result()?);
 //! assert!(matches!(queued.result(), Err(FutureError::Cancelled)));
 //! assert!(pool.submit(|| ()).is_err());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! # Panics
 //!
-//! A task's panic is caught: the worker survives and the handle reports it.
+//! A task's panic is caught: the worker survives and the handle reports it, with the
+//! panic's message and, for thread-pool tasks, its location ([`PanicError::location`]).
 //!
 //! ```
 //! use concurrent_futures::{FutureError, ThreadPoolExecutor};
@@ -105,7 +106,7 @@
 //!     other => panic!("expected a panic, got {other:?}"),
 //! }
 //! assert_eq!(pool.submit(|| 1)?.result()?, 1); // the pool still works
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! # Processes
@@ -132,7 +133,7 @@
 //!     std::process::exit(code)
 //! }
 //!
-//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! fn main() -> anyhow::Result<()> {
 //!     concurrent_futures::process_worker_main(); // a worker never gets past this line
 //!     let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
 //!     assert_eq!(pool.submit(collatz_steps, 27)?.result()?, 111);
@@ -187,6 +188,7 @@ mod as_completed;
 mod error;
 mod future;
 mod map;
+mod panic_site;
 mod process_pool;
 mod sync;
 mod thread_pool;
@@ -195,8 +197,8 @@ mod wait;
 
 pub use crate::as_completed::{AsCompleted, as_completed};
 pub use crate::error::{
-    AsCompletedTimeout, BuildError, FutureError, MapError, MapItemError, PanicError,
-    ResultTimeoutError, SubmitError, TryResultError,
+    AsCompletedTimeout, BuildError, Exclusive, FutureError, MapError, MapItemError, PanicError,
+    PanicLocation, ResultTimeoutError, SubmitError, TryResultError,
 };
 pub use crate::future::{AsHandle, FutureHandle};
 pub use crate::map::{Map, MapOptions, MapUnordered};

@@ -413,7 +413,7 @@ impl<I: Iterator, R> Map<'_, I, R> {
     /// let pool = ThreadPoolExecutor::new();
     /// let squares = pool.map(|x: u64| x * x, 0..1000)?.try_collect_vec()?;
     /// assert_eq!(squares[999], 998_001);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), anyhow::Error>(())
     /// ```
     pub fn try_collect_vec(mut self) -> Result<Vec<R>, MapItemError> {
         // Room for what the input says is left, up to 16 MiB of results up front: an

@@ -55,7 +55,7 @@ pub struct DoneAndNotDone<H> {
 /// tx.send(())?;
 /// let sets = wait([quick, slow], None, ReturnWhen::AllCompleted);
 /// assert_eq!((sets.done.len(), sets.not_done.len()), (2, 0));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), anyhow::Error>(())
 /// ```
 pub fn wait<I, H>(
     handles: I,

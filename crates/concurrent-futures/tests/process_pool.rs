@@ -598,7 +598,7 @@ fn failing_initializer_breaks_the_pool() {
     assert!(accepted >= 1);
     match pool.submit(square, 1) {
         Err(SubmitError::Broken(arg, message)) => {
-            assert_eq!(arg, 1);
+            assert_eq!(arg.into_inner(), 1);
             assert!(message.contains("bad config"));
         }
         other => panic!("expected a broken pool, got {other:?}"),

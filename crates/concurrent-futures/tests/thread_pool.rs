@@ -138,7 +138,7 @@ fn failing_initializer_breaks_the_pool() {
     match pool.submit(|| 1) {
         Err(SubmitError::Broken(task, message)) => {
             assert!(message.contains("no database"));
-            assert_eq!(task(), 1, "the refused task is given back");
+            assert_eq!(task.into_inner()(), 1, "the refused task is given back");
         }
         other => panic!("expected Broken, got {:?}", other.map(|_| ())),
     }

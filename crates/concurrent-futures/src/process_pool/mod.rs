@@ -46,7 +46,7 @@ const MAX_PAYLOAD: usize = 1 << 30;
 ///     x * x
 /// }
 ///
-/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// fn main() -> anyhow::Result<()> {
 ///     concurrent_futures::process_worker_main(); // first thing in main
 ///     let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
 ///     assert_eq!(pool.submit(square, 12)?.result()?, 144);
@@ -95,7 +95,7 @@ pub fn process_worker_main() {
 ///     n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
 /// }
 ///
-/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// fn main() -> anyhow::Result<()> {
 ///     concurrent_futures::process_worker_main();
 ///     let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
 ///     let handle = pool.submit(is_prime, 97)?;
@@ -163,7 +163,7 @@ impl ProcessPoolExecutor {
     ///     a / b
     /// }
     ///
-    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// fn main() -> anyhow::Result<()> {
     ///     concurrent_futures::process_worker_main();
     ///     let pool = ProcessPoolExecutor::builder().max_workers(1).build()?;
     ///     assert_eq!(pool.submit(divide, (10, 2))?.result()?, 5);
@@ -227,7 +227,7 @@ impl ProcessPoolExecutor {
     ///     x * x * x
     /// }
     ///
-    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// fn main() -> anyhow::Result<()> {
     ///     concurrent_futures::process_worker_main();
     ///     let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
     ///     let cubes: Vec<i64> = pool.map(cube, 1..=4)?.collect::<Result<_, _>>()?;
@@ -261,7 +261,7 @@ impl ProcessPoolExecutor {
     ///     2 * x
     /// }
     ///
-    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// fn main() -> anyhow::Result<()> {
     ///     concurrent_futures::process_worker_main();
     ///     let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
     ///     let options = MapOptions::new().chunksize(100);
@@ -352,8 +352,8 @@ impl ProcessPoolExecutor {
 
 fn refusal<A>(refused: Refused, arg: A) -> SubmitError<A> {
     match refused {
-        Refused::ShutDown => SubmitError::ShutDown(arg),
-        Refused::Broken(reason) => SubmitError::Broken(arg, reason),
+        Refused::ShutDown => SubmitError::shut_down(arg),
+        Refused::Broken(reason) => SubmitError::broken(arg, reason),
     }
 }
 
@@ -441,7 +441,7 @@ impl fmt::Debug for ProcessPoolExecutor {
 ///     if limit > 0 { Ok(()) } else { Err("limit must be positive".to_owned()) }
 /// }
 ///
-/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// fn main() -> anyhow::Result<()> {
 ///     concurrent_futures::process_worker_main();
 ///     let pool = ProcessPoolExecutor::builder()
 ///         .max_workers(2)
@@ -471,7 +471,7 @@ pub struct ProcessPoolBuilder {
 /// ```
 /// use concurrent_futures::{ProcessPoolExecutor, StartMethod};
 ///
-/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// fn main() -> anyhow::Result<()> {
 ///     concurrent_futures::process_worker_main();
 ///     let pool = ProcessPoolExecutor::builder()
 ///         .start_method(StartMethod::Spawn)

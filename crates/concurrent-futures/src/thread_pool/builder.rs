@@ -36,7 +36,7 @@ pub(crate) fn default_max_workers() -> usize {
 ///     .build()?;
 /// let name = pool.submit(|| std::thread::current().name().map(str::to_owned))?.result()?;
 /// assert_eq!(name.as_deref(), Some("downloader_0"));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), anyhow::Error>(())
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ThreadPoolBuilder {
@@ -90,6 +90,11 @@ impl ThreadPoolBuilder {
     }
 
     /// Builds the pool. No thread starts until the first `submit`.
+    ///
+    /// The first pool built in a process installs a panic hook that notes where each
+    /// panic happens (for [`PanicError::location`](crate::PanicError::location)) and then
+    /// calls the hook it replaced, so panics print as before. A hook the program sets
+    /// later replaces it (and the locations) unless it calls the hook it takes.
     ///
     /// # Errors
     ///

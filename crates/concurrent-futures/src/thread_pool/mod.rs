@@ -21,6 +21,7 @@ pub use self::builder::ThreadPoolBuilder;
 use crate::error::{FutureError, MapError, PanicError, SubmitError};
 use crate::future::{self, FutureHandle, TaskRecord};
 use crate::map::{ChunkOutput, ChunkSubmit, Map, MapOptions, MapUnordered};
+use crate::panic_site;
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
 use crate::unwind::contain;
 
@@ -52,6 +53,9 @@ where
             contain("dropping a cancelled task", move || drop(func));
             return;
         }
+        // A panic caught earlier on this worker (by an earlier task itself, say) must not
+        // lend its location to this task's panic.
+        panic_site::forget();
         let outcome = catch_unwind(AssertUnwindSafe(func))
             .map_err(|payload| FutureError::Panicked(PanicError::new(payload)));
         before_publish();
@@ -184,7 +188,7 @@ impl Inner {
 ///     .collect::<Result<_, _>>()?;
 /// let total: i32 = handles.into_iter().map(|h| h.result()).sum::<Result<_, _>>()?;
 /// assert_eq!(total, 60);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), anyhow::Error>(())
 /// ```
 pub struct ThreadPoolExecutor {
     inner: Arc<Inner>,
@@ -211,6 +215,8 @@ impl ThreadPoolExecutor {
         initializer: Option<Initializer>,
         stack_size: Option<usize>,
     ) -> Self {
+        // Panic errors carry the panic's location, which only a panic hook can see.
+        panic_site::install();
         let (sender, queue) = crossbeam_channel::unbounded();
         Self {
             inner: Arc::new(Inner {
@@ -254,10 +260,10 @@ impl ThreadPoolExecutor {
         let (handle, lost) = {
             let mut state = self.inner.state.lock();
             if let Some(reason) = &state.broken {
-                return Err(SubmitError::Broken(task, reason.clone()));
+                return Err(SubmitError::broken(task, reason.clone()));
             }
             let Some(sender) = &state.sender else {
-                return Err(SubmitError::ShutDown(task));
+                return Err(SubmitError::shut_down(task));
             };
             let (job, handle) = if size_of::<F>() <= INLINE_TASK_BYTES {
                 let (record, handle) = future::with_task(task);
@@ -369,7 +375,7 @@ impl ThreadPoolExecutor {
     ///     .map(|x: u64| x * x, 1..=5)?
     ///     .collect::<Result<_, _>>()?;
     /// assert_eq!(squares, [1, 4, 9, 16, 25]);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), anyhow::Error>(())
     /// ```
     pub fn map<I, F, R>(&self, f: F, items: I) -> Result<Map<'_, I::IntoIter, R>, MapError>
     where
@@ -402,7 +408,7 @@ impl ThreadPoolExecutor {
     /// let mut results = pool.map_with(|x: u32| x + 1, 0.., options)?; // endless input
     /// assert_eq!(results.next().transpose()?, Some(1));
     /// assert_eq!(results.next().transpose()?, Some(2));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), anyhow::Error>(())
     /// ```
     pub fn map_with<I, F, R>(
         &self,
@@ -445,7 +451,7 @@ impl ThreadPoolExecutor {
     ///     .collect::<Result<_, _>>()?;
     /// squares.sort();
     /// assert_eq!(squares, [1, 4, 9, 16, 25]);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), anyhow::Error>(())
     /// ```
     pub fn map_unordered<I, F, R>(
         &self,
