@@ -995,9 +995,92 @@ fn issue_12_dropping_a_process_map_lets_running_tasks_finish() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Makes this binary print before `process_worker_main`, in the pool's process and in
+/// every worker and fork server started from it.
+const PRINT_BEFORE_GUARD: &str = "PROCESS_POOL_TEST_PRINT_BEFORE_GUARD";
+/// Makes this binary, when started as a worker, block before `process_worker_main`.
+const BLOCK_BEFORE_GUARD: &str = "PROCESS_POOL_TEST_BLOCK_BEFORE_GUARD";
+/// The argument that makes this binary run one pool scenario and print its outcome.
+const PROBE_POOL: &str = "--probe-pool";
+
+/// Runs this binary with `env` set and `PROBE_POOL`, and returns what it printed,
+/// failing the test if it has not ended within two minutes.
+fn probe(env: &str, scenario: &str) -> String {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([PROBE_POOL, scenario])
+        .env(env, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read as it comes: the probe prints more than a pipe holds.
+    let mut pipe = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut stdout = String::new();
+        let _ = pipe.read_to_string(&mut stdout);
+        stdout
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the pool hung in scenario {scenario}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reader.join().unwrap()
+}
+
+/// The probe's side: one pool, one task, its outcome on stdout.
+fn run_probe(scenario: &str) {
+    let (method, timeout) = match scenario {
+        "spawn" => (StartMethod::Spawn, Duration::from_secs(30)),
+        "fork-server" => (StartMethod::ForkServer, Duration::from_secs(30)),
+        _ => (StartMethod::Spawn, Duration::from_secs(2)),
+    };
+    let outcome = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .start_method(method)
+        .handshake_timeout(timeout)
+        .build()
+        .map(|pool| pool.submit(square, 7).map(|h| h.result()));
+    println!("outcome: {outcome:?}");
+}
+
+/// Issue 12.5: the protocol ran on the worker's stdout, so a `main` that printed before
+/// `process_worker_main` made the pool read "star" as a 1.9 GB frame length and hang.
+fn issue_12_output_before_the_guard_does_not_disturb_the_pool() {
+    for scenario in ["spawn", "fork-server"] {
+        let out = probe(PRINT_BEFORE_GUARD, scenario);
+        assert!(out.contains("outcome: Ok(Ok(Ok(49)))"), "{scenario}: {out}");
+    }
+}
+
+/// Issue 12.5: a worker that never reaches `process_worker_main` is a broken pool after
+/// the handshake deadline, not a task pending for ever.
+fn issue_12_a_silent_worker_breaks_the_pool_after_the_handshake_deadline() {
+    let out = probe(BLOCK_BEFORE_GUARD, "silent");
+    assert!(out.contains("BrokenPool"), "{out}");
+    assert!(
+        out.contains("did not answer its handshake within 2s"),
+        "{out}"
+    );
+}
+
 // ---------------------------------------------------------------- harness
 
 fn main() -> ExitCode {
+    if std::env::var_os(PRINT_BEFORE_GUARD).is_some() {
+        // Enough to fill a pipe, were the protocol still on stdout.
+        for _ in 0..2000 {
+            println!("starting up: output before process_worker_main()");
+        }
+    }
+    if std::env::var_os(BLOCK_BEFORE_GUARD).is_some()
+        && std::env::var_os("CONCURRENT_FUTURES_PROCESS_WORKER").is_some()
+    {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
     if std::env::var_os(NO_GUARD).is_some() {
         // A program whose main lacks the guard, and so are its fork server and workers
         // (they inherit the variable): its pool must break with a hint, not hang.
@@ -1017,7 +1100,19 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     concurrent_futures::process_worker_main();
+    if let Some(at) = std::env::args().position(|a| a == PROBE_POOL) {
+        run_probe(&std::env::args().nth(at + 1).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
     let tests: &[(&str, fn())] = &[
+        (
+            "issue_12_output_before_the_guard_does_not_disturb_the_pool",
+            issue_12_output_before_the_guard_does_not_disturb_the_pool,
+        ),
+        (
+            "issue_12_a_silent_worker_breaks_the_pool_after_the_handshake_deadline",
+            issue_12_a_silent_worker_breaks_the_pool_after_the_handshake_deadline,
+        ),
         (
             "issue_12_shutdown_wait_never_strands_a_writer",
             issue_12_shutdown_wait_never_strands_a_writer,

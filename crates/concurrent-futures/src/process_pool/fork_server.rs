@@ -122,34 +122,20 @@ impl ForkServer {
 
     /// Asks the server for a new worker.
     pub(super) fn fork(&mut self) -> io::Result<Forked> {
-        let (task_read, tasks) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        let (results, result_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        let fds = [task_read.as_raw_fd(), result_write.as_raw_fd()];
-        let sent = loop {
-            match sendmsg::<()>(
-                self.control.as_raw_fd(),
-                &[IoSlice::new(&[1])],
-                &[ControlMessage::ScmRights(&fds)],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                Err(Errno::EINTR) => {}
-                sent => break sent?,
-            }
-        };
-        if sent != 1 {
-            return Err(io::Error::other("the fork server took no request"));
-        }
-        // The message holds its own copies of the descriptors.
-        drop((task_read, result_write));
+        let WorkerPipes {
+            tasks,
+            results,
+            theirs,
+        } = WorkerPipes::new()?;
+        send_pipes(&self.control, theirs)?;
         let mut answer = [0u8; 4];
         self.control.read_exact(&mut answer)?;
         let pid = i32::from_le_bytes(answer);
         match u32::try_from(pid) {
             Ok(pid) if pid > 0 => Ok(Forked {
                 pid,
-                tasks: File::from(tasks),
-                results: File::from(results),
+                tasks,
+                results,
             }),
             _ if pid < 0 => Err(io::Error::from_raw_os_error(pid.saturating_neg())),
             _ => Err(io::Error::other("the fork server answered pid 0")),
@@ -236,9 +222,56 @@ pub(super) fn serve() -> i32 {
     }
 }
 
+/// A new worker's two pipes: the pool's ends, and the worker's ends to hand over.
+pub(super) struct WorkerPipes {
+    /// Where the pool writes tasks.
+    pub(super) tasks: File,
+    /// Where the pool reads results.
+    pub(super) results: File,
+    /// The worker's ends: the read end of the task pipe, the write end of the result
+    /// pipe.
+    pub(super) theirs: [OwnedFd; 2],
+}
+
+impl WorkerPipes {
+    /// Two close-on-exec pipes: no other child of this process inherits them.
+    pub(super) fn new() -> io::Result<Self> {
+        let (task_read, tasks) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (results, result_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        Ok(Self {
+            tasks: File::from(tasks),
+            results: File::from(results),
+            theirs: [task_read, result_write],
+        })
+    }
+}
+
+/// Sends a worker's two pipe ends over `control` (one byte with `SCM_RIGHTS`), to the
+/// fork server or to a worker started from the executable, which reads them with
+/// [`receive`]. Our copies are closed: the message holds its own.
+pub(super) fn send_pipes(control: &UnixStream, fds: [OwnedFd; 2]) -> io::Result<()> {
+    let raw = [fds[0].as_raw_fd(), fds[1].as_raw_fd()];
+    let sent = loop {
+        match sendmsg::<()>(
+            control.as_raw_fd(),
+            &[IoSlice::new(&[1])],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Err(Errno::EINTR) => {}
+            sent => break sent?,
+        }
+    };
+    if sent != 1 {
+        return Err(io::Error::other("the other process took no request"));
+    }
+    Ok(())
+}
+
 /// Reads one request: the two descriptors of a new worker; `None` at the end of the
 /// stream.
-fn receive(control: &UnixStream) -> io::Result<Option<[OwnedFd; 2]>> {
+pub(super) fn receive(control: &UnixStream) -> io::Result<Option<[OwnedFd; 2]>> {
     let mut byte = [0u8];
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([RawFd; 2]);

@@ -11,6 +11,7 @@ mod worker;
 
 use std::fmt::{self, Display};
 use std::sync::Arc;
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde::Serialize;
@@ -24,6 +25,8 @@ use crate::map::{ChunkOutput, ChunkSubmit, Map, MapOptions, MapUnordered};
 
 /// The largest encoded argument (or chunk of arguments) a task may have.
 const MAX_PAYLOAD: usize = 1 << 30;
+/// How long a new worker may take to accept the handshake, unless the builder says.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Turns this process into a process-pool worker if it was started as one, and
 /// otherwise returns at once: the Rust form of Python's `if __name__ == "__main__":`
@@ -458,6 +461,7 @@ pub struct ProcessPoolBuilder {
     max_tasks_per_child: Option<usize>,
     start_method: StartMethod,
     initializer: Option<Result<(Entry, Vec<u8>), String>>,
+    handshake_timeout: Duration,
 }
 
 /// How a [`ProcessPoolExecutor`] starts its worker processes (Python's `mp_context`
@@ -506,6 +510,7 @@ impl ProcessPoolBuilder {
             max_tasks_per_child: None,
             start_method: StartMethod::default(),
             initializer: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 
@@ -526,6 +531,16 @@ impl ProcessPoolBuilder {
     /// How worker processes start (default [`StartMethod::ForkServer`]).
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.start_method = method;
+        self
+    }
+
+    /// How long a new worker process may take to reach [`process_worker_main`] and
+    /// accept the pool's handshake (default 30 s; the initializer's run is not counted).
+    /// A worker that does not answer in time (a `main` that blocks or runs on before
+    /// the call) is killed and the pool is broken, with
+    /// [`FutureError::BrokenPool`] saying so, instead of leaving its tasks pending.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
         self
     }
 
@@ -603,6 +618,7 @@ impl ProcessPoolBuilder {
                 max_tasks_per_child: self.max_tasks_per_child.map(|n| n as u64),
                 start_method: self.start_method,
                 hello: frame,
+                handshake_timeout: self.handshake_timeout,
             }),
         })
     }
@@ -613,6 +629,7 @@ impl fmt::Debug for ProcessPoolBuilder {
         f.debug_struct("ProcessPoolBuilder")
             .field("max_workers", &self.max_workers)
             .field("max_tasks_per_child", &self.max_tasks_per_child)
+            .field("handshake_timeout", &self.handshake_timeout)
             .field("start_method", &self.start_method)
             .field("initializer", &self.initializer.is_some())
             .finish()

@@ -10,7 +10,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::{ExitStatus, Stdio};
@@ -19,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
@@ -26,7 +28,7 @@ use serde::de::DeserializeOwned;
 
 use super::StartMethod;
 use super::call::Entry;
-use super::fork_server::ForkServer;
+use super::fork_server::{ForkServer, WorkerPipes, send_pipes};
 use super::wire::{self, ChunkReply, Header};
 use super::worker;
 use crate::error::{FutureError, PanicError};
@@ -183,6 +185,8 @@ pub(super) struct Config {
     pub(super) start_method: StartMethod,
     /// The handshake frame every new worker gets first.
     pub(super) hello: Vec<u8>,
+    /// How long a new worker may take to accept it.
+    pub(super) handshake_timeout: Duration,
 }
 
 /// A worker process, signalled and reaped under one lock so that a signal never
@@ -484,9 +488,11 @@ enum Ending {
     NoHandshake,
     InitFailed(String),
     Refused(String),
-    /// Something that is not a handshake came first (a `main` without
-    /// `process_worker_main` that printed to stdout, say).
+    /// Something that is not a handshake came first.
     BadHandshake(String),
+    /// Nothing came within the handshake deadline (a `main` that blocks or runs on
+    /// before `process_worker_main`, say).
+    HandshakeTimeout,
     /// The stream broke or made no sense.
     Protocol(String),
 }
@@ -855,8 +861,9 @@ impl Inner {
     fn read_results(self: &Arc<Self>, key: u64, stdout: File, process: &Process) {
         let mut input = BufReader::with_capacity(256 * 1024, stdout);
         let mut body = Vec::new();
-        let ending = match wire::read_frame(&mut input, &mut body) {
-            Ok(Some(h)) if h.tag == wire::TAG_READY => {
+        let ending = match self.handshake(&mut input, &mut body) {
+            Err(ending) => ending,
+            Ok(h) if h.tag == wire::TAG_READY => {
                 self.state.lock().failed_starts = 0;
                 // Whatever goes wrong on this thread must end in `worker_gone` below:
                 // a reader that died here would strand its worker and its tasks.
@@ -870,24 +877,50 @@ impl Inner {
                     ))
                 })
             }
-            Ok(Some(h)) if h.tag == wire::TAG_INIT_FAILED => {
+            Ok(h) if h.tag == wire::TAG_INIT_FAILED => {
                 Ending::InitFailed(String::from_utf8_lossy(&body).into_owned())
             }
-            Ok(Some(h)) if h.tag == wire::TAG_REFUSED => {
-                Ending::Refused(String::from_utf8_lossy(&body).into_owned())
-            }
-            Ok(Some(h)) => Ending::BadHandshake(format!("a message with tag {}", h.tag)),
-            Ok(None) => Ending::NoHandshake,
-            Err(e) => Ending::BadHandshake(e.to_string()),
+            Ok(h) => Ending::BadHandshake(format!("a message with tag {}", h.tag)),
         };
-        // A worker whose stream made no sense is stopped at once; any other has ended
-        // its output because it is exiting, and gets the time to do so.
+        // A worker whose stream made no sense, or that is silent, is stopped at once;
+        // any other has ended its output because it is exiting, and gets the time to.
         let grace = match ending {
-            Ending::Protocol(_) | Ending::BadHandshake(_) => Duration::ZERO,
+            Ending::Protocol(_) | Ending::BadHandshake(_) | Ending::HandshakeTimeout => {
+                Duration::ZERO
+            }
             _ => EXIT_GRACE,
         };
         let (status, killed) = process.reap(grace);
         self.worker_gone(key, process.pid, ending, status, killed);
+    }
+
+    /// Reads a new worker's answers to the handshake: `ACCEPTED` within the deadline,
+    /// then (after its initializer, unbounded) `READY` or `INIT_FAILED`, which it
+    /// returns. Handshake frames are small: a larger one is not the protocol.
+    fn handshake(&self, input: &mut BufReader<File>, body: &mut Vec<u8>) -> Result<Header, Ending> {
+        let read = |input: &mut BufReader<File>, body: &mut Vec<u8>| match wire::read_frame_within(
+            input,
+            body,
+            wire::MAX_HANDSHAKE_FRAME,
+        ) {
+            Ok(Some(h)) if h.tag == wire::TAG_REFUSED => {
+                Err(Ending::Refused(String::from_utf8_lossy(body).into_owned()))
+            }
+            Ok(Some(h)) => Ok(h),
+            Ok(None) => Err(Ending::NoHandshake),
+            Err(e) => Err(Ending::BadHandshake(e.to_string())),
+        };
+        if !readable_within(input, self.config.handshake_timeout) {
+            return Err(Ending::HandshakeTimeout);
+        }
+        let first = read(input, body)?;
+        if first.tag != wire::TAG_ACCEPTED {
+            return Err(Ending::BadHandshake(format!(
+                "a message with tag {}",
+                first.tag
+            )));
+        }
+        read(input, body)
     }
 
     fn serve_results(
@@ -973,6 +1006,12 @@ impl Inner {
                     "a worker process {how} after writing something other than a handshake \
                      ({what}); does main() call concurrent_futures::process_worker_main() \
                      first?"
+                ))),
+                Ending::HandshakeTimeout => failures.extend(state.break_pool(format!(
+                    "a worker process (pid {pid}) did not answer its handshake within {:?}, \
+                     so the pool stopped it; does main() call \
+                     concurrent_futures::process_worker_main() first?",
+                    self.config.handshake_timeout
                 ))),
                 Ending::NoHandshake if !signalled => failures.extend(state.break_pool(format!(
                     "a worker process ended before its handshake ({how}); does main() \
@@ -1101,6 +1140,27 @@ impl Inner {
     }
 }
 
+/// Waits until `input` has bytes to read (or its end) for at most `limit`; false when
+/// the time ran out first.
+fn readable_within(input: &BufReader<File>, limit: Duration) -> bool {
+    if !input.buffer().is_empty() {
+        return true;
+    }
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Whole milliseconds, rounded up, within what `poll` takes.
+        let millis = u16::try_from(left.as_millis().saturating_add(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(input.get_ref().as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(0) if left.is_zero() => return false,
+            Ok(0) | Err(Errno::EINTR) => {}
+            // Readable, closed, or an error the read will report.
+            Ok(_) | Err(_) => return true,
+        }
+    }
+}
+
 /// "exited with status 3", "was killed by signal 9 (SIGKILL)".
 pub(super) fn describe_status(pid: u32, status: &io::Result<ExitStatus>) -> String {
     match status {
@@ -1117,24 +1177,25 @@ pub(super) fn describe_status(pid: u32, status: &io::Result<ExitStatus>) -> Stri
     }
 }
 
-/// Starts the pool's executable again as a worker, with pipes on stdin and stdout.
+/// Starts the pool's executable again as a worker. Its pipes travel over a Unix socket
+/// on its stdin (as to the fork server), never as stdin and stdout: a `main` that
+/// prints before `process_worker_main` writes to the pool's stderr, not into the
+/// protocol.
 fn spawn_process() -> io::Result<(Process, File, File)> {
-    let mut command = worker::command();
-    command.stdin(Stdio::piped()).stdout(Stdio::piped());
-    let mut child = command.spawn()?;
-    match (child.stdin.take(), child.stdout.take()) {
-        (Some(stdin), Some(stdout)) => {
-            let (stdin, stdout) = (
-                File::from(OwnedFd::from(stdin)),
-                File::from(OwnedFd::from(stdout)),
-            );
-            // Dropping `child` neither kills nor waits: `Process` reaps the pid itself.
-            Ok((Process::new(child.id()), stdin, stdout))
-        }
-        _ => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(io::Error::other("the worker process has no pipes"))
-        }
-    }
+    let (control, theirs) = UnixStream::pair()?;
+    let pipes = WorkerPipes::new()?;
+    let child = {
+        let mut command = worker::command();
+        command
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
+        command.spawn()?
+        // The command holds the worker's end of the socket until it is dropped here.
+    };
+    // A worker that ended before it could read this (a `main` without the guard) has
+    // closed its socket: the message and its descriptors go with it, the reader sees
+    // the result pipe end, and says what the exit status was.
+    let _ = send_pipes(&control, pipes.theirs);
+    // Dropping `child` neither kills nor waits: `Process` reaps the pid itself.
+    Ok((Process::new(child.id()), pipes.tasks, pipes.results))
 }

@@ -13,7 +13,7 @@ use std::io::{self, BufRead, Read};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever the frame layout or a body changes.
-pub(super) const PROTOCOL_VERSION: u32 = 1;
+pub(super) const PROTOCOL_VERSION: u32 = 2;
 
 /// Bytes after the length prefix that every frame has: tag, id, x, y.
 const FIXED: usize = 1 + 8 + 8 + 8;
@@ -21,12 +21,18 @@ const FIXED: usize = 1 + 8 + 8 + 8;
 pub(super) const HEADER_LEN: usize = 4 + FIXED;
 /// The largest frame accepted; anything larger is a corrupt stream.
 const MAX_FRAME: usize = 1 << 31;
+/// The largest handshake answer (`ACCEPTED`, `REFUSED`, `READY`, `INIT_FAILED`: a pid or
+/// a message) the pool reads: a worker that says more is not speaking the protocol.
+pub(super) const MAX_HANDSHAKE_FRAME: usize = 1 << 20;
 
 /// Pool → worker: the handshake ([`Hello`] in the body).
 pub(super) const TAG_HELLO: u8 = 1;
 /// Pool → worker: run a call. `id` = task id, `x` = trampoline offset, `y` = function
 /// offset, body = the postcard-encoded argument (or chunk of arguments).
 pub(super) const TAG_CALL: u8 = 2;
+/// Worker → pool: handshake accepted, the initializer (if any) runs next; `id` = the
+/// worker's pid. The pool's handshake deadline ends here.
+pub(super) const TAG_ACCEPTED: u8 = 9;
 /// Worker → pool: handshake accepted and initializer done; `id` = the worker's pid.
 pub(super) const TAG_READY: u8 = 10;
 /// Worker → pool: the initializer failed; body = its message (UTF-8).
@@ -109,6 +115,15 @@ pub(super) fn read_frame<R: BufRead>(
     reader: &mut R,
     body: &mut Vec<u8>,
 ) -> io::Result<Option<Header>> {
+    read_frame_within(reader, body, MAX_FRAME)
+}
+
+/// [`read_frame`] for a frame of at most `max_len` bytes (after the length prefix).
+pub(super) fn read_frame_within<R: BufRead>(
+    reader: &mut R,
+    body: &mut Vec<u8>,
+    max_len: usize,
+) -> io::Result<Option<Header>> {
     if reader.fill_buf()?.is_empty() {
         return Ok(None);
     }
@@ -120,7 +135,7 @@ pub(super) fn read_frame<R: BufRead>(
         u64::from_le_bytes(bytes)
     };
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if !(FIXED..=MAX_FRAME).contains(&len) {
+    if !(FIXED..=max_len.min(MAX_FRAME)).contains(&len) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("invalid frame length {len}"),

@@ -4,12 +4,14 @@
 use std::fs::File;
 use std::io::{self, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::call::{Entry, Status, probes};
+use super::fork_server;
 use super::image;
 use super::wire::{self, Header, Hello};
 
@@ -82,10 +84,10 @@ pub(super) fn prepare() {
     let _ = std::arch::is_x86_feature_detected!("avx2");
 }
 
-/// Serves the pool on stdin/stdout (a worker started from the executable) and returns
-/// the exit status.
+/// Serves the pool on the pipes it sends over the socket on fd 0 (a worker started
+/// from the executable) and returns the exit status.
 pub(super) fn serve() -> i32 {
-    serve_on(Pipes::take())
+    serve_on(Pipes::receive())
 }
 
 /// Serves the pool on the pipes the fork server received for this forked worker (its
@@ -112,14 +114,18 @@ struct Pipes {
 }
 
 impl Pipes {
-    /// Moves the pipes off fds 0 and 1 (to close-on-exec descriptors), so that a task
-    /// that prints to stdout or reads stdin, or starts a program, cannot disturb the
-    /// protocol: its stdout goes to stderr and its stdin is empty.
-    fn take() -> io::Result<Self> {
-        let input = io::stdin().as_fd().try_clone_to_owned()?;
-        let output = io::stdout().as_fd().try_clone_to_owned()?;
+    /// Receives the pipes the pool sends over the Unix socket on fd 0: the protocol
+    /// never runs on stdin or stdout, so whatever `main` printed or read before
+    /// `process_worker_main` cannot be taken for a frame, and a task that prints or
+    /// starts a program cannot disturb it. Then stdin is emptied (`/dev/null`) and
+    /// stdout goes to stderr.
+    fn receive() -> io::Result<Self> {
+        let control = UnixStream::from(io::stdin().as_fd().try_clone_to_owned()?);
         nix::unistd::dup2_stdin(File::open("/dev/null")?).map_err(io::Error::from)?;
-        Self::given(input, output)
+        let [tasks, results] = fork_server::receive(&control)?
+            .ok_or_else(|| io::Error::other("the pool sent no pipes"))?;
+        drop(control);
+        Self::given(tasks, results)
     }
 
     /// The pipes as close-on-exec descriptors already; stdout goes to stderr.
@@ -193,6 +199,8 @@ impl Pipes {
             self.reply(wire::TAG_REFUSED, pid, why.as_bytes())?;
             return Ok(EXIT_REFUSED);
         }
+        // Ends the pool's handshake deadline: the initializer may take its time.
+        self.reply(wire::TAG_ACCEPTED, pid, &[])?;
         if let Some((trampoline, func, arg)) = &hello.init {
             let entry = Entry {
                 trampoline: *trampoline,
