@@ -8,6 +8,8 @@
 
 use std::any::Any;
 use std::fmt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::FutureHandle;
@@ -93,13 +95,13 @@ pub enum FutureError {
     /// The task panicked; the worker survived. Holds the panic message and payload.
     Panicked(PanicError),
     /// The pool became unusable before the task could run, Python's `BrokenExecutor`:
-    /// for example a worker initializer failed. The message says why.
-    BrokenPool(String),
+    /// for example a worker initializer failed. [`BrokenPoolError::kind`] says why.
+    BrokenPool(BrokenPoolError),
     /// A process-pool task could not be completed because of the worker process or the
-    /// wire: the worker died while running it (the message names the exit status or
-    /// signal), or its argument or result could not be encoded or decoded. The pool
-    /// itself stays usable.
-    WorkerFailed(String),
+    /// wire: the worker died while running it ([`WorkerError::exit_code`],
+    /// [`WorkerError::signal`]), or its argument or result could not be encoded or
+    /// decoded ([`WorkerError::kind`]). The pool itself stays usable.
+    WorkerFailed(WorkerError),
     /// The value was already taken (the handle was polled again after it completed).
     ResultTaken,
 }
@@ -123,6 +125,22 @@ impl FutureError {
     /// True for [`FutureError::WorkerFailed`].
     pub fn is_worker_failed(&self) -> bool {
         matches!(self, Self::WorkerFailed(_))
+    }
+
+    /// The worker's failure, for [`FutureError::WorkerFailed`].
+    pub fn worker_error(&self) -> Option<&WorkerError> {
+        match self {
+            Self::WorkerFailed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Why the pool broke, for [`FutureError::BrokenPool`].
+    pub fn broken_pool_error(&self) -> Option<&BrokenPoolError> {
+        match self {
+            Self::BrokenPool(e) => Some(e),
+            _ => None,
+        }
     }
 
     /// A copy for [`FutureHandle::exception`]: the same kind and message, without a panic
@@ -169,6 +187,357 @@ impl fmt::Display for FutureError {
 }
 
 impl std::error::Error for FutureError {}
+
+impl From<WorkerError> for FutureError {
+    fn from(e: WorkerError) -> Self {
+        Self::WorkerFailed(e)
+    }
+}
+
+impl From<BrokenPoolError> for FutureError {
+    fn from(e: BrokenPoolError) -> Self {
+        Self::BrokenPool(e)
+    }
+}
+
+/// How a worker process ended, when it did: its pid and exit status, as the pool saw
+/// them. Shared by [`WorkerError`] and [`BrokenPoolError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct ProcessEnd {
+    pid: Option<u32>,
+    status: Option<ExitStatus>,
+}
+
+impl ProcessEnd {
+    fn exit_code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    fn signal(&self) -> Option<i32> {
+        self.status.and_then(|s| s.signal())
+    }
+}
+
+/// Why a process-pool task failed without a value of its own (it did not panic): the
+/// worker process died under it, or its argument or result could not cross between
+/// the processes. What [`FutureError::WorkerFailed`] holds.
+///
+/// Opaque, like tokio's `JoinError`: [`kind`](Self::kind) and the predicates say what
+/// happened, [`pid`](Self::pid), [`exit_status`](Self::exit_status),
+/// [`exit_code`](Self::exit_code) and [`signal`](Self::signal) give the process's data
+/// when it ended, and `Display` (or [`message`](Self::message)) is the sentence for a
+/// person.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{FutureError, ProcessPoolExecutor, WorkerErrorKind};
+///
+/// fn crash(code: i32) -> u32 {
+///     std::process::exit(code)
+/// }
+///
+/// fn main() -> anyhow::Result<()> {
+///     concurrent_futures::process_worker_main();
+///     let pool = ProcessPoolExecutor::builder().max_workers(1).build()?;
+///     match pool.submit(crash, 3)?.result() {
+///         Err(FutureError::WorkerFailed(e)) => {
+///             assert_eq!(e.kind(), WorkerErrorKind::Died);
+///             assert_eq!(e.exit_code(), Some(3));
+///             assert!(e.pid().is_some());
+///         }
+///         other => panic!("expected a dead worker, got {other:?}"),
+///     }
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct WorkerError {
+    kind: WorkerErrorKind,
+    end: ProcessEnd,
+    message: String,
+}
+
+/// What went wrong in a [`WorkerError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WorkerErrorKind {
+    /// The worker process exited or was killed by a signal while it ran the task
+    /// (`exit(3)`, `abort()`, the OOM killer, `kill_workers()`). The exit status or
+    /// signal is in [`WorkerError::exit_code`] and [`WorkerError::signal`].
+    Died,
+    /// The worker closed its result pipe while running the task and did not exit in
+    /// time, so the pool killed it: its signal is the pool's, not the task's.
+    KilledByPool,
+    /// The worker's messages made no sense (a corrupt or truncated stream, a result
+    /// for another task, a reply with the wrong number of results), so the pool
+    /// stopped the worker while it ran the task.
+    Protocol,
+    /// The task function is not in the executable's own code (it lives in a shared
+    /// library, say), so a worker process cannot find it.
+    NotInExecutable,
+    /// The pool could not encode the argument.
+    ArgumentEncode,
+    /// The encoded argument is larger than a message may be.
+    ArgumentTooLarge,
+    /// The worker could not decode the argument.
+    ArgumentDecode,
+    /// The worker could not encode the result.
+    ResultEncode,
+    /// The encoded result is larger than a message may be.
+    ResultTooLarge,
+    /// The pool could not decode the result.
+    ResultDecode,
+}
+
+impl fmt::Debug for WorkerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerError")
+            .field("kind", &self.kind)
+            .field("pid", &self.end.pid)
+            .field("exit_status", &self.end.status)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+impl WorkerError {
+    pub(crate) fn new(kind: WorkerErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            end: ProcessEnd::default(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error, naming the worker process (and its exit status when it ended).
+    pub(crate) fn with_process(mut self, pid: u32, status: Option<ExitStatus>) -> Self {
+        self.end = ProcessEnd {
+            pid: Some(pid),
+            status,
+        };
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> WorkerErrorKind {
+        self.kind
+    }
+
+    /// The worker process concerned, when the failure happened in or to one.
+    pub fn pid(&self) -> Option<u32> {
+        self.end.pid
+    }
+
+    /// The worker's exit status, when it ended and the pool reaped it.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.end.status
+    }
+
+    /// The worker's exit code, when it exited (rather than being killed by a signal).
+    pub fn exit_code(&self) -> Option<i32> {
+        self.end.exit_code()
+    }
+
+    /// The signal that killed the worker (9 for SIGKILL, 6 for SIGABRT), when one did.
+    pub fn signal(&self) -> Option<i32> {
+        self.end.signal()
+    }
+
+    /// The sentence that `Display` shows ("the worker process (pid 42) exited with status
+    /// 3 while running this task").
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// True when the worker process ended by itself while it ran the task
+    /// ([`WorkerErrorKind::Died`]).
+    pub fn is_died(&self) -> bool {
+        self.kind == WorkerErrorKind::Died
+    }
+
+    /// True when the worker process was killed by a signal, whoever sent it.
+    pub fn is_signaled(&self) -> bool {
+        self.signal().is_some()
+    }
+
+    /// True when the pool itself killed the worker ([`WorkerErrorKind::KilledByPool`]).
+    pub fn is_killed_by_pool(&self) -> bool {
+        self.kind == WorkerErrorKind::KilledByPool
+    }
+
+    /// True when the worker's messages made no sense ([`WorkerErrorKind::Protocol`]).
+    pub fn is_protocol(&self) -> bool {
+        self.kind == WorkerErrorKind::Protocol
+    }
+
+    /// True when the argument or the result could not cross between the processes: not
+    /// encodable, not decodable, or too large. The worker is fine and goes on.
+    pub fn is_encoding(&self) -> bool {
+        matches!(
+            self.kind,
+            WorkerErrorKind::ArgumentEncode
+                | WorkerErrorKind::ArgumentTooLarge
+                | WorkerErrorKind::ArgumentDecode
+                | WorkerErrorKind::ResultEncode
+                | WorkerErrorKind::ResultTooLarge
+                | WorkerErrorKind::ResultDecode
+        )
+    }
+}
+
+/// Why a pool is broken, Python's `BrokenExecutor`: what [`FutureError::BrokenPool`],
+/// [`SubmitError::Broken`] and [`MapError::Broken`] hold.
+///
+/// Opaque, like [`WorkerError`]: [`kind`](Self::kind) says why, and when a worker
+/// process was involved, [`pid`](Self::pid), [`exit_status`](Self::exit_status) and
+/// [`signal`](Self::signal) say which and how it ended. `Display` (or
+/// [`message`](Self::message)) is the sentence for a person.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{BrokenPoolKind, SubmitError, ThreadPoolExecutor};
+///
+/// let pool = ThreadPoolExecutor::builder()
+///     .initializer(|| Err("no config".to_owned()))
+///     .build()?;
+/// let first = pool.submit(|| 1)?;
+/// let why = first.result().unwrap_err();
+/// let why = why.broken_pool_error().expect("a broken pool");
+/// assert_eq!(why.kind(), BrokenPoolKind::InitializerFailed);
+/// assert!(why.message().ends_with("no config"));
+/// match pool.submit(|| 2) {
+///     Err(SubmitError::Broken(_, why)) => assert!(why.is_initializer_failed()),
+///     other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+/// }
+/// # Ok::<(), anyhow::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BrokenPoolError {
+    kind: BrokenPoolKind,
+    end: ProcessEnd,
+    message: String,
+}
+
+/// Why a pool broke, in a [`BrokenPoolError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BrokenPoolKind {
+    /// A worker's initializer returned `Err` or panicked.
+    InitializerFailed,
+    /// A worker process refused the handshake: it is not the pool's executable, or not
+    /// the same build of it.
+    HandshakeRefused,
+    /// A worker process ended before its handshake (usually: `main` does not call
+    /// `process_worker_main()` first, so the worker ran the program instead).
+    NoHandshake,
+    /// A worker process wrote something other than a handshake first.
+    BadHandshake,
+    /// A worker process did not send its handshake in time.
+    HandshakeTimeout,
+    /// Several worker processes in a row were killed before their handshake, so the
+    /// pool stopped starting them.
+    RepeatedStartDeaths,
+    /// No worker (thread or process) could be started at all.
+    StartFailed,
+    /// The executor dropped the task before it completed (it went away without running
+    /// it).
+    TaskDropped,
+}
+
+impl fmt::Debug for BrokenPoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokenPoolError")
+            .field("kind", &self.kind)
+            .field("pid", &self.end.pid)
+            .field("exit_status", &self.end.status)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+impl BrokenPoolError {
+    pub(crate) fn new(kind: BrokenPoolKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            end: ProcessEnd::default(),
+            message: message.into(),
+        }
+    }
+
+    /// A task's promise was dropped before it completed.
+    pub(crate) fn task_dropped() -> Self {
+        Self::new(
+            BrokenPoolKind::TaskDropped,
+            "the task was dropped by the executor before it completed",
+        )
+    }
+
+    /// The same error, naming the worker process that broke the pool (and its exit
+    /// status when it ended).
+    pub(crate) fn with_process(mut self, pid: u32, status: Option<ExitStatus>) -> Self {
+        self.end = ProcessEnd {
+            pid: Some(pid),
+            status,
+        };
+        self
+    }
+
+    /// Why the pool broke.
+    pub fn kind(&self) -> BrokenPoolKind {
+        self.kind
+    }
+
+    /// The worker process that broke the pool, when one did.
+    pub fn pid(&self) -> Option<u32> {
+        self.end.pid
+    }
+
+    /// That worker's exit status, when it ended and the pool reaped it.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.end.status
+    }
+
+    /// That worker's exit code, when it exited (rather than being killed by a signal).
+    pub fn exit_code(&self) -> Option<i32> {
+        self.end.exit_code()
+    }
+
+    /// The signal that killed that worker, when one did.
+    pub fn signal(&self) -> Option<i32> {
+        self.end.signal()
+    }
+
+    /// The sentence that `Display` shows.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// True when an initializer failed ([`BrokenPoolKind::InitializerFailed`]).
+    pub fn is_initializer_failed(&self) -> bool {
+        self.kind == BrokenPoolKind::InitializerFailed
+    }
+
+    /// True when a worker process did not complete its handshake: it refused, ended
+    /// first, wrote something else or took too long.
+    pub fn is_handshake_failed(&self) -> bool {
+        matches!(
+            self.kind,
+            BrokenPoolKind::HandshakeRefused
+                | BrokenPoolKind::NoHandshake
+                | BrokenPoolKind::BadHandshake
+                | BrokenPoolKind::HandshakeTimeout
+        )
+    }
+
+    /// True when the executor dropped the task ([`BrokenPoolKind::TaskDropped`]).
+    pub fn is_task_dropped(&self) -> bool {
+        self.kind == BrokenPoolKind::TaskDropped
+    }
+}
 
 /// A task's panic, caught by the pool: the message, where it happened and (once) the
 /// payload.
@@ -223,22 +592,18 @@ impl PanicError {
         }
     }
 
-    /// A panic known only by its message (for example one that happened in another process).
-    pub(crate) fn from_message(message: String) -> Self {
-        Self::from_parts(message, None)
-    }
-
     /// The panic message (`"boom"` for `panic!("boom")`), or a placeholder when the payload
     /// was neither a `&str` nor a `String`.
     pub fn message(&self) -> &str {
         &self.message
     }
 
-    /// Where the task panicked, when known: for panics in thread-pool tasks and `map`
-    /// items, unless the program replaced the panic hook after the pool was built (a
-    /// replacement that calls the hook it took keeps this working) or the panic was
-    /// raised with [`std::panic::resume_unwind`], which runs no hook. Not yet known for
-    /// process-pool tasks.
+    /// Where the task panicked, when known: for panics in tasks and `map` items of both
+    /// pools (a process-pool worker notes the location and sends it with the message),
+    /// unless the program replaced the panic hook after the pool was built or, in a
+    /// worker, after `process_worker_main` (a replacement that calls the hook it took
+    /// keeps this working), or the panic was raised with [`std::panic::resume_unwind`],
+    /// which runs no hook.
     pub fn location(&self) -> Option<&PanicLocation> {
         self.location.as_ref()
     }
@@ -270,7 +635,7 @@ impl fmt::Display for PanicError {
 }
 
 /// Where a panic happened, as [`std::panic::Location`] reports it, but owned (so that it
-/// can outlive the panic and, later, cross from a worker process). `Display` shows
+/// can outlive the panic and cross from a worker process). `Display` shows
 /// `file:line:column`, as std's panic message does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PanicLocation {
@@ -415,8 +780,8 @@ impl<T> TryResultError<T> {
 pub enum SubmitError<F> {
     /// The executor was shut down: Python's "cannot schedule new futures after shutdown".
     ShutDown(Exclusive<F>),
-    /// The executor is broken (for example an initializer failed); the message says why.
-    Broken(Exclusive<F>, String),
+    /// The executor is broken (for example an initializer failed); the error says why.
+    Broken(Exclusive<F>, BrokenPoolError),
 }
 
 impl<F> SubmitError<F> {
@@ -424,7 +789,7 @@ impl<F> SubmitError<F> {
         Self::ShutDown(Exclusive::new(task))
     }
 
-    pub(crate) fn broken(task: F, reason: String) -> Self {
+    pub(crate) fn broken(task: F, reason: BrokenPoolError) -> Self {
         Self::Broken(Exclusive::new(task), reason)
     }
 
@@ -443,6 +808,14 @@ impl<F> SubmitError<F> {
     /// True when the executor is broken.
     pub fn is_broken(&self) -> bool {
         matches!(self, Self::Broken(..))
+    }
+
+    /// Why the executor is broken, when it is.
+    pub fn broken_pool_error(&self) -> Option<&BrokenPoolError> {
+        match self {
+            Self::Broken(_, why) => Some(why),
+            Self::ShutDown(_) => None,
+        }
     }
 }
 
@@ -500,9 +873,9 @@ pub enum MapError {
     /// The executor was shut down.
     #[error("cannot schedule new futures after shutdown")]
     ShutDown,
-    /// The executor is broken; the message says why.
+    /// The executor is broken; the error says why.
     #[error("cannot schedule new futures: {0}")]
-    Broken(String),
+    Broken(BrokenPoolError),
     /// An option was out of range (a zero window or chunk size).
     #[error("invalid map option: {0}")]
     InvalidOption(&'static str),

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::error::{FutureError, ResultTimeoutError, TryResultError, panic_message};
+use crate::error::{
+    BrokenPoolError, FutureError, ResultTimeoutError, TryResultError, panic_message,
+};
 use crate::sync::{AtomicU8, Condvar, Mutex, Ordering};
 
 const PENDING: u8 = 0;
@@ -355,9 +357,7 @@ impl<T> Drop for Promise<T> {
         if let Some(shared) = self.shared.take() {
             complete(
                 &shared,
-                Err(FutureError::BrokenPool(
-                    "the task was dropped by the executor before it completed".to_owned(),
-                )),
+                Err(FutureError::BrokenPool(BrokenPoolError::task_dropped())),
             );
         }
     }

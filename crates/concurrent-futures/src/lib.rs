@@ -141,7 +141,7 @@
 //!     let longest = pool.map_with(collatz_steps, 1..1000, options)?.map(|r| r.unwrap_or(0)).max();
 //!     assert_eq!(longest, Some(178));
 //!     match pool.submit(crash, 3)?.result() {
-//!         Err(FutureError::WorkerFailed(why)) => assert!(why.contains("exited with status 3")),
+//!         Err(FutureError::WorkerFailed(why)) => assert_eq!(why.exit_code(), Some(3)),
 //!         other => panic!("expected a dead worker, got {other:?}"),
 //!     }
 //!     assert_eq!(pool.submit(collatz_steps, 6)?.result()?, 8); // a new worker took over
@@ -178,7 +178,7 @@
 //! | `pex.submit(fn, arg)` (fn picklable, module level) | `pex.submit(f, arg)?` with `f: fn(A) -> R`, serde `A`, `R` |
 //! | `pex.map(fn, it, chunksize=n)` | `pex.map_with(f, it, MapOptions::new().chunksize(n))?` |
 //! | `pex.terminate_workers()`, `pex.kill_workers()` | `pex.terminate_workers()`, `pex.kill_workers()` |
-//! | `BrokenProcessPool` (every future, after a worker dies) | [`FutureError::WorkerFailed`] (only the dead worker's task); [`FutureError::BrokenPool`] for a failed initializer |
+//! | `BrokenProcessPool` (every future, after a worker dies) | [`FutureError::WorkerFailed`] (only the dead worker's task, with [`WorkerError::exit_code`] or [`WorkerError::signal`]); [`FutureError::BrokenPool`] for a failed initializer ([`BrokenPoolKind::InitializerFailed`]) |
 
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
@@ -197,8 +197,9 @@ mod wait;
 
 pub use crate::as_completed::{AsCompleted, as_completed};
 pub use crate::error::{
-    AsCompletedTimeout, BuildError, Exclusive, FutureError, MapError, MapItemError, PanicError,
-    PanicLocation, ResultTimeoutError, SubmitError, TryResultError,
+    AsCompletedTimeout, BrokenPoolError, BrokenPoolKind, BuildError, Exclusive, FutureError,
+    MapError, MapItemError, PanicError, PanicLocation, ResultTimeoutError, SubmitError,
+    TryResultError, WorkerError, WorkerErrorKind,
 };
 pub use crate::future::{AsHandle, FutureHandle};
 pub use crate::map::{Map, MapOptions, MapUnordered};

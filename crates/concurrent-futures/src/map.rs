@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::error::{FutureError, MapError, MapItemError, PanicError, ResultTimeoutError};
+use crate::error::{
+    FutureError, MapError, MapItemError, PanicError, ResultTimeoutError, WorkerError,
+    WorkerErrorKind,
+};
 use crate::future::FutureHandle;
 
 /// The work one automatic chunk aims for, in nanoseconds.
@@ -303,9 +306,10 @@ impl<R> ChunkDrain<R> {
                 .map(|(_, e)| Err(MapItemError::Failed(e)));
         }
         Some(self.values.next().ok_or_else(|| {
-            MapItemError::Failed(FutureError::WorkerFailed(
-                "a map chunk returned fewer results than items".to_owned(),
-            ))
+            MapItemError::Failed(FutureError::WorkerFailed(WorkerError::new(
+                WorkerErrorKind::Protocol,
+                "a map chunk returned fewer results than items",
+            )))
         }))
     }
 }

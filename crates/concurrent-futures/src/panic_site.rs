@@ -11,9 +11,10 @@
 //!   payload's message: a payload re-raised with `resume_unwind` runs no hook, and must
 //!   not get the location of whatever panicked before it.
 //!
-//! The hook is installed once, when the first thread pool is built (not at crate load:
-//! a program that never builds a pool keeps std's hook untouched), and it calls the hook
-//! it replaced, so panic messages are printed as before.
+//! The hook is installed once, when the first pool is built or a process starts serving
+//! as a process-pool worker (not at crate load: a program that never builds a pool keeps
+//! std's hook untouched), and it calls the hook it replaced, so panic messages are
+//! printed as before.
 
 use std::cell::Cell;
 use std::panic::{self, PanicHookInfo};

@@ -8,8 +8,9 @@ use std::error::Error;
 use std::time::Duration;
 
 use concurrent_futures::{
-    AsCompletedTimeout, BuildError, FutureError, FutureHandle, MapError, MapItemError, MapOptions,
-    PanicError, ResultTimeoutError, SubmitError, ThreadPoolExecutor, TryResultError, as_completed,
+    AsCompletedTimeout, BrokenPoolError, BuildError, FutureError, FutureHandle, MapError,
+    MapItemError, MapOptions, PanicError, ResultTimeoutError, SubmitError, ThreadPoolExecutor,
+    TryResultError, WorkerError, as_completed,
 };
 
 type BoxedResult = Result<(), Box<dyn Error + Send + Sync>>;
@@ -32,6 +33,8 @@ fn every_public_error_type_is_send_sync_static() {
     assert_send_sync::<MapError>();
     assert_send_sync::<BuildError>();
     assert_send_sync::<AsCompletedTimeout>();
+    assert_send_sync::<WorkerError>();
+    assert_send_sync::<BrokenPoolError>();
     // The handle these give back is `Sync` for any `Send` value, `Sync` or not.
     assert_send_sync::<FutureHandle<Cell<u32>>>();
     assert_send_sync::<ResultTimeoutError<Cell<u32>>>();
@@ -47,6 +50,16 @@ fn every_public_error_type_is_send_sync_static() {
         .submit(move || counter.get())
         .expect_err("the pool is shut down");
     assert_value_send_sync(&refused);
+}
+
+/// Issue 12, point 7: the process errors are plain data, which `MapError` (and a
+/// program's own error types) can derive `Clone` and `Eq` over.
+#[test]
+fn process_errors_are_plain_data() {
+    fn assert_data<T: Clone + std::fmt::Debug + PartialEq + Eq + Error + Send + Sync + 'static>() {}
+    assert_data::<WorkerError>();
+    assert_data::<BrokenPoolError>();
+    assert_data::<MapError>();
 }
 
 /// The same scenarios, once per error style: each `?` must compile and carry the

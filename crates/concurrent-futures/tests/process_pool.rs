@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
-    FutureError, MapItemError, MapOptions, ProcessPoolExecutor, ReturnWhen, StartMethod,
-    SubmitError, ThreadPoolExecutor, as_completed, wait,
+    BrokenPoolKind, FutureError, MapError, MapItemError, MapOptions, ProcessPoolExecutor,
+    ReturnWhen, StartMethod, SubmitError, ThreadPoolExecutor, WorkerError, WorkerErrorKind,
+    as_completed, wait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,9 @@ fn pid(_: ()) -> u32 {
 fn pid_of(x: u64) -> (u64, u32) {
     (x, std::process::id())
 }
+
+/// The line of `odd_panics`'s assertion, for the panic locations.
+const ODD_PANICS_LINE: u32 = line!() + 3;
 
 fn odd_panics(x: u32) -> u32 {
     assert!(x.is_multiple_of(2), "odd {x}");
@@ -167,6 +171,9 @@ fn close_pipes_then_exit(_: ()) -> u32 {
 /// A result whose `Deserialize` panics in the pool (its `Serialize` is fine).
 #[derive(Debug, Serialize)]
 struct PanicsOnDecode(u32);
+
+/// The line of the panic in `PanicsOnDecode::deserialize`.
+const DECODE_PANIC_LINE: u32 = line!() + 4;
 
 impl<'de> Deserialize<'de> for PanicsOnDecode {
     fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
@@ -330,11 +337,18 @@ fn new_pool(workers: usize) -> ProcessPoolExecutor {
         .expect("build the pool")
 }
 
-fn worker_failed(result: Result<impl std::fmt::Debug, FutureError>) -> String {
+fn worker_failed(result: Result<impl std::fmt::Debug, FutureError>) -> WorkerError {
     match result {
-        Err(FutureError::WorkerFailed(message)) => message,
+        Err(FutureError::WorkerFailed(e)) => e,
         other => panic!("expected WorkerFailed, got {other:?}"),
     }
+}
+
+/// Checks that a panic's location is the line `line` of this file.
+fn assert_located_here(p: &concurrent_futures::PanicError, line: u32) {
+    let at = p.location().unwrap_or_else(|| panic!("no location: {p:?}"));
+    assert!(at.file().ends_with("process_pool.rs"), "{at}");
+    assert_eq!(at.line(), line, "{at}");
 }
 
 // ---------------------------------------------------------------- tests
@@ -417,6 +431,7 @@ fn map_reports_panics_per_item() {
                 Err(MapItemError::Failed(FutureError::Panicked(p))) => {
                     assert_eq!(i % 2, 1);
                     assert_eq!(p.message(), format!("odd {i}"));
+                    assert_located_here(&p, ODD_PANICS_LINE);
                 }
                 Err(e) => panic!("item {i}: unexpected {e:?}"),
             }
@@ -428,7 +443,15 @@ fn panic_fails_only_its_task_and_the_worker_lives() {
     let pool = new_pool(1);
     let before = pool.submit(pid, ()).unwrap().result().unwrap();
     match pool.submit(odd_panics, 3).unwrap().result() {
-        Err(FutureError::Panicked(p)) => assert_eq!(p.message(), "odd 3"),
+        Err(e @ FutureError::Panicked(_)) => {
+            let at = format!("process_pool.rs:{ODD_PANICS_LINE}:5: odd 3");
+            assert!(e.to_string().ends_with(&at), "{e}");
+            let FutureError::Panicked(p) = e else {
+                unreachable!()
+            };
+            assert_eq!(p.message(), "odd 3");
+            assert_located_here(&p, ODD_PANICS_LINE);
+        }
         other => panic!("expected a panic, got {other:?}"),
     }
     assert_eq!(pool.submit(pid, ()).unwrap().result().unwrap(), before);
@@ -437,19 +460,22 @@ fn panic_fails_only_its_task_and_the_worker_lives() {
 fn encoding_and_decoding_failures_fail_one_task() {
     let pool = new_pool(1);
     let before = pool.submit(pid, ()).unwrap().result().unwrap();
-    let message = worker_failed(pool.submit(make_unencodable, ()).unwrap().result());
+    let e = worker_failed(pool.submit(make_unencodable, ()).unwrap().result());
+    assert_eq!(e.kind(), WorkerErrorKind::ResultEncode, "{e}");
     // (postcard keeps no custom serde messages, only what failed)
-    assert!(message.contains("could not encode the result"), "{message}");
-    let message = worker_failed(pool.submit(picky_arg, Picky(13)).unwrap().result());
+    assert!(e.to_string().contains("could not encode the result"), "{e}");
+    let e = worker_failed(pool.submit(picky_arg, Picky(13)).unwrap().result());
+    assert_eq!(e.kind(), WorkerErrorKind::ArgumentDecode, "{e}");
+    assert!(e.is_encoding());
+    assert_eq!(e.pid(), Some(before), "the worker that could not decode it");
+    assert_eq!(e.exit_status(), None, "and that lives on");
     assert!(
-        message.contains("worker could not decode the argument"),
-        "{message}"
+        e.message().contains("worker could not decode the argument"),
+        "{e}"
     );
-    let message = worker_failed(pool.submit(picky_result, 13).unwrap().result());
-    assert!(
-        message.contains("pool could not decode the result"),
-        "{message}"
-    );
+    let e = worker_failed(pool.submit(picky_result, 13).unwrap().result());
+    assert_eq!(e.kind(), WorkerErrorKind::ResultDecode, "{e}");
+    assert_eq!(e.pid(), None, "the pool failed, not a worker");
     assert_eq!(
         pool.submit(picky_arg, Picky(12)).unwrap().result().unwrap(),
         12
@@ -464,12 +490,30 @@ fn encoding_and_decoding_failures_fail_one_task() {
 fn dying_workers_fail_only_their_task() {
     let pool = new_pool(1);
     let first = pool.submit(pid, ()).unwrap().result().unwrap();
-    let message = worker_failed(pool.submit(abort_now, ()).unwrap().result());
-    assert!(message.contains("signal 6 (SIGABRT"), "{message}");
-    let message = worker_failed(pool.submit(exit_with, 3).unwrap().result());
-    assert!(message.contains("exited with status 3"), "{message}");
+    let e = worker_failed(pool.submit(abort_now, ()).unwrap().result());
+    assert_eq!(e.kind(), WorkerErrorKind::Died, "{e}");
+    assert_eq!(
+        (e.pid(), e.signal(), e.exit_code()),
+        (Some(first), Some(6), None)
+    );
+    assert!(e.is_died() && e.is_signaled());
+    assert!(e.to_string().contains("signal 6 (SIGABRT"), "{e}");
+    let second = pool.submit(pid, ()).unwrap().result().unwrap();
+    assert_ne!(second, first, "a replacement serves later tasks");
+    let e = worker_failed(pool.submit(exit_with, 3).unwrap().result());
+    assert_eq!(e.kind(), WorkerErrorKind::Died, "{e}");
+    assert_eq!(
+        (e.pid(), e.exit_code(), e.signal()),
+        (Some(second), Some(3), None)
+    );
+    assert!(!e.is_signaled());
+    assert_eq!(e.exit_status().and_then(|s| s.code()), Some(3));
+    assert_eq!(
+        e.to_string(),
+        format!("the worker process (pid {second}) exited with status 3 while running this task")
+    );
     let later = pool.submit(pid, ()).unwrap().result().unwrap();
-    assert_ne!(later, first, "a replacement serves later tasks");
+    assert_ne!(later, second, "a replacement serves later tasks");
 }
 
 fn sigkill_mid_run_fails_exactly_its_task() {
@@ -484,9 +528,10 @@ fn sigkill_mid_run_fails_exactly_its_task() {
         .collect();
     let (_stream, victim) = holder.accept();
     kill9(victim);
-    let message = worker_failed(held.result());
-    assert!(message.contains(&format!("pid {victim}")), "{message}");
-    assert!(message.contains("signal 9 (SIGKILL)"), "{message}");
+    let e = worker_failed(held.result());
+    assert_eq!(e.kind(), WorkerErrorKind::Died, "{e}");
+    assert_eq!((e.pid(), e.signal()), (Some(victim), Some(9)), "{e}");
+    assert!(e.message().contains("signal 9 (SIGKILL)"), "{e}");
     for (i, handle) in before.into_iter().chain(after).enumerate() {
         assert_eq!(handle.result().unwrap(), (i as u64).pow(2), "task {i}");
     }
@@ -588,20 +633,27 @@ fn failing_initializer_breaks_the_pool() {
         };
         accepted += 1;
         match handle.result() {
-            Err(FutureError::BrokenPool(message)) => {
-                assert!(message.contains("bad config"), "{message}");
-                assert!(message.contains("initializer"), "{message}");
+            Err(FutureError::BrokenPool(why)) => {
+                assert_eq!(why.kind(), BrokenPoolKind::InitializerFailed, "{why}");
+                assert!(why.pid().is_some(), "the worker whose initializer failed");
+                assert!(why.message().ends_with("bad config"), "{why}");
+                assert!(why.message().contains("initializer"), "{why}");
             }
             other => panic!("expected BrokenPool, got {other:?}"),
         }
     }
     assert!(accepted >= 1);
     match pool.submit(square, 1) {
-        Err(SubmitError::Broken(arg, message)) => {
+        Err(SubmitError::Broken(arg, why)) => {
             assert_eq!(arg.into_inner(), 1);
-            assert!(message.contains("bad config"));
+            assert_eq!(why.kind(), BrokenPoolKind::InitializerFailed, "{why}");
+            assert!(why.message().contains("bad config"));
         }
         other => panic!("expected a broken pool, got {other:?}"),
+    }
+    match pool.map(square, 0..3u64) {
+        Err(MapError::Broken(why)) => assert!(why.is_initializer_failed(), "{why:?}"),
+        other => panic!("expected a broken pool, got {:?}", other.map(|_| ())),
     }
     drop(pool);
     assert_eq!(
@@ -659,9 +711,14 @@ fn terminate_and_kill_workers() {
         } else {
             pool.terminate_workers();
         }
-        let message = worker_failed(held.result());
-        let signal = if kill { "SIGKILL" } else { "SIGTERM" };
-        assert!(message.contains(signal), "{message}");
+        let e = worker_failed(held.result());
+        let (signal, name) = if kill {
+            (9, "SIGKILL")
+        } else {
+            (15, "SIGTERM")
+        };
+        assert_eq!(e.signal(), Some(signal), "{e}");
+        assert!(e.message().contains(name), "{e}");
         assert!(matches!(queued.result(), Err(FutureError::Cancelled)));
         assert!(pool.submit(square, 1).unwrap_err().is_shutdown());
         drop(pool);
@@ -727,6 +784,11 @@ fn a_program_without_the_guard_gets_a_broken_pool_with_a_hint() {
         .read_to_string(&mut stdout)
         .unwrap();
     assert!(stdout.contains("BrokenPool"), "{stdout}");
+    // The worker ran this program's main, which wrote to stdout (the result pipe).
+    assert!(
+        stdout.contains("kind: BadHandshake") || stdout.contains("kind: NoHandshake"),
+        "{stdout}"
+    );
     assert!(stdout.contains("process_worker_main() first"), "{stdout}");
 }
 
@@ -799,8 +861,8 @@ fn spawn_starts_every_worker_from_the_executable() {
     for worker in pool.worker_pids() {
         assert_eq!(pgid(worker), worker, "a started worker leads its own group");
     }
-    let message = worker_failed(pool.submit(abort_now, ()).unwrap().result());
-    assert!(message.contains("signal 6 (SIGABRT"), "{message}");
+    let e = worker_failed(pool.submit(abort_now, ()).unwrap().result());
+    assert_eq!(e.signal(), Some(6), "{e}");
 }
 
 /// In a forked worker, a pool of its own that starts workers from the executable.
@@ -834,8 +896,8 @@ fn a_dead_fork_server_only_slows_worker_starts() {
     assert_eq!(servers.len(), 1, "one fork server: {servers:?}");
     kill9(servers[0]);
     // The worker dies; its replacement cannot be forked and is started instead.
-    let message = worker_failed(pool.submit(exit_with, 3).unwrap().result());
-    assert!(message.contains("exited with status 3"), "{message}");
+    let e = worker_failed(pool.submit(exit_with, 3).unwrap().result());
+    assert_eq!((e.pid(), e.exit_code()), (Some(first), Some(3)), "{e}");
     let later = pool.submit(pid, ()).unwrap().result().unwrap();
     assert_ne!(later, first);
     assert_eq!(pgid(later), later, "started from the executable");
@@ -897,6 +959,8 @@ fn issue_12_a_panic_while_decoding_a_result_fails_only_that_task() {
         match pool.submit(make_panics_on_decode, 1).unwrap().result() {
             Err(FutureError::Panicked(p)) => {
                 assert!(p.message().contains("refuses to be decoded"), "{p:?}");
+                // It panicked in the pool, where building the pool installed the hook.
+                assert_located_here(&p, DECODE_PANIC_LINE);
             }
             other => panic!("expected Panicked, got {other:?}"),
         }
@@ -923,9 +987,10 @@ fn issue_12_a_panic_while_decoding_a_result_fails_only_that_task() {
 /// that was already exiting was reported "killed by signal 9".
 fn issue_12_a_worker_that_exits_by_itself_is_reported_with_its_own_status() {
     let pool = new_pool(1);
-    let message = worker_failed(pool.submit(close_pipes_then_exit, ()).unwrap().result());
-    assert!(message.contains("exited with status 7"), "{message}");
-    assert!(!message.contains("SIGKILL"), "{message}");
+    let e = worker_failed(pool.submit(close_pipes_then_exit, ()).unwrap().result());
+    assert_eq!(e.kind(), WorkerErrorKind::Died, "{e}");
+    assert_eq!((e.exit_code(), e.signal()), (Some(7), None), "{e}");
+    assert!(e.message().contains("exited with status 7"), "{e}");
     assert_eq!(pool.submit(mul, (6, 7)).unwrap().result().unwrap(), 42);
 }
 

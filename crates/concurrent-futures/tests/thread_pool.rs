@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use common::{Gate, PATIENCE, Starts, thread_name};
-use concurrent_futures::{FutureError, SubmitError, ThreadPoolExecutor};
+use concurrent_futures::{BrokenPoolKind, FutureError, MapError, SubmitError, ThreadPoolExecutor};
 
 #[test]
 fn zero_workers_is_a_clear_error() {
@@ -128,18 +128,25 @@ fn failing_initializer_breaks_the_pool() {
     let handles: Vec<_> = (0..5).map(|i| pool.submit(move || i).unwrap()).collect();
     for h in handles {
         match h.result() {
-            Err(FutureError::BrokenPool(message)) => {
-                assert!(message.contains("initializer failed"), "{message}");
-                assert!(message.contains("no database"), "{message}");
+            Err(FutureError::BrokenPool(why)) => {
+                assert_eq!(why.kind(), BrokenPoolKind::InitializerFailed);
+                assert_eq!(why.pid(), None, "no process is involved");
+                assert!(why.message().contains("initializer failed"), "{why}");
+                assert!(why.message().ends_with("no database"), "{why}");
             }
             other => panic!("expected a broken pool, got {other:?}"),
         }
     }
     match pool.submit(|| 1) {
-        Err(SubmitError::Broken(task, message)) => {
-            assert!(message.contains("no database"));
+        Err(SubmitError::Broken(task, why)) => {
+            assert!(why.is_initializer_failed(), "{why:?}");
+            assert!(why.message().contains("no database"));
             assert_eq!(task.into_inner()(), 1, "the refused task is given back");
         }
+        other => panic!("expected Broken, got {:?}", other.map(|_| ())),
+    }
+    match pool.map(|x: u32| x, [1, 2]) {
+        Err(MapError::Broken(why)) => assert!(why.is_initializer_failed(), "{why:?}"),
         other => panic!("expected Broken, got {:?}", other.map(|_| ())),
     }
 }
@@ -153,7 +160,10 @@ fn panicking_initializer_breaks_the_pool_too() {
         .unwrap();
     let h = pool.submit(|| 1).unwrap();
     match h.result() {
-        Err(FutureError::BrokenPool(m)) => assert!(m.contains("init exploded"), "{m}"),
+        Err(FutureError::BrokenPool(why)) => {
+            assert_eq!(why.kind(), BrokenPoolKind::InitializerFailed);
+            assert!(why.message().contains("init exploded"), "{why}");
+        }
         other => panic!("unexpected {other:?}"),
     }
 }

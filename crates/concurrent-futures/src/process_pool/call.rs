@@ -32,26 +32,27 @@
 )]
 
 use std::fmt::Display;
-use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::image;
-use super::wire::{Append, ChunkReplyRef, ItemFailure};
-use crate::error::{FutureError, panic_message};
+use super::wire::{Append, ChunkReplyRef, FailKind, Fault, ItemFailure};
+use crate::error::{FutureError, PanicError, WorkerError, WorkerErrorKind, panic_message};
 use crate::map::ChunkOutput;
+use crate::panic_site;
 
 /// How a call ended in the worker; the message or result is in the output buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Status {
     /// The result (postcard) was written.
     Ok,
-    /// The function panicked; its message was written.
+    /// The function panicked; a [`Fault::Panicked`] was written (the initializer's
+    /// trampoline writes its message as text instead, for the handshake's reply).
     Panicked,
-    /// The argument could not be decoded or the result encoded (or the initializer
-    /// returned an error); the message was written.
+    /// The argument could not be decoded or the result encoded; a [`Fault::Failed`] was
+    /// written (or the initializer returned an error: its message as text).
     Failed,
 }
 
@@ -93,11 +94,11 @@ pub(super) struct Entry {
 impl Entry {
     fn new(trampoline: Trampoline, func: usize) -> Result<Self, FutureError> {
         if !image::in_own_code(func) {
-            return Err(FutureError::WorkerFailed(
+            return Err(FutureError::WorkerFailed(WorkerError::new(
+                WorkerErrorKind::NotInExecutable,
                 "the task function is not in the executable's own code (is it in a shared \
-                 library?), so it cannot be called in a worker process"
-                    .to_owned(),
-            ));
+                 library?), so it cannot be called in a worker process",
+            )));
         }
         Ok(Self {
             trampoline: offset_of(trampoline as usize),
@@ -133,17 +134,22 @@ impl Entry {
     }
 
     /// Runs this call in the worker process: resolves both addresses and calls the
-    /// trampoline. Writes the result or a message to `out`.
+    /// trampoline. Writes the result or a [`Fault`] to `out`.
     pub(super) fn invoke(self, input: &[u8], out: &mut Vec<u8>) -> Status {
         let trampoline = addr_at(self.trampoline);
         let func = addr_at(self.func);
         if !image::in_own_code(trampoline) || !image::in_own_code(func) {
-            let _ = write!(
-                out,
+            // Written as a `Fault` even for an initializer (whose failures are text): the
+            // handshake has just compared the code layout, so this cannot happen to one.
+            let message = format!(
                 "the call's addresses are outside the worker's code (offsets {:#x}, {:#x})",
                 self.trampoline, self.func
             );
-            return Status::Failed;
+            return fault(
+                out,
+                Status::Failed,
+                &Fault::failed(FailKind::NotInExecutable, message),
+            );
         }
         // SAFETY: invariants 1 and 3 of the module docs: this process runs the pool's
         // executable image (checked in the handshake before any call is read), so
@@ -192,8 +198,15 @@ fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), Str
     }
 }
 
+/// Writes an initializer's failure, as text.
 fn fail(out: &mut Vec<u8>, status: Status, message: &str) -> Status {
     out.extend_from_slice(message.as_bytes());
+    status
+}
+
+/// Writes a call's failure.
+fn fault(out: &mut Vec<u8>, status: Status, fault: &Fault) -> Status {
+    out.extend_from_slice(&fault.encode());
     status
 }
 
@@ -211,19 +224,32 @@ unsafe fn call_one<A: DeserializeOwned, R: Serialize>(
         Ok(arg) => arg,
         Err(e) => {
             let message = format!("the worker could not decode the argument: {e}");
-            return fail(out, Status::Failed, &message);
+            return fault(
+                out,
+                Status::Failed,
+                &Fault::failed(FailKind::ArgumentDecode, message),
+            );
         }
     };
+    // A panic that an earlier task caught itself must not lend its location to this one.
+    panic_site::forget();
     match catch_unwind(AssertUnwindSafe(move || f(arg))) {
         Ok(value) => match encode(&value, out) {
             Ok(()) => Status::Ok,
-            Err(e) => fail(
-                out,
-                Status::Failed,
-                &format!("the worker could not encode the result: {e}"),
-            ),
+            Err(e) => {
+                let message = format!("the worker could not encode the result: {e}");
+                fault(
+                    out,
+                    Status::Failed,
+                    &Fault::failed(FailKind::ResultEncode, message),
+                )
+            }
         },
-        Err(payload) => fail(out, Status::Panicked, &panic_message(&*payload)),
+        Err(payload) => fault(
+            out,
+            Status::Panicked,
+            &Fault::panicked(&PanicError::new(payload)),
+        ),
     }
 }
 
@@ -241,20 +267,28 @@ unsafe fn call_chunk<A: DeserializeOwned, R: Serialize>(
         Ok(items) => items,
         Err(e) => {
             let message = format!("the worker could not decode the chunk: {e}");
-            return fail(out, Status::Failed, &message);
+            return fault(
+                out,
+                Status::Failed,
+                &Fault::failed(FailKind::ArgumentDecode, message),
+            );
         }
     };
     let len = items.len();
+    panic_site::forget();
     let output = ChunkOutput::run(items, &f);
     let mut failures: Vec<ItemFailure> = output
         .failures
         .iter()
         .map(|(position, error)| ItemFailure {
             position: *position as u64,
-            panicked: true,
-            message: match error {
-                FutureError::Panicked(p) => p.message().to_owned(),
-                other => other.to_string(),
+            // `ChunkOutput::run` reports nothing but panics.
+            fault: match error {
+                FutureError::Panicked(p) => Fault::panicked(p),
+                other => Fault::Panicked {
+                    message: other.to_string(),
+                    location: None,
+                },
             },
         })
         .collect();
@@ -282,8 +316,10 @@ unsafe fn call_chunk<A: DeserializeOwned, R: Serialize>(
             Ok(()) => values.push(value),
             Err(e) => failures.push(ItemFailure {
                 position,
-                panicked: false,
-                message: format!("the worker could not encode the result: {e}"),
+                fault: Fault::failed(
+                    FailKind::ResultEncode,
+                    format!("the worker could not encode the result: {e}"),
+                ),
             }),
         }
     }
@@ -294,11 +330,14 @@ unsafe fn call_chunk<A: DeserializeOwned, R: Serialize>(
     };
     match encode(&reply, out) {
         Ok(()) => Status::Ok,
-        Err(e) => fail(
-            out,
-            Status::Failed,
-            &format!("the worker could not encode the chunk: {e}"),
-        ),
+        Err(e) => {
+            let message = format!("the worker could not encode the chunk: {e}");
+            fault(
+                out,
+                Status::Failed,
+                &Fault::failed(FailKind::ResultEncode, message),
+            )
+        }
     }
 }
 

@@ -19,9 +19,10 @@ use serde::de::DeserializeOwned;
 
 use self::call::Entry;
 use self::supervisor::{Config, Inner, PromiseSink, Refused, decode_chunk, decode_one};
-use crate::error::{BuildError, FutureError, MapError, SubmitError};
+use crate::error::{BuildError, FutureError, MapError, SubmitError, WorkerError, WorkerErrorKind};
 use crate::future::{self, FutureHandle};
 use crate::map::{ChunkOutput, ChunkSubmit, Map, MapOptions, MapUnordered};
+use crate::panic_site;
 
 /// The largest encoded argument (or chunk of arguments) a task may have.
 const MAX_PAYLOAD: usize = 1 << 30;
@@ -58,6 +59,8 @@ const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// ```
 pub fn process_worker_main() {
     if worker::started_as_worker() && !worker::is_serving() {
+        // Task panics are reported with their location, which only the hook sees.
+        panic_site::install();
         let status = if fork_server::started_as_fork_server() {
             fork_server::serve()
         } else {
@@ -78,11 +81,11 @@ pub fn process_worker_main() {
 ///
 /// Failures stay where they happen, unlike Python's `BrokenProcessPool`: a panic is
 /// that handle's [`FutureError::Panicked`]; a worker that dies (killed, aborts, exits)
-/// fails only the task it was running, with [`FutureError::WorkerFailed`] naming the
-/// exit status or signal, and a replacement takes the remaining tasks; a result that
-/// cannot be encoded or decoded fails its task only. [`FutureHandle::cancel`] on a
-/// running task kills and replaces its worker. Only a failing initializer breaks the
-/// pool.
+/// fails only the task it was running, with [`FutureError::WorkerFailed`] carrying its
+/// pid and exit status or signal ([`WorkerError`]), and a replacement takes the
+/// remaining tasks; a result that cannot be encoded or decoded fails its task only.
+/// [`FutureHandle::cancel`] on a running task kills and replaces its worker. Only a
+/// failing initializer breaks the pool.
 ///
 /// `main` must call [`process_worker_main`] first. Linux only (it reads `/proc`).
 ///
@@ -335,7 +338,7 @@ impl ProcessPoolExecutor {
 
     /// Python 3.14's `terminate_workers()`: `shutdown(wait = false, cancel_futures =
     /// true)`, then SIGTERM to every live worker. Running tasks fail with
-    /// [`FutureError::WorkerFailed`] naming the signal; tasks waiting in a worker's
+    /// [`FutureError::WorkerFailed`] carrying the signal; tasks waiting in a worker's
     /// pipe are cancelled. Drop (or `shutdown(true, _)`) still reaps the processes.
     pub fn terminate_workers(&self) {
         self.inner.signal_workers(Signal::SIGTERM);
@@ -364,12 +367,19 @@ fn refusal<A>(refused: Refused, arg: A) -> SubmitError<A> {
 /// allocation instead of a series of doublings).
 fn encode<T: Serialize + ?Sized>(value: &T, hint: usize) -> Result<Vec<u8>, FutureError> {
     let buffer = Vec::with_capacity(hint.clamp(16, 1 << 20));
-    let bytes = postcard::serialize_with_flavor(value, wire::Owned(buffer))
-        .map_err(|e| FutureError::WorkerFailed(format!("could not encode the argument: {e}")))?;
+    let bytes = postcard::serialize_with_flavor(value, wire::Owned(buffer)).map_err(|e| {
+        FutureError::WorkerFailed(WorkerError::new(
+            WorkerErrorKind::ArgumentEncode,
+            format!("could not encode the argument: {e}"),
+        ))
+    })?;
     if bytes.len() > MAX_PAYLOAD {
-        return Err(FutureError::WorkerFailed(format!(
-            "the encoded argument has {} bytes, more than the limit of {MAX_PAYLOAD}",
-            bytes.len()
+        return Err(FutureError::WorkerFailed(WorkerError::new(
+            WorkerErrorKind::ArgumentTooLarge,
+            format!(
+                "the encoded argument has {} bytes, more than the limit of {MAX_PAYLOAD}",
+                bytes.len()
+            ),
         )));
     }
     Ok(bytes)
@@ -587,6 +597,9 @@ impl ProcessPoolBuilder {
                  concurrent_futures::process_worker_main() first",
             ));
         }
+        // A result type's `Deserialize` may panic in the pool: the hook gives that panic
+        // its location.
+        panic_site::install();
         let init = match self.initializer {
             None => None,
             Some(Ok((entry, arg))) => Some((entry.trampoline, entry.func, arg)),

@@ -31,7 +31,9 @@ use super::call::Entry;
 use super::fork_server::{ForkServer, WorkerPipes, send_pipes};
 use super::wire::{self, ChunkReply, Header};
 use super::worker;
-use crate::error::{FutureError, PanicError};
+use crate::error::{
+    BrokenPoolError, BrokenPoolKind, FutureError, PanicError, WorkerError, WorkerErrorKind,
+};
 use crate::future::Promise;
 use crate::map::ChunkOutput;
 use crate::sync::{Condvar, Mutex, MutexGuard};
@@ -86,7 +88,10 @@ impl<T> PromiseSink<T> {
 /// Decodes a single call's result.
 pub(super) fn decode_one<R: DeserializeOwned>(body: &[u8]) -> Result<R, FutureError> {
     postcard::from_bytes(body).map_err(|e| {
-        FutureError::WorkerFailed(format!("the pool could not decode the result: {e}"))
+        FutureError::WorkerFailed(WorkerError::new(
+            WorkerErrorKind::ResultDecode,
+            format!("the pool could not decode the result: {e}"),
+        ))
     })
 }
 
@@ -95,8 +100,9 @@ pub(super) fn decode_chunk<R: DeserializeOwned>(
     body: &[u8],
 ) -> Result<ChunkOutput<R>, FutureError> {
     let reply: ChunkReply<R> = postcard::from_bytes(body).map_err(|e| {
-        FutureError::WorkerFailed(format!(
-            "the pool could not decode the chunk's results: {e}"
+        FutureError::WorkerFailed(WorkerError::new(
+            WorkerErrorKind::ResultDecode,
+            format!("the pool could not decode the chunk's results: {e}"),
         ))
     })?;
     Ok(ChunkOutput {
@@ -106,12 +112,7 @@ pub(super) fn decode_chunk<R: DeserializeOwned>(
             .into_iter()
             .map(|f| {
                 let position = usize::try_from(f.position).unwrap_or(usize::MAX);
-                let error = if f.panicked {
-                    FutureError::Panicked(PanicError::from_message(f.message))
-                } else {
-                    FutureError::WorkerFailed(f.message)
-                };
-                (position, error)
+                (position, FutureError::from(f.fault))
             })
             .collect(),
         nanos_per_item: reply.nanos_per_item,
@@ -135,14 +136,13 @@ impl<T: Send> Sink for PromiseSink<T> {
         if self.promise.is_cancelled() {
             return;
         }
-        let message = || String::from_utf8_lossy(body).into_owned();
         let outcome = match tag {
             // The result type's own `Deserialize` is user code and may panic: that fails
             // this task like a panic in the task itself, never the pool's reader thread.
             wire::TAG_OK => catch_unwind(AssertUnwindSafe(|| (self.decode)(body)))
                 .unwrap_or_else(|payload| Err(FutureError::Panicked(PanicError::new(payload)))),
-            wire::TAG_PANICKED => Err(FutureError::Panicked(PanicError::from_message(message()))),
-            _ => Err(FutureError::WorkerFailed(message())),
+            // `TAG_PANICKED` or `TAG_FAILED`: the body says which, and with what data.
+            _ => Err(wire::Fault::decode(body).map_or_else(FutureError::from, FutureError::from)),
         };
         self.promise.complete(outcome);
     }
@@ -174,7 +174,7 @@ pub(super) struct Job {
 #[derive(Debug)]
 pub(super) enum Refused {
     ShutDown,
-    Broken(String),
+    Broken(BrokenPoolError),
 }
 
 /// The fixed settings of a pool.
@@ -312,7 +312,7 @@ struct State {
     starting: usize,
     shutdown: bool,
     terminating: bool,
-    broken: Option<String>,
+    broken: Option<BrokenPoolError>,
     next_id: u64,
     next_key: u64,
     threads: Vec<JoinHandle<()>>,
@@ -433,11 +433,8 @@ impl State {
 
     /// Marks the pool broken: fails every queued task and kills every worker (their
     /// tasks then fail too). Returns the tasks to fail, outside the lock.
-    fn break_pool(&mut self, reason: String) -> Vec<(Box<dyn Sink>, FutureError)> {
-        if self.broken.is_none() {
-            self.broken = Some(reason);
-        }
-        let reason = self.broken.clone().unwrap_or_default();
+    fn break_pool(&mut self, reason: BrokenPoolError) -> Vec<(Box<dyn Sink>, FutureError)> {
+        let reason = self.broken.get_or_insert(reason).clone();
         for w in &self.workers {
             w.process.signal(Signal::SIGKILL);
         }
@@ -626,16 +623,19 @@ impl Inner {
                     } else if let Err(e) = self.add_worker(&mut state, &process, stdin, stdout) {
                         orphan = Some(process);
                         if state.workers.is_empty() && state.starting == 0 {
-                            failures = state.break_pool(format!(
-                                "could not start a thread for a worker process: {e}"
+                            failures = state.break_pool(BrokenPoolError::new(
+                                BrokenPoolKind::StartFailed,
+                                format!("could not start a thread for a worker process: {e}"),
                             ));
                         }
                     }
                 }
                 Err(e) => {
                     if state.workers.is_empty() && state.starting == 0 {
-                        failures =
-                            state.break_pool(format!("could not start a worker process: {e}"));
+                        failures = state.break_pool(BrokenPoolError::new(
+                            BrokenPoolKind::StartFailed,
+                            format!("could not start a worker process: {e}"),
+                        ));
                     }
                 }
             }
@@ -994,28 +994,43 @@ impl Inner {
             worker.wake.notify_one();
             let how = describe_status(pid, &status);
             let signalled = matches!(&status, Ok(s) if s.signal().is_some());
+            let end = status.as_ref().ok().copied();
+            let broken = |kind, message| BrokenPoolError::new(kind, message).with_process(pid, end);
             match &ending {
-                Ending::InitFailed(message) => failures.extend(state.break_pool(format!(
-                    "A process initializer failed, the process pool is not usable anymore: \
-                     {message}"
+                Ending::InitFailed(message) => failures.extend(state.break_pool(broken(
+                    BrokenPoolKind::InitializerFailed,
+                    format!(
+                        "A process initializer failed, the process pool is not usable \
+                         anymore: {message}"
+                    ),
                 ))),
-                Ending::Refused(message) => failures.extend(state.break_pool(format!(
-                    "a worker process refused to serve the pool: {message}"
+                Ending::Refused(message) => failures.extend(state.break_pool(broken(
+                    BrokenPoolKind::HandshakeRefused,
+                    format!("a worker process refused to serve the pool: {message}"),
                 ))),
-                Ending::BadHandshake(what) => failures.extend(state.break_pool(format!(
-                    "a worker process {how} after writing something other than a handshake \
-                     ({what}); does main() call concurrent_futures::process_worker_main() \
-                     first?"
+                Ending::BadHandshake(what) => failures.extend(state.break_pool(broken(
+                    BrokenPoolKind::BadHandshake,
+                    format!(
+                        "a worker process {how} after writing something other than a \
+                         handshake ({what}); does main() call \
+                         concurrent_futures::process_worker_main() first?"
+                    ),
                 ))),
-                Ending::HandshakeTimeout => failures.extend(state.break_pool(format!(
-                    "a worker process (pid {pid}) did not answer its handshake within {:?}, \
-                     so the pool stopped it; does main() call \
-                     concurrent_futures::process_worker_main() first?",
-                    self.config.handshake_timeout
+                Ending::HandshakeTimeout => failures.extend(state.break_pool(broken(
+                    BrokenPoolKind::HandshakeTimeout,
+                    format!(
+                        "a worker process (pid {pid}) did not answer its handshake within \
+                         {:?}, so the pool stopped it; does main() call \
+                         concurrent_futures::process_worker_main() first?",
+                        self.config.handshake_timeout
+                    ),
                 ))),
-                Ending::NoHandshake if !signalled => failures.extend(state.break_pool(format!(
-                    "a worker process ended before its handshake ({how}); does main() \
-                     call concurrent_futures::process_worker_main() first?"
+                Ending::NoHandshake if !signalled => failures.extend(state.break_pool(broken(
+                    BrokenPoolKind::NoHandshake,
+                    format!(
+                        "a worker process ended before its handshake ({how}); does main() \
+                         call concurrent_futures::process_worker_main() first?"
+                    ),
                 ))),
                 Ending::NoHandshake if worker.killed_for_cancel => {}
                 Ending::NoHandshake => {
@@ -1023,9 +1038,12 @@ impl Inner {
                     // every start dies that way.
                     state.failed_starts += 1;
                     if state.failed_starts >= MAX_FAILED_STARTS {
-                        failures.extend(state.break_pool(format!(
-                            "{MAX_FAILED_STARTS} worker processes in a row died before their \
-                             handshake (the last one {how})"
+                        failures.extend(state.break_pool(broken(
+                            BrokenPoolKind::RepeatedStartDeaths,
+                            format!(
+                                "{MAX_FAILED_STARTS} worker processes in a row died before \
+                                 their handshake (the last one {how})"
+                            ),
                         )));
                     }
                 }
@@ -1039,18 +1057,29 @@ impl Inner {
                 && let Some(job) = in_flight.pop_front()
                 && !job.sink.is_cancelled()
             {
-                let message = match &ending {
-                    Ending::Protocol(e) => format!(
-                        "the pool could not read the worker's messages ({e}), so it stopped \
-                         the worker process {how} while it ran this task"
+                let (kind, message) = match &ending {
+                    Ending::Protocol(e) => (
+                        WorkerErrorKind::Protocol,
+                        format!(
+                            "the pool could not read the worker's messages ({e}), so it \
+                             stopped the worker process {how} while it ran this task"
+                        ),
                     ),
-                    _ if killed_by_pool => format!(
-                        "the worker process (pid {pid}) closed its result pipe while running \
-                         this task and did not exit within {EXIT_GRACE:?}, so the pool killed it"
+                    _ if killed_by_pool => (
+                        WorkerErrorKind::KilledByPool,
+                        format!(
+                            "the worker process (pid {pid}) closed its result pipe while \
+                             running this task and did not exit within {EXIT_GRACE:?}, so the \
+                             pool killed it"
+                        ),
                     ),
-                    _ => format!("the worker process {how} while running this task"),
+                    _ => (
+                        WorkerErrorKind::Died,
+                        format!("the worker process {how} while running this task"),
+                    ),
                 };
-                failures.push((job.sink, FutureError::WorkerFailed(message)));
+                let error = WorkerError::new(kind, message).with_process(pid, end);
+                failures.push((job.sink, FutureError::WorkerFailed(error)));
             }
             // The rest never started: they go back to the front of the queue, in order.
             for job in in_flight.into_iter().rev() {

@@ -12,7 +12,13 @@ use std::io::{self, BufRead, Read};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{FutureError, PanicError, PanicLocation, WorkerError, WorkerErrorKind};
+
 /// Bumped whenever the frame layout or a body changes.
+/// 2: the bodies of `TAG_PANICKED` and `TAG_FAILED`, and a chunk's failed items, are
+/// [`Fault`]s (with the panic's location and the failure's kind) instead of text; the
+/// worker answers `TAG_ACCEPTED` before its initializer runs; its pipes come over a
+/// socket, not as stdin and stdout.
 pub(super) const PROTOCOL_VERSION: u32 = 2;
 
 /// Bytes after the length prefix that every frame has: tag, id, x, y.
@@ -41,10 +47,10 @@ pub(super) const TAG_INIT_FAILED: u8 = 11;
 pub(super) const TAG_REFUSED: u8 = 12;
 /// Worker → pool: a call returned; `x` = nanoseconds it ran, body = postcard result.
 pub(super) const TAG_OK: u8 = 13;
-/// Worker → pool: a call panicked; `x` = nanoseconds, body = the panic message.
+/// Worker → pool: a call panicked; `x` = nanoseconds, body = a [`Fault::Panicked`].
 pub(super) const TAG_PANICKED: u8 = 14;
 /// Worker → pool: a call failed on the wire (argument not decodable, result not
-/// encodable); `x` = nanoseconds, body = the message.
+/// encodable); `x` = nanoseconds, body = a [`Fault::Failed`].
 pub(super) const TAG_FAILED: u8 = 15;
 
 /// A frame's fixed fields.
@@ -270,13 +276,100 @@ pub(super) struct ChunkReply<R> {
     pub(super) nanos_per_item: u64,
 }
 
-/// One failed item of a chunk: its position, whether it panicked (or failed to encode),
-/// and the message.
+/// One failed item of a chunk: its position and why.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct ItemFailure {
     pub(super) position: u64,
-    pub(super) panicked: bool,
-    pub(super) message: String,
+    pub(super) fault: Fault,
+}
+
+/// Why a call, or one item of a chunk, has no value: the body of `TAG_PANICKED` and
+/// `TAG_FAILED`. It carries data rather than a sentence so that the pool can hand the
+/// caller a [`PanicError`] with its location, or a [`WorkerError`] with its kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum Fault {
+    /// The function panicked.
+    Panicked {
+        message: String,
+        /// `(file, line, column)`, when the worker's panic hook saw the panic.
+        location: Option<(String, u32, u32)>,
+    },
+    /// The call could not be made or its result not sent back.
+    Failed {
+        kind: FailKind,
+        message: String,
+        /// The worker's own pid (the pool's reader knows it too, but the sink that
+        /// turns this into an error does not).
+        pid: u32,
+    },
+}
+
+/// The kinds of [`Fault::Failed`], a wire-only copy of the [`WorkerErrorKind`]s that a
+/// worker can report (the public enum stays free of serde).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum FailKind {
+    NotInExecutable,
+    ArgumentDecode,
+    ResultEncode,
+    ResultTooLarge,
+}
+
+impl Fault {
+    /// A failure in this (worker) process.
+    pub(super) fn failed(kind: FailKind, message: impl Into<String>) -> Self {
+        Self::Failed {
+            kind,
+            message: message.into(),
+            pid: std::process::id(),
+        }
+    }
+
+    /// A panic caught in this (worker) process.
+    pub(super) fn panicked(panic: &PanicError) -> Self {
+        Self::Panicked {
+            message: panic.message().to_owned(),
+            location: panic
+                .location()
+                .map(|at| (at.file().to_owned(), at.line(), at.column())),
+        }
+    }
+
+    /// The fault as a frame body.
+    pub(super) fn encode(&self) -> Vec<u8> {
+        // A fault is strings and integers: postcard cannot fail on it.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a `TAG_PANICKED` or `TAG_FAILED` body, sent by a worker process.
+    pub(super) fn decode(body: &[u8]) -> Result<Self, WorkerError> {
+        postcard::from_bytes(body).map_err(|e| {
+            WorkerError::new(
+                WorkerErrorKind::Protocol,
+                format!("the pool could not decode the worker's report of a failure: {e}"),
+            )
+        })
+    }
+}
+
+impl From<Fault> for FutureError {
+    fn from(fault: Fault) -> Self {
+        match fault {
+            Fault::Panicked { message, location } => Self::Panicked(PanicError::from_parts(
+                message,
+                location.map(|(file, line, column)| PanicLocation::new(file, line, column)),
+            )),
+            Fault::Failed { kind, message, pid } => {
+                let kind = match kind {
+                    FailKind::NotInExecutable => WorkerErrorKind::NotInExecutable,
+                    FailKind::ArgumentDecode => WorkerErrorKind::ArgumentDecode,
+                    FailKind::ResultEncode => WorkerErrorKind::ResultEncode,
+                    FailKind::ResultTooLarge => WorkerErrorKind::ResultTooLarge,
+                };
+                // The worker is alive and goes on: it has a pid but no exit status.
+                Self::WorkerFailed(WorkerError::new(kind, message).with_process(pid, None))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -313,6 +406,38 @@ mod tests {
         assert_eq!((h2.tag, h2.id, h2.x), (TAG_OK, 8, 99));
         assert_eq!(body, b"hello");
         assert_eq!(read_frame(&mut reader, &mut body).unwrap(), None);
+    }
+
+    #[test]
+    fn faults_round_trip_into_errors() {
+        let panic = Fault::Panicked {
+            message: "boom".to_owned(),
+            location: Some(("src/lib.rs".to_owned(), 7, 9)),
+        };
+        let decoded = Fault::decode(&panic.encode()).unwrap();
+        assert_eq!(decoded, panic);
+        match FutureError::from(decoded) {
+            FutureError::Panicked(p) => {
+                assert_eq!(p.message(), "boom");
+                assert_eq!(
+                    p.location().map(ToString::to_string).as_deref(),
+                    Some("src/lib.rs:7:9")
+                );
+            }
+            other => panic!("expected a panic, got {other:?}"),
+        }
+        let failed = Fault::failed(FailKind::ArgumentDecode, "bad argument");
+        match FutureError::from(Fault::decode(&failed.encode()).unwrap()) {
+            FutureError::WorkerFailed(e) => {
+                assert_eq!(e.kind(), WorkerErrorKind::ArgumentDecode);
+                assert_eq!(e.pid(), Some(std::process::id()));
+                assert_eq!(e.exit_status(), None);
+                assert_eq!(e.to_string(), "bad argument");
+            }
+            other => panic!("expected a worker failure, got {other:?}"),
+        }
+        let garbage = Fault::decode(b"\xff\xff\xff").unwrap_err();
+        assert!(garbage.is_protocol());
     }
 
     #[test]

@@ -261,7 +261,8 @@ impl Pipes {
                     x: nanos,
                     y: 0,
                 };
-                wire::push_frame(&mut self.out, failed, message.as_bytes())?;
+                let fault = wire::Fault::failed(wire::FailKind::ResultTooLarge, message);
+                wire::push_frame(&mut self.out, failed, &fault.encode())?;
             }
             done += 1;
             if hello.max_tasks != 0 && done >= hello.max_tasks {

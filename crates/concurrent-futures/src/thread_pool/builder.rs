@@ -72,7 +72,8 @@ impl ThreadPoolBuilder {
     /// A function each worker thread runs once, before its first task.
     ///
     /// If it returns `Err` (or panics), the pool is broken, as in Python: queued futures
-    /// fail with [`FutureError::BrokenPool`](crate::FutureError::BrokenPool) carrying the
+    /// fail with [`FutureError::BrokenPool`](crate::FutureError::BrokenPool) of kind
+    /// [`InitializerFailed`](crate::BrokenPoolKind::InitializerFailed) carrying the
     /// message, and later submits are refused.
     pub fn initializer<F, E>(mut self, init: F) -> Self
     where

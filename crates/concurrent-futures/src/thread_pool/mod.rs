@@ -18,7 +18,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use self::builder::Initializer;
 pub use self::builder::ThreadPoolBuilder;
-use crate::error::{FutureError, MapError, PanicError, SubmitError};
+use crate::error::{
+    BrokenPoolError, BrokenPoolKind, FutureError, MapError, PanicError, SubmitError,
+};
 use crate::future::{self, FutureHandle, TaskRecord};
 use crate::map::{ChunkOutput, ChunkSubmit, Map, MapOptions, MapUnordered};
 use crate::panic_site;
@@ -107,9 +109,7 @@ impl BoxedJob {
 impl Drop for BoxedJob {
     fn drop(&mut self) {
         if let Some(job) = self.0.take() {
-            job.fail(FutureError::BrokenPool(
-                "the task was dropped by the executor before it completed".to_owned(),
-            ));
+            job.fail(FutureError::BrokenPool(BrokenPoolError::task_dropped()));
         }
     }
 }
@@ -136,7 +136,7 @@ pub(crate) struct Inner {
 struct State {
     /// `None` once the pool is shut down: workers exit when the queue is empty.
     sender: Option<Sender<BoxedJob>>,
-    broken: Option<String>,
+    broken: Option<BrokenPoolError>,
     threads: Vec<JoinHandle<()>>,
     spawned: usize,
 }
@@ -157,8 +157,10 @@ impl Inner {
 
     /// Marks the pool broken (an initializer failed) and fails every queued task.
     fn break_pool(&self, reason: String) {
-        let message =
-            format!("A thread initializer failed, the thread pool is not usable anymore: {reason}");
+        let message = BrokenPoolError::new(
+            BrokenPoolKind::InitializerFailed,
+            format!("A thread initializer failed, the thread pool is not usable anymore: {reason}"),
+        );
         {
             let mut state = self.state.lock();
             if state.broken.is_none() {
@@ -278,9 +280,10 @@ impl ThreadPoolExecutor {
             (handle, self.adjust_thread_count(&mut state))
         };
         for job in lost {
-            job.fail(FutureError::BrokenPool(
-                "no worker thread could be started".to_owned(),
-            ));
+            job.fail(FutureError::BrokenPool(BrokenPoolError::new(
+                BrokenPoolKind::StartFailed,
+                "no worker thread could be started",
+            )));
         }
         Ok(handle)
     }
