@@ -374,7 +374,7 @@ impl<T> fmt::Debug for Promise<T> {
 /// Returned by `submit`. It is not `Clone`: the result is moved out exactly once, by
 /// [`result`](Self::result) (or by `.await`, since the handle is also a
 /// [`std::future::Future`]). Pass handles, or references to them, to
-/// [`as_completed`](crate::as_completed) and [`wait`](crate::wait). Dropping a handle
+/// [`as_completed`](crate::as_completed()) and [`wait`](crate::wait()). Dropping a handle
 /// does not cancel its task.
 ///
 /// # Examples
@@ -399,7 +399,7 @@ impl<T> FutureHandle<T> {
     /// running thread-pool task cannot be stopped (returns false); a running
     /// process-pool task is stopped for real (its worker is killed and replaced).
     /// A finished task returns false. A cancellation is seen at once by
-    /// [`wait`](crate::wait) and [`as_completed`](crate::as_completed).
+    /// [`wait`](crate::wait()) and [`as_completed`](crate::as_completed()).
     pub fn cancel(&self) -> bool {
         self.cancel_with(IfRunning::Stop)
     }
@@ -669,8 +669,8 @@ fn short_type_name<T>() -> String {
     out
 }
 
-/// Something that gives access to a [`FutureHandle`], so that [`wait`](crate::wait) and
-/// [`as_completed`](crate::as_completed) accept owned handles, references to handles,
+/// Something that gives access to a [`FutureHandle`], so that [`wait`](crate::wait()) and
+/// [`as_completed`](crate::as_completed()) accept owned handles, references to handles,
 /// and `(key, handle)` pairs alike.
 pub trait AsHandle {
     /// The value type of the future.

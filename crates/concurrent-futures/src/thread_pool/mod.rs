@@ -315,7 +315,7 @@ impl ThreadPoolExecutor {
     /// Stops the pool, Python's `shutdown(wait, cancel_futures)`. Idempotent.
     ///
     /// Later submits are refused. With `cancel_futures`, every task still queued is
-    /// cancelled at once (and [`wait`](crate::wait) / [`as_completed`](crate::as_completed)
+    /// cancelled at once (and [`wait`](crate::wait()) / [`as_completed`](crate::as_completed())
     /// see it immediately), and so is a task a worker has taken off the queue but not
     /// started; otherwise queued tasks still run. Running tasks always finish.
     ///
