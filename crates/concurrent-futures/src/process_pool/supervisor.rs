@@ -170,6 +170,20 @@ pub(super) struct Job {
     dispatched: bool,
 }
 
+/// A writer's next move ([`Inner::writer_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriterStep {
+    /// The worker is gone: nothing to do.
+    Gone,
+    /// Close the worker's input (it was marked `closed`); start a replacement first
+    /// when `respawn` (its `starting` was counted).
+    Close { respawn: bool },
+    /// Write the tasks moved into the buffer.
+    Write,
+    /// Nothing to do until woken (the worker was marked `waiting`).
+    Wait,
+}
+
 /// Why `enqueue` refused a task.
 #[derive(Debug)]
 pub(super) enum Refused {
@@ -260,6 +274,9 @@ impl Process {
     }
 }
 
+#[cfg(all(test, not(cf_loom)))]
+mod handoff_model;
+
 /// SIGKILL's number, as `ExitStatus::signal` reports it.
 fn libc_sigkill() -> i32 {
     Signal::SIGKILL as i32
@@ -290,6 +307,25 @@ enum ForkServerSlot {
     Unusable,
 }
 
+/// How a writer that waits is woken.
+#[derive(Default)]
+struct Wake {
+    condvar: Condvar,
+    /// Notifications so far: the writer/reader hand-off model (`tests`) lets a writer
+    /// that waits move only after one, as a condition variable does.
+    #[cfg(test)]
+    notified: std::sync::atomic::AtomicUsize,
+}
+
+impl Wake {
+    fn notify(&self) {
+        #[cfg(test)]
+        self.notified
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.condvar.notify_one();
+    }
+}
+
 /// What the pool knows about one worker.
 struct Worker {
     key: u64,
@@ -299,7 +335,7 @@ struct Worker {
     sent: u64,
     /// The writer thread waits for work.
     waiting: bool,
-    wake: Arc<Condvar>,
+    wake: Arc<Wake>,
     /// The writer closed the worker's input: it takes no more tasks.
     closed: bool,
     /// The pool killed it to stop a cancelled task: fail nothing else.
@@ -392,12 +428,26 @@ impl State {
         });
     }
 
+    /// Worker `i` answered its front task, which ran for `nanos`: takes that task off
+    /// its pipe, and wakes its writer if the pipe fell below the low-water mark while
+    /// work waits.
+    fn took_result(&mut self, i: usize, nanos: u64) -> Option<Job> {
+        let worker = &mut self.workers[i];
+        let job = worker.in_flight.pop_front();
+        let (waiting, len) = (worker.waiting, worker.in_flight.len());
+        self.observe(nanos);
+        if waiting && len < self.low_water() && !self.queue.is_empty() {
+            self.workers[i].wake.notify();
+        }
+        job
+    }
+
     /// Wakes the waiting writers that have room (after the queue grew).
     fn wake_writers(&self) {
         let depth = self.depth();
         for w in &self.workers {
             if w.waiting && w.in_flight.len() < depth {
-                w.wake.notify_one();
+                w.wake.notify();
             }
         }
     }
@@ -410,13 +460,15 @@ impl State {
             .find(|w| w.in_flight.is_empty())
             .or_else(|| waiting().find(|w| w.in_flight.len() < low))
         {
-            w.wake.notify_one();
+            w.wake.notify();
         }
     }
 
     /// True when a worker other than `key` takes tasks and runs none (or one is being
     /// started): the writers of busy workers then leave the queue to it. Whoever makes
-    /// this false wakes them: the free worker's first dispatch, or a failed start.
+    /// this false wakes them (the free worker's first dispatch, a start that ended), so
+    /// they need not wait for their own pipe to drain; liveness does not rest on that,
+    /// since a writer that holds back has a task in flight and its reader wakes it.
     fn has_free_worker(&self, key: u64) -> bool {
         self.starting > 0
             || self
@@ -427,7 +479,7 @@ impl State {
 
     fn wake_all_writers(&self) {
         for w in &self.workers {
-            w.wake.notify_one();
+            w.wake.notify();
         }
     }
 
@@ -658,7 +710,7 @@ impl Inner {
     ) -> io::Result<()> {
         let key = state.next_key;
         state.next_key += 1;
-        let wake = Arc::new(Condvar::new());
+        let wake = Arc::new(Wake::default());
         let inner = Arc::clone(self);
         let reader_process = Arc::clone(process);
         let reader = std::thread::Builder::new()
@@ -705,7 +757,7 @@ impl Inner {
     }
 
     /// The writer thread: moves queued tasks into the worker's pipe, many per write.
-    fn write_tasks(self: &Arc<Self>, key: u64, mut stdin: File, wake: &Condvar) {
+    fn write_tasks(self: &Arc<Self>, key: u64, mut stdin: File, wake: &Wake) {
         let mut out = Vec::with_capacity(64 * 1024);
         out.extend_from_slice(&self.config.hello);
         loop {
@@ -719,58 +771,24 @@ impl Inner {
                     out.shrink_to(64 * 1024);
                 }
             }
-            let mut respawn = false;
-            {
+            let step = {
                 let mut state = self.state.lock();
                 loop {
-                    let Some(i) = state.index(key) else {
-                        return;
-                    };
-                    let depth = state.depth();
-                    let worker = &state.workers[i];
-                    let left = self
-                        .config
-                        .max_tasks_per_child
-                        .map_or(u64::MAX, |max| max.saturating_sub(worker.sent));
-                    if state.must_close(left) {
-                        state.workers[i].closed = true;
-                        // Writers that held back for this worker while it was free.
-                        state.wake_writers();
-                        // A retiring worker (`max_tasks_per_child`) is replaced at once
-                        // when work waits, not only after its process ends.
-                        respawn = state.wants_worker(self.config.max_workers);
-                        if respawn {
-                            state.starting += 1;
-                        }
-                        break;
+                    match self.writer_step(&mut state, key, &mut out) {
+                        WriterStep::Wait => {}
+                        step => break step,
                     }
-                    let room = depth.saturating_sub(worker.in_flight.len());
-                    let room = usize::try_from(left).map_or(room, |left| room.min(left));
-                    // No more than a fair share of the queue, so that the other workers
-                    // (and those starting) get tasks too.
-                    let share = state.queue.len().div_ceil(state.open_workers().max(1));
-                    let mut room = room.min(share.max(1));
-                    // Nothing waits behind a running task while another worker could
-                    // run it now: an idle one, or one being started (a deep pipeline
-                    // learnt from tiny tasks would otherwise queue the first slow ones
-                    // behind each other).
-                    if !worker.in_flight.is_empty() && state.has_free_worker(key) {
-                        room = 0;
-                    }
-                    if room > 0 && !state.queue.is_empty() {
-                        self.dispatch(&mut state, i, room, &mut out);
-                        if !out.is_empty() {
-                            break;
-                        }
-                        continue;
-                    }
-                    state.workers[i].waiting = true;
-                    state = wake.wait(state);
+                    state = wake.condvar.wait(state);
                     if let Some(i) = state.index(key) {
                         state.workers[i].waiting = false;
                     }
                 }
-            }
+            };
+            let respawn = match step {
+                WriterStep::Gone => return,
+                WriterStep::Close { respawn } => respawn,
+                WriterStep::Write | WriterStep::Wait => false,
+            };
             if out.is_empty() {
                 // Closing the pipe tells the worker to finish what it has and exit.
                 drop(stdin);
@@ -779,6 +797,62 @@ impl Inner {
                 }
                 return;
             }
+        }
+    }
+
+    /// What worker `key`'s writer does next, decided under the state lock: close the
+    /// worker's input, write the tasks it moved into `out`, or wait (then it is marked
+    /// `waiting`, and whoever changes what this decision depends on must wake it: see
+    /// `must_close`, `dispatch`, the reader, `shutdown` and `worker_gone`).
+    fn writer_step(
+        self: &Arc<Self>,
+        state: &mut MutexGuard<'_, State>,
+        key: u64,
+        out: &mut Vec<u8>,
+    ) -> WriterStep {
+        loop {
+            let Some(i) = state.index(key) else {
+                return WriterStep::Gone;
+            };
+            let depth = state.depth();
+            let worker = &state.workers[i];
+            let left = self
+                .config
+                .max_tasks_per_child
+                .map_or(u64::MAX, |max| max.saturating_sub(worker.sent));
+            if state.must_close(left) {
+                state.workers[i].closed = true;
+                // Writers that held back for this worker while it was free.
+                state.wake_writers();
+                // A retiring worker (`max_tasks_per_child`) is replaced at once when
+                // work waits, not only after its process ends.
+                let respawn = state.wants_worker(self.config.max_workers);
+                if respawn {
+                    state.starting += 1;
+                }
+                return WriterStep::Close { respawn };
+            }
+            let room = depth.saturating_sub(worker.in_flight.len());
+            let room = usize::try_from(left).map_or(room, |left| room.min(left));
+            // No more than a fair share of the queue, so that the other workers (and
+            // those starting) get tasks too.
+            let share = state.queue.len().div_ceil(state.open_workers().max(1));
+            let mut room = room.min(share.max(1));
+            // Nothing waits behind a running task while another worker could run it
+            // now: an idle one, or one being started (a deep pipeline learnt from tiny
+            // tasks would otherwise queue the first slow ones behind each other).
+            if !worker.in_flight.is_empty() && state.has_free_worker(key) {
+                room = 0;
+            }
+            if room > 0 && !state.queue.is_empty() {
+                self.dispatch(state, i, room, out);
+                if !out.is_empty() {
+                    return WriterStep::Write;
+                }
+                continue;
+            }
+            state.workers[i].waiting = true;
+            return WriterStep::Wait;
         }
     }
 
@@ -957,13 +1031,7 @@ impl Inner {
                         header.id
                     ));
                 }
-                let job = worker.in_flight.pop_front();
-                let (waiting, len) = (worker.waiting, worker.in_flight.len());
-                state.observe(header.x);
-                if waiting && len < state.low_water() && !state.queue.is_empty() {
-                    state.workers[i].wake.notify_one();
-                }
-                job
+                state.took_result(i, header.x)
             };
             if let Some(job) = job {
                 contain("completing a task", || job.sink.deliver(header.tag, body));
@@ -991,7 +1059,7 @@ impl Inner {
             };
             let worker = state.workers.remove(i);
             // Its writer may wait for work: let it see the worker is gone.
-            worker.wake.notify_one();
+            worker.wake.notify();
             let how = describe_status(pid, &status);
             let signalled = matches!(&status, Ok(s) if s.signal().is_some());
             let end = status.as_ref().ok().copied();
