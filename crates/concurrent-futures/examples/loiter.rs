@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use concurrent_futures::ThreadPoolExecutor;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let display = move |text: String| {
         println!("[{:>5.2}s] {text}", start.elapsed().as_secs_f64());

@@ -30,18 +30,18 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("primes: {e}");
+            eprintln!("primes: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+fn run() -> anyhow::Result<()> {
     let mut builder = ProcessPoolExecutor::builder();
     if let Some(arg) = std::env::args().nth(1) {
         let workers: usize = arg
             .parse()
-            .map_err(|e| format!("WORKERS must be a positive number, not {arg:?}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("WORKERS must be a positive number, not {arg:?}: {e}"))?;
         builder = builder.max_workers(workers);
     }
     let pool = builder.build()?;
