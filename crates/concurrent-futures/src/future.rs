@@ -61,7 +61,18 @@ struct Slot<T> {
     /// submit.
     listeners: Option<Box<Notices<T>>>,
     /// Stops a running task for real (the process pool kills its worker).
-    stop_running: Option<Box<dyn FnOnce() + Send + 'static>>,
+    stop_running: Option<Arc<dyn StopRunning>>,
+}
+
+/// How an executor stops a running task for real (the process pool: by killing the
+/// worker that runs it). Installed with [`Promise::set_stop_running`].
+pub(crate) trait StopRunning: Send + Sync {
+    /// True when the task can be stopped now. A process task handed to a worker that has
+    /// not reached it yet cannot: it will run (Python counts it as running too, and its
+    /// `cancel()` returns false), and killing the worker would lose the task it runs.
+    fn can_stop(&self) -> bool;
+    /// Stops the task; called once, after the future was marked cancelled.
+    fn stop(&self);
 }
 
 /// What a transition into a done state must notify, collected under the lock and
@@ -235,7 +246,7 @@ impl<T> Promise<T> {
 
     /// Installs what `cancel()` calls to stop this task while it runs. Returns false (and
     /// drops `stop`) when the future is no longer running.
-    pub(crate) fn set_stop_running(&self, stop: Box<dyn FnOnce() + Send + 'static>) -> bool {
+    pub(crate) fn set_stop_running(&self, stop: Arc<dyn StopRunning>) -> bool {
         let Some(shared) = &self.shared else {
             return false;
         };
@@ -325,6 +336,14 @@ pub(crate) enum IfRunning {
 /// returns what to notify; `None` when nothing changed. `if_running` says what happens
 /// to a running one.
 fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notices<T>> {
+    if if_running == IfRunning::Stop && shared.state() == RUNNING {
+        // Ask before deciding, and without the future's lock (the executor takes its
+        // own lock, which may be held while this one is taken).
+        let stopper = shared.slot.lock().stop_running.clone();
+        if stopper.is_some_and(|stopper| !stopper.can_stop()) {
+            return None;
+        }
+    }
     let (notices, stop) = {
         let mut slot = shared.slot.lock();
         let cancelled_pending = shared
@@ -347,7 +366,7 @@ fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notic
         (Shared::take_notices(&mut slot), stop)
     };
     if let Some(stop) = stop {
-        stop();
+        stop.stop();
     }
     Some(notices)
 }
@@ -396,9 +415,12 @@ impl<T> FutureHandle<T> {
     /// Attempts to cancel the task, Python's `cancel()`.
     ///
     /// Succeeds (returns true) while the task is pending, or is already cancelled. A
-    /// running thread-pool task cannot be stopped (returns false); a running
-    /// process-pool task is stopped for real (its worker is killed and replaced).
-    /// A finished task returns false. A cancellation is seen at once by
+    /// running thread-pool task cannot be stopped (returns false); a process-pool task
+    /// that its worker runs now is stopped for real (the worker is killed and
+    /// replaced), while one already handed to a worker that has not reached it yet will
+    /// run, and returns false, as a task in Python's call queue does. A finished task
+    /// returns false. After `cancel()` returned true, the task never runs, or is
+    /// stopped. A cancellation is seen at once by
     /// [`wait`](crate::wait()) and [`as_completed`](crate::as_completed()).
     pub fn cancel(&self) -> bool {
         self.cancel_with(IfRunning::Stop)
@@ -780,12 +802,41 @@ mod tests {
     fn running_task_with_stopper_can_be_cancelled() {
         let (promise, handle) = pending::<u32>();
         assert!(promise.set_running());
+        struct Stopper(std::sync::Mutex<std::sync::mpsc::Sender<()>>);
+        impl StopRunning for Stopper {
+            fn can_stop(&self) -> bool {
+                true
+            }
+            fn stop(&self) {
+                self.0.lock().unwrap().send(()).unwrap();
+            }
+        }
         let (tx, rx) = std::sync::mpsc::channel();
-        assert!(promise.set_stop_running(Box::new(move || tx.send(()).unwrap())));
+        assert!(promise.set_stop_running(Arc::new(Stopper(std::sync::Mutex::new(tx)))));
         assert!(handle.cancel());
         assert!(rx.try_recv().is_ok(), "the stopper ran");
         promise.complete(Ok(3));
         assert!(matches!(handle.result(), Err(FutureError::Cancelled)));
+    }
+
+    #[test]
+    fn a_running_task_that_cannot_be_stopped_now_is_not_cancelled() {
+        struct NotNow;
+        impl StopRunning for NotNow {
+            fn can_stop(&self) -> bool {
+                false
+            }
+            fn stop(&self) {
+                unreachable!("never called when can_stop is false");
+            }
+        }
+        let (promise, handle) = pending::<u32>();
+        assert!(promise.set_running());
+        assert!(promise.set_stop_running(Arc::new(NotNow)));
+        assert!(!handle.cancel());
+        assert!(handle.is_running());
+        promise.complete(Ok(3));
+        assert_eq!(handle.result().unwrap(), 3);
     }
 
     #[test]

@@ -1132,6 +1132,133 @@ fn issue_12_a_silent_worker_breaks_the_pool_after_the_handshake_deadline() {
     );
 }
 
+fn touch(path: String) -> u32 {
+    std::fs::write(path, b"ran").unwrap();
+    1
+}
+
+fn slow_init(ms: u64) -> Result<(), String> {
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok(())
+}
+
+/// Runs enough tiny tasks that the pool's pipelines grow deep.
+fn warm_up(pool: &ProcessPoolExecutor) {
+    for _ in 0..3 {
+        let handles: Vec<_> = (0..4000u64)
+            .map(|i| pool.submit(square, i).unwrap())
+            .collect();
+        for handle in handles {
+            handle.result().unwrap();
+        }
+    }
+}
+
+/// Issue 12.4, found by attacking its fix: with pipelines grown deep on tiny tasks,
+/// quick tasks submitted while both workers ran long tasks went into a busy worker's
+/// pipe and stayed there after the other worker became free.
+fn issue_12_no_task_waits_behind_a_long_task_while_a_worker_is_free() {
+    within(Duration::from_secs(120), "tasks behind a long one", || {
+        let pool = new_pool(2);
+        warm_up(&pool);
+        let holder = Holder::new();
+        let held: Vec<_> = (0..2)
+            .map(|_| pool.submit(hold, holder.arg()).unwrap())
+            .collect();
+        let a = holder.accept_within(Duration::from_secs(60));
+        let b = holder.accept_within(Duration::from_secs(60));
+        assert_ne!(a.1, b.1, "the two held tasks run in two workers");
+        // Let both run longer than a pipeline's worth of work: they are long tasks now.
+        std::thread::sleep(Duration::from_millis(50));
+        // Release the worker whose writer the pool would wake first for new work.
+        let first = pool.worker_pids()[0];
+        let ((kept, kept_pid), (released, _)) = if a.1 == first { (b, a) } else { (a, b) };
+        let quick: Vec<_> = (0..20u64)
+            .map(|i| pool.submit(pid_of, i).unwrap())
+            .collect();
+        drop(released);
+        let sets = wait(
+            &quick,
+            Some(Duration::from_secs(30)),
+            ReturnWhen::AllCompleted,
+        );
+        let stuck = sets.not_done.len();
+        drop(kept);
+        for handle in held {
+            handle.result().unwrap();
+        }
+        let behind = quick
+            .into_iter()
+            .filter_map(|h| h.result().ok())
+            .filter(|(_, pid)| *pid == kept_pid)
+            .count();
+        assert_eq!(
+            stuck, 0,
+            "{stuck} tasks waited behind the long one ({behind} ran there)"
+        );
+    });
+}
+
+/// Issue 12.2-adjacent, found by attacking the fixes: `cancel()` returned true for a task
+/// waiting in a worker's pipe, which then ran all the same. Such a task is running in
+/// Python's sense (it is in the call queue): `cancel()` says false, and it runs.
+fn issue_12_cancel_of_a_task_waiting_in_a_pipe_returns_false() {
+    within(Duration::from_secs(120), "cancel in a pipe", || {
+        let pool = new_pool(1);
+        warm_up(&pool);
+        let holder = Holder::new();
+        let held = pool.submit(hold, holder.arg()).unwrap();
+        let (stream, _) = holder.accept_within(Duration::from_secs(60));
+        let marker = std::env::temp_dir().join(format!("cf-cancel-pipe-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        let waiting = pool
+            .submit(touch, marker.to_string_lossy().into_owned())
+            .unwrap();
+        let cancelled = waiting.cancel();
+        drop(stream);
+        held.result().unwrap();
+        let outcome = waiting.result();
+        let ran = marker.exists();
+        let _ = std::fs::remove_file(&marker);
+        if cancelled {
+            // Still in the queue when cancelled (its writer held it back): never ran.
+            assert!(
+                matches!(outcome, Err(FutureError::Cancelled)),
+                "{outcome:?}"
+            );
+            assert!(!ran, "cancel() returned true but the task ran");
+        } else {
+            assert_eq!(outcome.unwrap(), 1);
+            assert!(ran);
+        }
+    });
+}
+
+/// Found by attacking the fixes: `kill_workers()` while initializers ran counted each
+/// killed worker as a failed start and broke the pool ("3 worker processes in a row
+/// died before their handshake").
+fn issue_12_kill_workers_during_initializers_does_not_break_the_pool() {
+    within(Duration::from_secs(120), "kill during initializers", || {
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(4)
+            .initializer(slow_init, 3000)
+            .build()
+            .unwrap();
+        let handles: Vec<_> = (0..4u64).map(|i| pool.submit(square, i).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        pool.kill_workers();
+        for handle in handles {
+            let outcome = handle.result();
+            assert!(
+                matches!(outcome, Err(FutureError::Cancelled)),
+                "{outcome:?}"
+            );
+        }
+        assert!(pool.submit(square, 1).unwrap_err().is_shutdown());
+    });
+    assert_eq!(children(), Vec::<u32>::new());
+}
+
 // ---------------------------------------------------------------- harness
 
 fn main() -> ExitCode {
@@ -1170,6 +1297,18 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let tests: &[(&str, fn())] = &[
+        (
+            "issue_12_no_task_waits_behind_a_long_task_while_a_worker_is_free",
+            issue_12_no_task_waits_behind_a_long_task_while_a_worker_is_free,
+        ),
+        (
+            "issue_12_cancel_of_a_task_waiting_in_a_pipe_returns_false",
+            issue_12_cancel_of_a_task_waiting_in_a_pipe_returns_false,
+        ),
+        (
+            "issue_12_kill_workers_during_initializers_does_not_break_the_pool",
+            issue_12_kill_workers_during_initializers_does_not_break_the_pool,
+        ),
         (
             "issue_12_output_before_the_guard_does_not_disturb_the_pool",
             issue_12_output_before_the_guard_does_not_disturb_the_pool,

@@ -54,8 +54,6 @@ const READY: u8 = b'R';
 const NOT_SINGLE_THREADED: u8 = b'T';
 /// Exit status of a fork server that refused to serve.
 const EXIT_REFUSED: i32 = 70;
-/// How long a fork server may take to start and answer.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// True in a worker process started to be the fork server.
 pub(super) fn started_as_fork_server() -> bool {
@@ -80,8 +78,9 @@ pub(super) struct Forked {
 }
 
 impl ForkServer {
-    /// Starts the server from the executable and waits for its first answer.
-    pub(super) fn start() -> io::Result<Self> {
+    /// Starts the server from the executable and waits for its first answer, at most
+    /// `timeout` (the pool's handshake deadline).
+    pub(super) fn start(timeout: Duration) -> io::Result<Self> {
         let (ours, theirs) = UnixStream::pair()?;
         let process = {
             let mut command = worker::command();
@@ -100,7 +99,9 @@ impl ForkServer {
         // A server that neither answers nor exits (a `main` without `process_worker_main`
         // that runs on) must not hold up the pool for good: it is then killed and the pool
         // starts its workers from the executable.
-        server.control.set_read_timeout(Some(READY_TIMEOUT))?;
+        server
+            .control
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
         let mut answer = [0u8];
         let answered = server.control.read_exact(&mut answer);
         server.control.set_read_timeout(None)?;

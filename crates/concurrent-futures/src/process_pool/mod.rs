@@ -84,7 +84,7 @@ pub fn process_worker_main() {
 /// fails only the task it was running, with [`FutureError::WorkerFailed`] carrying its
 /// pid and exit status or signal ([`WorkerError`]), and a replacement takes the
 /// remaining tasks; a result that cannot be encoded or decoded fails its task only.
-/// [`FutureHandle::cancel`] on a running task kills and replaces its worker. Only a
+/// [`FutureHandle::cancel`] on the task a worker runs kills and replaces that worker. Only a
 /// failing initializer breaks the pool.
 ///
 /// `main` must call [`process_worker_main`] first. Linux only (it reads `/proc`).

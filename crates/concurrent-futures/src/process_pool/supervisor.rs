@@ -34,7 +34,7 @@ use super::worker;
 use crate::error::{
     BrokenPoolError, BrokenPoolKind, FutureError, PanicError, WorkerError, WorkerErrorKind,
 };
-use crate::future::Promise;
+use crate::future::{Promise, StopRunning};
 use crate::map::ChunkOutput;
 use crate::sync::{Condvar, Mutex, MutexGuard};
 use crate::unwind::contain;
@@ -62,7 +62,7 @@ thread_local! {
 /// The completing side of one task, typed by its result; the supervisor sees it erased.
 pub(super) trait Sink: Send {
     fn set_running(&self) -> bool;
-    fn set_stopper(&self, stop: Box<dyn FnOnce() + Send + 'static>) -> bool;
+    fn set_stopper(&self, stop: Arc<dyn StopRunning>) -> bool;
     fn is_cancelled(&self) -> bool;
     /// Completes the future from a worker's reply frame.
     fn deliver(self: Box<Self>, tag: u8, body: &[u8]);
@@ -124,7 +124,7 @@ impl<T: Send> Sink for PromiseSink<T> {
         self.promise.set_running()
     }
 
-    fn set_stopper(&self, stop: Box<dyn FnOnce() + Send + 'static>) -> bool {
+    fn set_stopper(&self, stop: Arc<dyn StopRunning>) -> bool {
         self.promise.set_stop_running(stop)
     }
 
@@ -168,6 +168,28 @@ pub(super) struct Job {
     sink: Box<dyn Sink>,
     /// Already moved to running (it went to a worker, which died before running it).
     dispatched: bool,
+}
+
+/// How `cancel()` stops a process task: by killing its worker, but only while the
+/// worker runs that very task. A task still waiting in a worker's pipe will run, so
+/// `cancel()` returns false for it, as Python's does for a task in its call queue.
+struct TaskStopper {
+    pool: Weak<Inner>,
+    id: u64,
+}
+
+impl StopRunning for TaskStopper {
+    fn can_stop(&self) -> bool {
+        self.pool
+            .upgrade()
+            .is_some_and(|pool| pool.is_running_now(self.id))
+    }
+
+    fn stop(&self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.stop_running(self.id);
+        }
+    }
 }
 
 /// A writer's next move ([`Inner::writer_step`]).
@@ -340,6 +362,19 @@ struct Worker {
     closed: bool,
     /// The pool killed it to stop a cancelled task: fail nothing else.
     killed_for_cancel: bool,
+    /// About when the worker started the task at the front of its pipe (when that task
+    /// was written to an empty pipe, or when the result before it came).
+    front_since: Option<Instant>,
+}
+
+impl Worker {
+    /// True when the task it runs has run longer than a pipeline's worth of work:
+    /// nothing more is queued behind it (it may run for long; a free worker should
+    /// take the next tasks).
+    fn is_stalled(&self) -> bool {
+        self.front_since
+            .is_some_and(|since| since.elapsed() >= Duration::from_nanos(PIPELINE_NANOS))
+    }
 }
 
 struct State {
@@ -434,6 +469,7 @@ impl State {
     fn took_result(&mut self, i: usize, nanos: u64) -> Option<Job> {
         let worker = &mut self.workers[i];
         let job = worker.in_flight.pop_front();
+        worker.front_since = (!worker.in_flight.is_empty()).then(Instant::now);
         let (waiting, len) = (worker.waiting, worker.in_flight.len());
         self.observe(nanos);
         if waiting && len < self.low_water() && !self.queue.is_empty() {
@@ -458,7 +494,7 @@ impl State {
         let waiting = || self.workers.iter().filter(|w| w.waiting);
         if let Some(w) = waiting()
             .find(|w| w.in_flight.is_empty())
-            .or_else(|| waiting().find(|w| w.in_flight.len() < low))
+            .or_else(|| waiting().find(|w| w.in_flight.len() < low && !w.is_stalled()))
         {
             w.wake.notify();
         }
@@ -639,8 +675,8 @@ impl Inner {
         if self.config.start_method == StartMethod::ForkServer {
             let mut slot = self.fork_server.lock();
             if matches!(*slot, ForkServerSlot::Unstarted) {
-                *slot =
-                    ForkServer::start().map_or(ForkServerSlot::Unusable, ForkServerSlot::Running);
+                *slot = ForkServer::start(self.config.handshake_timeout)
+                    .map_or(ForkServerSlot::Unusable, ForkServerSlot::Running);
             }
             if let ForkServerSlot::Running(server) = &mut *slot {
                 match server.fork() {
@@ -744,6 +780,7 @@ impl Inner {
             wake,
             closed: false,
             killed_for_cancel: false,
+            front_since: None,
         });
         state.started += 1;
         state.threads.retain(|t| !t.is_finished());
@@ -841,7 +878,8 @@ impl Inner {
             // Nothing waits behind a running task while another worker could run it
             // now: an idle one, or one being started (a deep pipeline learnt from tiny
             // tasks would otherwise queue the first slow ones behind each other).
-            if !worker.in_flight.is_empty() && state.has_free_worker(key) {
+            // Nor behind one that has run for long already.
+            if !worker.in_flight.is_empty() && (state.has_free_worker(key) || worker.is_stalled()) {
                 room = 0;
             }
             if room > 0 && !state.queue.is_empty() {
@@ -879,12 +917,9 @@ impl Inner {
                     continue; // cancelled while queued
                 }
                 job.dispatched = true;
-                let weak: Weak<Self> = Arc::downgrade(self);
-                let id = job.id;
-                job.sink.set_stopper(Box::new(move || {
-                    if let Some(inner) = weak.upgrade() {
-                        inner.stop_running(id);
-                    }
+                job.sink.set_stopper(Arc::new(TaskStopper {
+                    pool: Arc::downgrade(self),
+                    id: job.id,
                 }));
             }
             let header = Header {
@@ -907,6 +942,9 @@ impl Inner {
         if state.shutdown && state.queue.is_empty() {
             state.wake_all_writers();
         }
+        if was_free && taken > 0 {
+            state.workers[i].front_since = Some(Instant::now());
+        }
         // A free worker became busy: the writers that held back for it
         // (`has_free_worker`) may take what is left.
         if was_free && taken > 0 && !state.queue.is_empty() {
@@ -914,17 +952,23 @@ impl Inner {
         }
     }
 
-    /// `cancel()` on a running task: kill its worker if the task is what the worker
-    /// runs now; a task still waiting in the worker's pipe is simply dropped when its
-    /// result comes (the future is already cancelled).
+    /// True when task `id` is what its worker runs now (the front of its pipe).
+    fn is_running_now(&self, id: u64) -> bool {
+        let state = self.state.lock();
+        state
+            .workers
+            .iter()
+            .any(|w| w.in_flight.front().is_some_and(|job| job.id == id))
+    }
+
+    /// `cancel()` on the task a worker runs now (checked by `is_running_now` just
+    /// before): kill that worker. If the task has finished meanwhile, nothing is done.
     fn stop_running(&self, id: u64) {
         let mut state = self.state.lock();
         for worker in &mut state.workers {
-            if let Some(pos) = worker.in_flight.iter().position(|job| job.id == id) {
-                if pos == 0 {
-                    worker.killed_for_cancel = true;
-                    worker.process.signal(Signal::SIGKILL);
-                }
+            if worker.in_flight.front().is_some_and(|job| job.id == id) {
+                worker.killed_for_cancel = true;
+                worker.process.signal(Signal::SIGKILL);
                 return;
             }
         }
@@ -1100,7 +1144,9 @@ impl Inner {
                          call concurrent_futures::process_worker_main() first?"
                     ),
                 ))),
-                Ending::NoHandshake if worker.killed_for_cancel => {}
+                // Killed by the pool (cancel, terminate_workers/kill_workers): not a
+                // failed start.
+                Ending::NoHandshake if worker.killed_for_cancel || state.terminating => {}
                 Ending::NoHandshake => {
                     // Killed while starting (the OOM killer, say): replace it, unless
                     // every start dies that way.
@@ -1243,9 +1289,12 @@ fn readable_within(input: &BufReader<File>, limit: Duration) -> bool {
     if !input.buffer().is_empty() {
         return true;
     }
-    let deadline = Instant::now() + limit;
+    // A limit too large to add to the clock is no limit.
+    let deadline = Instant::now().checked_add(limit);
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         // Whole milliseconds, rounded up, within what `poll` takes.
         let millis = u16::try_from(left.as_millis().saturating_add(1)).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(input.get_ref().as_fd(), PollFlags::POLLIN)];

@@ -23,7 +23,7 @@ impl Sink for NullSink {
     fn set_running(&self) -> bool {
         true
     }
-    fn set_stopper(&self, _: Box<dyn FnOnce() + Send + 'static>) -> bool {
+    fn set_stopper(&self, _: Arc<dyn StopRunning>) -> bool {
         true
     }
     fn is_cancelled(&self) -> bool {
@@ -87,6 +87,7 @@ fn new_worker(key: u64) -> Worker {
         wake: Arc::new(Wake::default()),
         closed: false,
         killed_for_cancel: false,
+        front_since: None,
     }
 }
 
