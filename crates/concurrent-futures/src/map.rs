@@ -8,6 +8,12 @@
 //! chunk size follows the measured cost of one call so that a chunk takes about
 //! [`AUTO_TARGET_NANOS`]: tiny calls are batched by the thousand, slow calls (I/O) go
 //! one per task so that they still run concurrently.
+//!
+//! [`Map`] and [`MapUnordered`] are `Send` when the input iterator and the results are
+//! (the submitter is boxed as `dyn ChunkSubmit + Send`), so a lazy map can be returned,
+//! consumed on another thread or held across an `.await` in a spawned task. They are not
+//! `Sync`, and need not be: an iterator advances through `&mut self`, so a shared
+//! reference to one is of no use to another thread.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -160,7 +166,7 @@ impl Chunking {
 
 /// What both map iterators share: the input, the submitter and the options.
 struct Feeder<'a, I: Iterator, R> {
-    submitter: Box<dyn ChunkSubmit<I::Item, R> + 'a>,
+    submitter: Box<dyn ChunkSubmit<I::Item, R> + Send + 'a>,
     source: I,
     exhausted: bool,
     chunking: Chunking,
@@ -173,7 +179,7 @@ struct Feeder<'a, I: Iterator, R> {
 
 impl<'a, I: Iterator, R> Feeder<'a, I, R> {
     fn new(
-        submitter: Box<dyn ChunkSubmit<I::Item, R> + 'a>,
+        submitter: Box<dyn ChunkSubmit<I::Item, R> + Send + 'a>,
         source: I,
         default_window: usize,
         options: MapOptions,
@@ -326,7 +332,7 @@ pub struct Map<'a, I: Iterator, R> {
 
 impl<'a, I: Iterator, R> Map<'a, I, R> {
     pub(crate) fn new(
-        submitter: Box<dyn ChunkSubmit<I::Item, R> + 'a>,
+        submitter: Box<dyn ChunkSubmit<I::Item, R> + Send + 'a>,
         source: I,
         default_window: usize,
         options: MapOptions,
@@ -508,7 +514,7 @@ pub struct MapUnordered<'a, I: Iterator, R> {
 
 impl<'a, I: Iterator, R: Send + 'static> MapUnordered<'a, I, R> {
     pub(crate) fn new(
-        submitter: Box<dyn ChunkSubmit<I::Item, R> + 'a>,
+        submitter: Box<dyn ChunkSubmit<I::Item, R> + Send + 'a>,
         source: I,
         default_window: usize,
         options: MapOptions,

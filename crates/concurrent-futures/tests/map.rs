@@ -306,3 +306,39 @@ fn map_unordered_yields_in_completion_order() {
     assert_eq!(it.next().unwrap().unwrap(), 0);
     assert!(it.next().is_none());
 }
+
+/// Issue 12, point 9: a lazy map whose inputs and results are `Send` is `Send`: it can
+/// be handed to another thread or held across an `.await` in a spawned task.
+#[test]
+fn issue_12_lazy_maps_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let pool = common::pool(2);
+    let ordered = pool.map(|x: u64| x + 1, 0..10).unwrap();
+    let unordered = pool
+        .map_unordered(|x: u64| x + 1, 0..10, MapOptions::new())
+        .unwrap();
+    assert_send(&ordered);
+    assert_send(&unordered);
+    let (sum, count) = std::thread::scope(|scope| {
+        let sum = scope.spawn(move || ordered.map(Result::unwrap).sum::<u64>());
+        let count = scope.spawn(move || unordered.count());
+        (sum.join().unwrap(), count.join().unwrap())
+    });
+    assert_eq!((sum, count), (55, 10));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let total = runtime
+        .block_on(runtime.spawn(async {
+            let pool = common::pool(2);
+            let mut results = pool.map(|x: u64| x * 2, 0..100).unwrap();
+            let first = results.next().unwrap().unwrap();
+            // The map is held across an await, so the spawned future must be Send.
+            tokio::task::yield_now().await;
+            first + results.map(Result::unwrap).sum::<u64>()
+        }))
+        .unwrap();
+    assert_eq!(total, 9900);
+}

@@ -439,6 +439,25 @@ fn slow_tasks_after_a_quick_one_spread_over_the_workers() {
     }
 }
 
+/// Issue 12, point 9: the process pool's lazy maps are `Send` when their inputs and
+/// results are, so a map can be consumed on another thread.
+fn issue_12_lazy_maps_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let pool = new_pool(2);
+    let ordered = pool.map(square, 0..10u64).unwrap();
+    let unordered = pool
+        .map_unordered(square, 0..10u64, MapOptions::new())
+        .unwrap();
+    assert_send(&ordered);
+    assert_send(&unordered);
+    let (sum, count) = std::thread::scope(|scope| {
+        let sum = scope.spawn(move || ordered.map(Result::unwrap).sum::<u64>());
+        let count = scope.spawn(move || unordered.count());
+        (sum.join().unwrap(), count.join().unwrap())
+    });
+    assert_eq!((sum, count), (285, 10));
+}
+
 fn cancel_stops_a_running_task() {
     let pool = new_pool(1);
     let holder = Holder::new();
@@ -825,6 +844,7 @@ fn main() -> ExitCode {
             "slow_tasks_after_a_quick_one_spread_over_the_workers",
             slow_tasks_after_a_quick_one_spread_over_the_workers,
         ),
+        ("issue_12_lazy_maps_are_send", issue_12_lazy_maps_are_send),
         ("cancel_stops_a_running_task", cancel_stops_a_running_task),
         (
             "max_tasks_per_child_replaces_workers",
