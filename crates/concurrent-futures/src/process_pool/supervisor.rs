@@ -326,16 +326,32 @@ impl State {
         }
     }
 
-    /// Wakes one waiting writer with room (after one task was queued).
+    /// Wakes one waiting writer with room (after one task was queued): the one with the
+    /// fewest tasks in its pipe, so that an idle worker gets the task first.
     fn wake_one_writer(&self) {
         let low = self.low_water();
         if let Some(w) = self
             .workers
             .iter()
-            .find(|w| w.waiting && w.in_flight.len() < low)
+            .filter(|w| w.waiting && w.in_flight.len() < low)
+            .min_by_key(|w| w.in_flight.len())
         {
             w.wake.notify_one();
         }
+    }
+
+    /// An open worker (not worker `i`) whose pipe holds fewer tasks than worker `i`'s:
+    /// its writer should take the next task rather than queue it behind worker `i`'s
+    /// (a slow task there would hold it while the other worker idles; issue 12). Its
+    /// writer need not be waiting: one that is writing looks at the queue again after.
+    fn less_loaded_writer(&self, i: usize) -> Option<&Worker> {
+        let mine = self.workers[i].in_flight.len();
+        self.workers
+            .iter()
+            .enumerate()
+            .filter(|&(j, w)| j != i && !w.closed && w.in_flight.len() < mine)
+            .min_by_key(|(_, w)| w.in_flight.len())
+            .map(|(_, w)| w)
     }
 
     fn wake_all_writers(&self) {
@@ -656,7 +672,11 @@ impl Inner {
                     // (and those starting) get tasks too.
                     let share = state.queue.len().div_ceil(state.open_workers().max(1));
                     let room = room.min(share.max(1));
-                    if room > 0 && !state.queue.is_empty() {
+                    if let Some(other) = state.less_loaded_writer(i)
+                        && !state.queue.is_empty()
+                    {
+                        other.wake.notify_one();
+                    } else if room > 0 && !state.queue.is_empty() {
                         self.dispatch(&mut state, i, room, &mut out);
                         if !out.is_empty() {
                             break;
