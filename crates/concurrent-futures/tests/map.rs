@@ -307,6 +307,90 @@ fn map_unordered_yields_in_completion_order() {
     assert!(it.next().is_none());
 }
 
+/// Where slow items meet: each slow item waits until `want` of them run at once (or
+/// gives up after [`TOGETHER`]), and the high-water mark says how many ever ran together.
+struct Rendezvous {
+    want: usize,
+    state: std::sync::Mutex<RendezvousState>,
+    met: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct RendezvousState {
+    running: usize,
+    most: usize,
+    gave_up: bool,
+}
+
+/// How long a slow item waits for the others; only reached when they cannot all run at
+/// once (the bug), so that a failing run ends instead of hanging.
+const TOGETHER: Duration = Duration::from_secs(20);
+
+impl Rendezvous {
+    fn new(want: usize) -> Arc<Self> {
+        Arc::new(Self {
+            want,
+            state: std::sync::Mutex::new(RendezvousState::default()),
+            met: std::sync::Condvar::new(),
+        })
+    }
+
+    fn arrive(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.running += 1;
+        state.most = state.most.max(state.running);
+        self.met.notify_all();
+        let (mut state, waited) = self
+            .met
+            .wait_timeout_while(state, TOGETHER, |s| s.most < self.want && !s.gave_up)
+            .unwrap();
+        if waited.timed_out() {
+            // The others are stuck behind this item: stop waiting for them.
+            state.gave_up = true;
+            self.met.notify_all();
+        }
+        state.running -= 1;
+    }
+
+    fn most_at_once(&self) -> usize {
+        self.state.lock().unwrap().most
+    }
+}
+
+/// Issue 12, point 8: with adaptive chunking, the slow items at the end of a long run of
+/// fast ones used to land in one chunk and run one after another on one worker while
+/// the other workers idled. All four slow items must run at once on four workers, in
+/// `map` and in `map_unordered`.
+#[test]
+fn issue_12_slow_items_after_fast_ones_run_on_every_worker() {
+    let pool = common::pool(4);
+    for unordered in [false, true] {
+        let meeting = Rendezvous::new(4);
+        let slow = Arc::clone(&meeting);
+        let fetch = move |i: u64| {
+            if i >= 1000 {
+                slow.arrive();
+            }
+            i
+        };
+        let mut out: Vec<u64> = if unordered {
+            pool.map_unordered(fetch, 0..1004, MapOptions::new())
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        } else {
+            pool.map(fetch, 0..1004).unwrap().try_collect_vec().unwrap()
+        };
+        out.sort_unstable();
+        assert_eq!(out, (0..1004).collect::<Vec<_>>());
+        assert_eq!(
+            meeting.most_at_once(),
+            4,
+            "slow items running at once (unordered: {unordered})"
+        );
+    }
+}
+
 /// Issue 12, point 9: a lazy map whose inputs and results are `Send` is `Send`: it can
 /// be handed to another thread or held across an `.await` in a spawned task.
 #[test]
