@@ -567,7 +567,13 @@ impl<'a, I: Iterator, R> Feeder<'a, I, R> {
             }
         }
         if planned < size {
-            self.exhausted = self.source.size_hint().1 == Some(0);
+            // `size_hint` said the input ends here; it is only a hint, so whatever
+            // follows still goes in this chunk.
+            let rest: Vec<I::Item> = self.source.by_ref().take(size - planned).collect();
+            self.exhausted = rest.len() < size - planned;
+            if !rest.is_empty() {
+                blocks.push(rest);
+            }
         }
         blocks
     }

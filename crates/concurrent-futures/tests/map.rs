@@ -426,3 +426,26 @@ fn issue_12_lazy_maps_are_send() {
         .unwrap();
     assert_eq!(total, 9900);
 }
+
+/// An input whose `size_hint` claims it has ended loses no items (the shared chunks of
+/// issue 12 are cut by that hint).
+#[test]
+fn a_wrong_size_hint_loses_no_items() {
+    struct Liar(std::ops::Range<u64>);
+    impl Iterator for Liar {
+        type Item = u64;
+        fn next(&mut self) -> Option<u64> {
+            self.0.next()
+        }
+        fn size_hint(&self) -> (usize, Option<usize>) {
+            (0, Some(0))
+        }
+    }
+    let pool = common::pool(3);
+    let out = pool
+        .map(|x: u64| x + 1, Liar(0..50_000))
+        .unwrap()
+        .try_collect_vec()
+        .unwrap();
+    assert_eq!(out, (1..=50_000).collect::<Vec<_>>());
+}
