@@ -23,14 +23,15 @@
 //!   holds by construction: while a block of a chunk is unclaimed, no worker of the
 //!   pool is idle (a drainer leaves only when nothing is unclaimed, so the chunk's other
 //!   drainers are queued or running). How fine the blocks are is the tuning: in the
-//!   input's last `workers` chunks a block takes at most `ceil(left / (2 * drainers))`
-//!   of the chunk's items left, so its last items are blocks of one; once calls are
-//!   known to take [`BLOCK_MAX_NANOS`] or more, every block is one item; elsewhere a
-//!   chunk of calls of known cost is one block, because another chunk is queued for
-//!   an idle worker and cutting tiny calls into blocks costs throughput. So an item
-//!   waits behind another only inside a block cut while the calls measured before
-//!   were fast. Claiming every item alone would remove that too, but an atomic claim
-//!   per item costs more than a tiny call and its hand-off together.
+//!   input's last chunk a block takes at most `ceil(left / (2 * drainers))` of the
+//!   chunk's items left, so its last items are blocks of one; once calls are known to
+//!   take [`BLOCK_MAX_NANOS`] or more, every block is one item; before the last chunk,
+//!   a chunk of calls of known cost is one block, because later chunks keep idle
+//!   workers busy and every block costs tiny calls throughput. So an item waits behind
+//!   another only inside a block cut while the calls measured before were fast (before
+//!   the last chunk, that is a whole chunk, and only the next chunks run beside it).
+//!   Claiming every item alone would remove that too, but an atomic claim per item
+//!   costs more than a tiny call and its hand-off together.
 //! - **Process pool: bounded chunks.** A chunk is one message to one worker and cannot
 //!   be shared once written to its pipe. When the input's `size_hint` gives an upper
 //!   bound, an automatic chunk takes at most `ceil(left / (SPREAD * workers))` of the
@@ -75,10 +76,10 @@ const BLOCK_MAX_NANOS: u64 = AUTO_TARGET_NANOS / 4;
 /// workers)` of the items left, so the last `SPREAD * workers` items go one per chunk.
 const SPREAD: usize = 4;
 /// The least work one block of a shared chunk holds at the measured cost of a call,
-/// except in the input's last chunks: as much as a whole automatic chunk, so that a
-/// chunk in the middle of the input is one block when the cost is known (cutting tiny
-/// calls into blocks costs the ordered map throughput, and while more chunks are
-/// queued an idle worker takes one of those).
+/// except in the input's last chunk: as much as a whole automatic chunk, so that a
+/// chunk before it is one block when the cost is known (each block costs a claim, a
+/// part and often a drainer's wake-up, which tiny calls feel, and while more chunks
+/// follow an idle worker takes one of those).
 const BLOCK_MIN_NANOS: u64 = AUTO_TARGET_NANOS;
 
 /// Options of `map`, `map_with` and `map_unordered`.
@@ -531,17 +532,13 @@ impl<'a, I: Iterator, R> Feeder<'a, I, R> {
     /// Takes the next automatic chunk of `size` items for a pool that shares chunks, cut
     /// into blocks (see [`SharedChunk`]): a block takes at most `ceil(left / (2 *
     /// workers))` of the chunk's items left and at most [`BLOCK_MAX_NANOS`] of work at
-    /// `nanos` a call; outside the input's last chunks, at least [`BLOCK_MIN_NANOS`].
+    /// `nanos` a call; outside the input's last chunk, at least [`BLOCK_MIN_NANOS`].
     fn blocks(&mut self, size: usize, nanos: u64) -> Vec<Vec<I::Item>> {
         let workers = self.workers();
-        // The input's last chunks (as far as `size_hint` tells: the last `workers`, which
-        // is when the queue runs dry) get no lower bound, so that their last items are
-        // blocks of one.
-        let last = self
-            .source
-            .size_hint()
-            .1
-            .is_some_and(|left| left <= size.saturating_mul(workers));
+        // The input's last chunk (as far as `size_hint` tells) gets no lower bound, so
+        // that its last items are blocks of one: after it no chunk is left to keep an
+        // idle worker busy.
+        let last = self.source.size_hint().1.is_some_and(|left| left <= size);
         let planned = self
             .source
             .size_hint()
