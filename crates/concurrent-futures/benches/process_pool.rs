@@ -8,6 +8,7 @@
 //! cargo bench -p concurrent-futures --bench process_pool -- --quick # no primes, no Python
 //! BENCH_ONLY=chunk1000 cargo bench -p concurrent-futures --bench process_pool  # profiling
 //! BENCH_ONLY=startup cargo bench -p concurrent-futures --bench process_pool    # start methods
+//! BENCH_ONLY=mixed cargo bench -p concurrent-futures --bench process_pool      # issue 12
 //! ```
 //!
 //! A `harness = false` binary: worker processes are this executable started again, so
@@ -24,6 +25,55 @@ const WORKERS: usize = 2;
 /// The tiny task: as cheap as a call can be.
 fn tiny(x: u64) -> u64 {
     x * 2
+}
+
+/// Issue 12's mixed workload: items from 1000 on are slow.
+fn fetch(i: u64) -> u64 {
+    if i >= 1000 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    i
+}
+
+/// `map(fetch, 0..1020)` on 4 workers (20 slow items): adaptive chunks and `chunksize(1)`,
+/// the median of `runs` each, against the ideal of 5 rounds of one 50 ms sleep.
+fn mixed(runs: usize) {
+    const MIXED_WORKERS: usize = 4;
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(MIXED_WORKERS)
+        .build()
+        .expect("build the pool");
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_millis(50));
+    let ideal = start.elapsed().as_secs_f64() * 5.0;
+    println!(
+        "mixed map (issue 12): 0..1020, items >= 1000 sleep 50 ms, {MIXED_WORKERS} workers; \
+         ideal 5 x one real sleep = {:.1} ms",
+        ideal * 1e3
+    );
+    // Warm up: start the workers.
+    let _ = pool.map(tiny, 0..100u64).map(Iterator::count);
+    for (name, options) in [
+        ("adaptive chunks", MapOptions::new()),
+        ("chunksize(1)", MapOptions::new().chunksize(1)),
+    ] {
+        let times: Vec<f64> = (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                let sum: u64 = pool
+                    .map_with(fetch, 0..1020u64, options.clone())
+                    .map_or(0, |results| results.map(|r| r.unwrap_or(0)).sum());
+                assert_eq!(sum, 1019 * 1020 / 2, "every item came back");
+                start.elapsed().as_secs_f64()
+            })
+            .collect();
+        let time = median(times);
+        println!(
+            "  {name:<16} {:>7.1} ms ({:.2}x ideal)",
+            time * 1e3,
+            time / ideal
+        );
+    }
 }
 
 /// The workload of the `primes` example (the numbers of the book's `primes.py`).
@@ -255,6 +305,10 @@ fn main() {
         startup();
         return;
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("mixed") {
+        mixed(runs);
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("chunk1000") {
         // For profiling: one scenario only.
         let rate = rust_map(1000, n1000, runs);
@@ -319,5 +373,6 @@ fn main() {
         let processes = primes_process();
         println!("  process pool:         {:>8.3}s", processes.as_secs_f64());
         startup();
+        mixed(runs);
     }
 }

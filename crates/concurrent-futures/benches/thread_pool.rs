@@ -16,7 +16,10 @@
 //!    (rayon `spawn`, `threadpool`); at 2 workers and at our default worker count;
 //! 2. ordered `map` of tiny items against rayon `par_iter().map().collect()`;
 //! 3. 10,000 tasks that sleep 1 ms on 32 workers against the ideal;
-//! 4. memory (VmRSS, VmHWM) of a `map` over the endless input `0..`.
+//! 4. memory (VmRSS, VmHWM) of a `map` over the endless input `0..`;
+//! 5. issue 12's mixed `map`: 1,000 instant items, then slow ones that sleep 50 ms
+//!    (20 on 4 workers, 40 on 10), against the ideal (slow items / workers rounds of
+//!    one real sleep each) and against `chunksize(1)`.
 
 use std::hint::black_box;
 use std::sync::mpsc;
@@ -79,7 +82,7 @@ fn main() {
         if full { "" } else { " (smoke run: sizes cut)" }
     );
 
-    // `BENCH_ONLY=tiny|map|sleep|memory` runs one scenario (for profiling).
+    // `BENCH_ONLY=tiny|map|sleep|memory|mixed` runs one scenario (for profiling).
     let only = std::env::var("BENCH_ONLY").ok();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let mut worker_counts = vec![2, default_workers];
@@ -102,6 +105,11 @@ fn main() {
     }
     if wanted("sleep") {
         sleep_tasks(sizes);
+    }
+    if wanted("mixed") {
+        for (workers, slow) in [(4, 20), (10, 40)] {
+            mixed_map(sizes, workers, slow);
+        }
     }
     for line in memory {
         println!("{line}");
@@ -510,6 +518,83 @@ fn sleep_tasks(sizes: Sizes) {
         "   target: ours within 3% of ideal (<= 1.030x): {}",
         verdict(sizes, over <= 1.03)
     );
+}
+
+// ---------------------------------------------------------------------------------
+// 5. Mixed map (issue 12): slow items after many instant ones
+
+fn mixed_map(sizes: Sizes, workers: usize, slow: u64) {
+    let fast = 1000;
+    let nap = if sizes.verdicts {
+        Duration::from_millis(50)
+    } else {
+        Duration::from_millis(1)
+    };
+    println!();
+    println!(
+        "5. map over {} items, the last {slow} sleep {} ms, {workers} workers, median of {}",
+        fast + slow,
+        nap.as_millis(),
+        sizes.reps
+    );
+    let start = Instant::now();
+    std::thread::sleep(nap);
+    let real_sleep = start.elapsed();
+    let rounds = slow.div_ceil(workers as u64);
+    let ideal = real_sleep.mul_f64(rounds as f64);
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(workers)
+        .build()
+        .expect("valid worker count");
+    let fetch = move |i: u64| {
+        if i >= fast {
+            std::thread::sleep(nap);
+        }
+        i + 1
+    };
+    let n = fast + slow;
+    let mut contenders: Vec<Contender<'_>> = vec![
+        (
+            "concurrent-futures map (adaptive chunks)",
+            Box::new(|| {
+                pool.map(fetch, 0..n)
+                    .expect("pool is open")
+                    .try_collect_vec()
+                    .expect("items succeed")
+                    .iter()
+                    .sum()
+            }),
+        ),
+        (
+            "concurrent-futures map_with(chunksize(1))",
+            Box::new(|| {
+                pool.map_with(
+                    fetch,
+                    0..n,
+                    concurrent_futures::MapOptions::new().chunksize(1),
+                )
+                .expect("pool is open")
+                .try_collect_vec()
+                .expect("items succeed")
+                .iter()
+                .sum()
+            }),
+        ),
+    ];
+    let times = medians(sizes.reps, checksum(n), &mut contenders);
+    println!(
+        "   ideal = {rounds} rounds x {:.1} ms (one real sleep) = {:.1} ms",
+        real_sleep.as_secs_f64() * 1e3,
+        ideal.as_secs_f64() * 1e3
+    );
+    println!("   {:<50} {:>8} {:>10}", "contender", "time", "vs ideal");
+    for ((name, _), &time) in contenders.iter().zip(&times) {
+        println!(
+            "   {name:<50} {:>6.1}ms {:>9.2}x",
+            time.as_secs_f64() * 1e3,
+            time.as_secs_f64() / ideal.as_secs_f64()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -73,6 +73,9 @@ pub(crate) trait StopRunning: Send + Sync {
     fn can_stop(&self) -> bool;
     /// Stops the task; called once, after the future was marked cancelled.
     fn stop(&self);
+    /// The future was given up (a dropped `map`'s chunk, [`IfRunning::Abandon`]): stop
+    /// only what has not started, never what runs. By default nothing.
+    fn abandon(&self) {}
 }
 
 /// What a transition into a done state must notify, collected under the lock and
@@ -325,10 +328,11 @@ pub(crate) enum IfRunning {
     /// Where the executor can stop the task (a stopper is installed: the process
     /// pool), the future is cancelled and the stopper is called (the worker is killed).
     Stop,
-    /// Where the executor could stop it, the future is cancelled but the stopper is
-    /// dropped uncalled: the task runs to its end and its result is thrown away. For
-    /// futures nobody else holds (a dropped `map`'s chunks): Python's rule that
-    /// dropping the iterator lets running calls finish.
+    /// Where the executor could stop it, the future is cancelled and the stopper is
+    /// only told to give up what has not started (`StopRunning::abandon`): what runs
+    /// runs to its end and its result is thrown away. For futures nobody else holds (a
+    /// dropped `map`'s chunks): Python's rule that dropping the iterator lets running
+    /// calls finish.
     Abandon,
 }
 
@@ -357,8 +361,7 @@ fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notic
             && slot.stop_running.is_some()
         {
             shared.state.store(CANCELLED, Ordering::Release);
-            let stop = slot.stop_running.take();
-            stop.filter(|_| if_running == IfRunning::Stop)
+            slot.stop_running.take()
         } else {
             return None;
         };
@@ -366,7 +369,11 @@ fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notic
         (Shared::take_notices(&mut slot), stop)
     };
     if let Some(stop) = stop {
-        stop.stop();
+        if if_running == IfRunning::Stop {
+            stop.stop();
+        } else {
+            stop.abandon();
+        }
     }
     Some(notices)
 }

@@ -306,3 +306,146 @@ fn map_unordered_yields_in_completion_order() {
     assert_eq!(it.next().unwrap().unwrap(), 0);
     assert!(it.next().is_none());
 }
+
+/// Where slow items meet: each slow item waits until `want` of them run at once (or
+/// gives up after [`TOGETHER`]), and the high-water mark says how many ever ran together.
+struct Rendezvous {
+    want: usize,
+    state: std::sync::Mutex<RendezvousState>,
+    met: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct RendezvousState {
+    running: usize,
+    most: usize,
+    gave_up: bool,
+}
+
+/// How long a slow item waits for the others; only reached when they cannot all run at
+/// once (the bug), so that a failing run ends instead of hanging.
+const TOGETHER: Duration = Duration::from_secs(20);
+
+impl Rendezvous {
+    fn new(want: usize) -> Arc<Self> {
+        Arc::new(Self {
+            want,
+            state: std::sync::Mutex::new(RendezvousState::default()),
+            met: std::sync::Condvar::new(),
+        })
+    }
+
+    fn arrive(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.running += 1;
+        state.most = state.most.max(state.running);
+        self.met.notify_all();
+        let (mut state, waited) = self
+            .met
+            .wait_timeout_while(state, TOGETHER, |s| s.most < self.want && !s.gave_up)
+            .unwrap();
+        if waited.timed_out() {
+            // The others are stuck behind this item: stop waiting for them.
+            state.gave_up = true;
+            self.met.notify_all();
+        }
+        state.running -= 1;
+    }
+
+    fn most_at_once(&self) -> usize {
+        self.state.lock().unwrap().most
+    }
+}
+
+/// Issue 12, point 8: with adaptive chunking, the slow items at the end of a long run of
+/// fast ones used to land in one chunk and run one after another on one worker while
+/// the other workers idled. All four slow items must run at once on four workers, in
+/// `map` and in `map_unordered`.
+#[test]
+fn issue_12_slow_items_after_fast_ones_run_on_every_worker() {
+    let pool = common::pool(4);
+    for unordered in [false, true] {
+        let meeting = Rendezvous::new(4);
+        let slow = Arc::clone(&meeting);
+        let fetch = move |i: u64| {
+            if i >= 1000 {
+                slow.arrive();
+            }
+            i
+        };
+        let mut out: Vec<u64> = if unordered {
+            pool.map_unordered(fetch, 0..1004, MapOptions::new())
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        } else {
+            pool.map(fetch, 0..1004).unwrap().try_collect_vec().unwrap()
+        };
+        out.sort_unstable();
+        assert_eq!(out, (0..1004).collect::<Vec<_>>());
+        assert_eq!(
+            meeting.most_at_once(),
+            4,
+            "slow items running at once (unordered: {unordered})"
+        );
+    }
+}
+
+/// Issue 12, point 9: a lazy map whose inputs and results are `Send` is `Send`: it can
+/// be handed to another thread or held across an `.await` in a spawned task.
+#[test]
+fn issue_12_lazy_maps_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let pool = common::pool(2);
+    let ordered = pool.map(|x: u64| x + 1, 0..10).unwrap();
+    let unordered = pool
+        .map_unordered(|x: u64| x + 1, 0..10, MapOptions::new())
+        .unwrap();
+    assert_send(&ordered);
+    assert_send(&unordered);
+    let (sum, count) = std::thread::scope(|scope| {
+        let sum = scope.spawn(move || ordered.map(Result::unwrap).sum::<u64>());
+        let count = scope.spawn(move || unordered.count());
+        (sum.join().unwrap(), count.join().unwrap())
+    });
+    assert_eq!((sum, count), (55, 10));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let total = runtime
+        .block_on(runtime.spawn(async {
+            let pool = common::pool(2);
+            let mut results = pool.map(|x: u64| x * 2, 0..100).unwrap();
+            let first = results.next().unwrap().unwrap();
+            // The map is held across an await, so the spawned future must be Send.
+            tokio::task::yield_now().await;
+            first + results.map(Result::unwrap).sum::<u64>()
+        }))
+        .unwrap();
+    assert_eq!(total, 9900);
+}
+
+/// An input whose `size_hint` claims it has ended loses no items (the shared chunks of
+/// issue 12 are cut by that hint).
+#[test]
+fn a_wrong_size_hint_loses_no_items() {
+    struct Liar(std::ops::Range<u64>);
+    impl Iterator for Liar {
+        type Item = u64;
+        fn next(&mut self) -> Option<u64> {
+            self.0.next()
+        }
+        fn size_hint(&self) -> (usize, Option<usize>) {
+            (0, Some(0))
+        }
+    }
+    let pool = common::pool(3);
+    let out = pool
+        .map(|x: u64| x + 1, Liar(0..50_000))
+        .unwrap()
+        .try_collect_vec()
+        .unwrap();
+    assert_eq!(out, (1..=50_000).collect::<Vec<_>>());
+}

@@ -567,6 +567,56 @@ fn slow_tasks_after_a_quick_one_spread_over_the_workers() {
     }
 }
 
+/// The map task of the issue 12 tests: items from 1000 on are slow (`hold`).
+fn hold_from_1000((i, path): (u64, String)) -> u64 {
+    if i >= 1000 { u64::from(hold(path)) } else { i }
+}
+
+/// Issue 12, point 8: with adaptive chunking, the slow items at the end of a long run of
+/// fast ones used to land in one chunk, so one worker ran them one after another while
+/// the other idled. The two slow items of `0..1002` must run at once in two processes.
+fn issue_12_slow_items_after_fast_ones_run_on_every_worker() {
+    let pool = new_pool(2);
+    let holder = Holder::new();
+    let path = holder.arg();
+    let items = (0..1002u64).map(move |i| (i, path.clone()));
+    let pids = std::thread::scope(|scope| {
+        // The map pulls its input as it is consumed: consume it on a thread of its own.
+        let consumer = scope.spawn(|| pool.map(hold_from_1000, items).unwrap().count());
+        // Were both queued behind one worker, the second would never connect: give up
+        // after a while, and close the socket so that the held items end.
+        let pids = catch_unwind(AssertUnwindSafe(|| {
+            let first = holder.accept_within(Duration::from_secs(30));
+            let second = holder.accept_within(Duration::from_secs(30));
+            (first.1, second.1)
+        }));
+        drop(holder);
+        let _ = consumer.join();
+        pids
+    });
+    let (first, second) = pids.expect("both slow items start");
+    assert_ne!(first, second, "the two slow items run in two processes");
+}
+
+/// Issue 12, point 9: the process pool's lazy maps are `Send` when their inputs and
+/// results are, so a map can be consumed on another thread.
+fn issue_12_lazy_maps_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let pool = new_pool(2);
+    let ordered = pool.map(square, 0..10u64).unwrap();
+    let unordered = pool
+        .map_unordered(square, 0..10u64, MapOptions::new())
+        .unwrap();
+    assert_send(&ordered);
+    assert_send(&unordered);
+    let (sum, count) = std::thread::scope(|scope| {
+        let sum = scope.spawn(move || ordered.map(Result::unwrap).sum::<u64>());
+        let count = scope.spawn(move || unordered.count());
+        (sum.join().unwrap(), count.join().unwrap())
+    });
+    assert_eq!((sum, count), (285, 10));
+}
+
 fn cancel_stops_a_running_task() {
     let pool = new_pool(1);
     let holder = Holder::new();
@@ -1363,6 +1413,11 @@ fn main() -> ExitCode {
             "slow_tasks_after_a_quick_one_spread_over_the_workers",
             slow_tasks_after_a_quick_one_spread_over_the_workers,
         ),
+        (
+            "issue_12_slow_items_after_fast_ones_run_on_every_worker",
+            issue_12_slow_items_after_fast_ones_run_on_every_worker,
+        ),
+        ("issue_12_lazy_maps_are_send", issue_12_lazy_maps_are_send),
         ("cancel_stops_a_running_task", cancel_stops_a_running_task),
         (
             "max_tasks_per_child_replaces_workers",

@@ -21,7 +21,7 @@ use self::call::Entry;
 use self::supervisor::{Config, Inner, PromiseSink, Refused, decode_chunk, decode_one};
 use crate::error::{BuildError, FutureError, MapError, SubmitError, WorkerError, WorkerErrorKind};
 use crate::future::{self, FutureHandle};
-use crate::map::{ChunkOutput, ChunkSubmit, Map, MapOptions, MapUnordered};
+use crate::map::{Chunk, ChunkResults, ChunkSubmit, Map, MapOptions, MapUnordered};
 use crate::panic_site;
 
 /// The largest encoded argument (or chunk of arguments) a task may have.
@@ -396,12 +396,15 @@ where
     A: Serialize + DeserializeOwned + 'static,
     R: Serialize + DeserializeOwned + Send + 'static,
 {
-    fn submit_chunk(&self, chunk: Vec<A>) -> Result<FutureHandle<ChunkOutput<R>>, MapError> {
+    /// A chunk is one message to one worker: the feeder bounds the automatic chunks
+    /// instead of sharing them (see `shares_chunks`).
+    fn submit_chunk(&self, chunk: Chunk<A>) -> Result<FutureHandle<ChunkResults<R>>, MapError> {
+        let chunk = chunk.into_items();
         let inner = &self.pool.inner;
         if let Some(refused) = inner.refusal() {
             return Err(map_refusal(refused));
         }
-        let (promise, handle) = future::pending::<ChunkOutput<R>>();
+        let (promise, handle) = future::pending::<ChunkResults<R>>();
         let prepared = Entry::chunk(self.f).and_then(|entry| {
             Ok((
                 entry,
@@ -415,12 +418,25 @@ where
                 return Ok(handle);
             }
         };
-        let sink = Box::new(PromiseSink::new(promise, decode_chunk::<R>));
+        let sink = Box::new(PromiseSink::new(promise, decode_results::<R>));
         inner
             .enqueue(entry, payload, sink)
             .map(|()| handle)
             .map_err(map_refusal)
     }
+
+    fn shares_chunks(&self) -> bool {
+        false
+    }
+
+    fn workers(&self) -> usize {
+        self.pool.inner.max_workers()
+    }
+}
+
+/// Decodes a chunk's reply for the map iterators.
+fn decode_results<R: DeserializeOwned>(body: &[u8]) -> Result<ChunkResults<R>, FutureError> {
+    decode_chunk(body).map(ChunkResults::from)
 }
 
 fn map_refusal(refused: Refused) -> MapError {

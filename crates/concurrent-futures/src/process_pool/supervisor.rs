@@ -488,13 +488,15 @@ impl State {
         }
     }
 
-    /// Wakes one waiting writer with room (after one task was queued).
+    /// Wakes one waiting writer with room (after one task was queued): the one with the
+    /// fewest tasks in its pipe, so that an idle worker gets the task first.
     fn wake_one_writer(&self) {
         let low = self.low_water();
-        let waiting = || self.workers.iter().filter(|w| w.waiting);
-        if let Some(w) = waiting()
-            .find(|w| w.in_flight.is_empty())
-            .or_else(|| waiting().find(|w| w.in_flight.len() < low && !w.is_stalled()))
+        if let Some(w) = self
+            .workers
+            .iter()
+            .filter(|w| w.waiting && w.in_flight.len() < low && !w.is_stalled())
+            .min_by_key(|w| w.in_flight.len())
         {
             w.wake.notify();
         }
@@ -511,6 +513,20 @@ impl State {
                 .workers
                 .iter()
                 .any(|w| w.key != key && !w.closed && w.in_flight.is_empty())
+    }
+
+    /// An open worker (not worker `i`) whose pipe holds fewer tasks than worker `i`'s:
+    /// its writer should take the next task rather than queue it behind worker `i`'s
+    /// (a slow task there would hold it while the other worker idles; issue 12). Its
+    /// writer need not be waiting: one that is writing looks at the queue again after.
+    fn less_loaded_writer(&self, i: usize) -> Option<&Worker> {
+        let mine = self.workers[i].in_flight.len();
+        self.workers
+            .iter()
+            .enumerate()
+            .filter(|&(j, w)| j != i && !w.closed && !w.is_stalled() && w.in_flight.len() < mine)
+            .min_by_key(|(_, w)| w.in_flight.len())
+            .map(|(_, w)| w)
     }
 
     fn wake_all_writers(&self) {
@@ -880,6 +896,15 @@ impl Inner {
             // tasks would otherwise queue the first slow ones behind each other).
             // Nor behind one that has run for long already.
             if !worker.in_flight.is_empty() && (state.has_free_worker(key) || worker.is_stalled()) {
+                room = 0;
+            }
+            // Nor while another worker has fewer tasks in its pipe: its writer takes
+            // this one (woken here; one that is writing looks at the queue after).
+            if room > 0
+                && !state.queue.is_empty()
+                && let Some(other) = state.less_loaded_writer(i)
+            {
+                other.wake.notify();
                 room = 0;
             }
             if room > 0 && !state.queue.is_empty() {

@@ -22,7 +22,9 @@ use crate::error::{
     BrokenPoolError, BrokenPoolKind, FutureError, MapError, PanicError, SubmitError,
 };
 use crate::future::{self, FutureHandle, TaskRecord};
-use crate::map::{ChunkOutput, ChunkSubmit, Map, MapOptions, MapUnordered};
+use crate::map::{
+    Chunk, ChunkOutput, ChunkResults, ChunkSubmit, Map, MapOptions, MapUnordered, SharedChunk,
+};
 use crate::panic_site;
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
 use crate::unwind::contain;
@@ -498,14 +500,47 @@ where
     R: Send + 'static,
     F: Fn(A) -> R + Send + Sync + 'static,
 {
-    fn submit_chunk(&self, chunk: Vec<A>) -> Result<FutureHandle<ChunkOutput<R>>, MapError> {
-        let f = Arc::clone(&self.f);
-        self.pool
-            .submit(move || ChunkOutput::run(chunk, &*f))
-            .map_err(|e| match e {
-                SubmitError::ShutDown(_) => MapError::ShutDown,
-                SubmitError::Broken(_, reason) => MapError::Broken(reason),
-            })
+    fn submit_chunk(&self, chunk: Chunk<A>) -> Result<FutureHandle<ChunkResults<R>>, MapError> {
+        let blocks = match chunk {
+            Chunk::Shared(blocks) if blocks.len() > 1 => blocks,
+            chunk => {
+                let (items, f) = (chunk.into_items(), Arc::clone(&self.f));
+                return self
+                    .pool
+                    .submit(move || ChunkResults::from(ChunkOutput::run(items, &*f)))
+                    .map_err(map_refusal);
+            }
+        };
+        // One drainer per worker that could help (see `SharedChunk`): the queue is FIFO,
+        // so a drainer that starts after the others emptied the chunk finds nothing to
+        // claim and returns.
+        let drainers = self.pool.max_workers().min(blocks.len());
+        let (chunk, handle) = SharedChunk::new(blocks, Arc::clone(&self.f));
+        for n in 0..drainers {
+            let chunk = Arc::clone(&chunk);
+            match self.pool.submit(move || chunk.drain()) {
+                Ok(_) => {}
+                Err(e) if n == 0 => return Err(map_refusal(e)),
+                // The drainers already queued take every block.
+                Err(_) => break,
+            }
+        }
+        Ok(handle)
+    }
+
+    fn shares_chunks(&self) -> bool {
+        true
+    }
+
+    fn workers(&self) -> usize {
+        self.pool.max_workers()
+    }
+}
+
+fn map_refusal<F>(refused: SubmitError<F>) -> MapError {
+    match refused {
+        SubmitError::ShutDown(_) => MapError::ShutDown,
+        SubmitError::Broken(_, reason) => MapError::Broken(reason),
     }
 }
 
