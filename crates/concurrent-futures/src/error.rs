@@ -149,8 +149,8 @@ impl FutureError {
         match self {
             Self::Cancelled => Self::Cancelled,
             Self::Panicked(p) => Self::Panicked(PanicError::from_parts(
-                p.message.clone(),
-                p.location.clone(),
+                p.0.message.clone(),
+                p.0.location.clone(),
             )),
             Self::BrokenPool(m) => Self::BrokenPool(m.clone()),
             Self::WorkerFailed(m) => Self::WorkerFailed(m.clone()),
@@ -175,9 +175,9 @@ impl fmt::Display for FutureError {
         match self {
             Self::Cancelled => f.write_str("the future was cancelled"),
             // The location first, as std prints "thread 'main' panicked at src/main.rs:2:5".
-            Self::Panicked(p) => match &p.location {
-                Some(at) => write!(f, "the task panicked at {at}: {}", p.message),
-                None => write!(f, "the task panicked: {}", p.message),
+            Self::Panicked(p) => match &p.0.location {
+                Some(at) => write!(f, "the task panicked at {at}: {}", p.0.message),
+                None => write!(f, "the task panicked: {}", p.0.message),
             },
             Self::BrokenPool(m) => write!(f, "broken pool: {m}"),
             Self::WorkerFailed(m) => write!(f, "worker failed: {m}"),
@@ -198,6 +198,15 @@ impl From<BrokenPoolError> for FutureError {
     fn from(e: BrokenPoolError) -> Self {
         Self::BrokenPool(e)
     }
+}
+
+/// What a [`WorkerError`] or [`BrokenPoolError`] holds, boxed: an error travels in every
+/// `Result<T, FutureError>`, so a small one keeps every task's future record small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProcessFailure<K> {
+    kind: K,
+    end: ProcessEnd,
+    message: String,
 }
 
 /// How a worker process ended, when it did: its pid and exit status, as the pool saw
@@ -252,12 +261,8 @@ impl ProcessEnd {
 /// }
 /// ```
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct WorkerError {
-    kind: WorkerErrorKind,
-    end: ProcessEnd,
-    message: String,
-}
+#[error("{}", .0.message)]
+pub struct WorkerError(Box<ProcessFailure<WorkerErrorKind>>);
 
 /// What went wrong in a [`WorkerError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -294,26 +299,26 @@ pub enum WorkerErrorKind {
 impl fmt::Debug for WorkerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerError")
-            .field("kind", &self.kind)
-            .field("pid", &self.end.pid)
-            .field("exit_status", &self.end.status)
-            .field("message", &self.message)
+            .field("kind", &self.0.kind)
+            .field("pid", &self.0.end.pid)
+            .field("exit_status", &self.0.end.status)
+            .field("message", &self.0.message)
             .finish()
     }
 }
 
 impl WorkerError {
     pub(crate) fn new(kind: WorkerErrorKind, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(ProcessFailure {
             kind,
             end: ProcessEnd::default(),
             message: message.into(),
-        }
+        }))
     }
 
     /// The same error, naming the worker process (and its exit status when it ended).
     pub(crate) fn with_process(mut self, pid: u32, status: Option<ExitStatus>) -> Self {
-        self.end = ProcessEnd {
+        self.0.end = ProcessEnd {
             pid: Some(pid),
             status,
         };
@@ -322,39 +327,39 @@ impl WorkerError {
 
     /// What went wrong.
     pub fn kind(&self) -> WorkerErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The worker process concerned, when the failure happened in or to one.
     pub fn pid(&self) -> Option<u32> {
-        self.end.pid
+        self.0.end.pid
     }
 
     /// The worker's exit status, when it ended and the pool reaped it.
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.end.status
+        self.0.end.status
     }
 
     /// The worker's exit code, when it exited (rather than being killed by a signal).
     pub fn exit_code(&self) -> Option<i32> {
-        self.end.exit_code()
+        self.0.end.exit_code()
     }
 
     /// The signal that killed the worker (9 for SIGKILL, 6 for SIGABRT), when one did.
     pub fn signal(&self) -> Option<i32> {
-        self.end.signal()
+        self.0.end.signal()
     }
 
     /// The sentence that `Display` shows ("the worker process (pid 42) exited with status
     /// 3 while running this task").
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// True when the worker process ended by itself while it ran the task
     /// ([`WorkerErrorKind::Died`]).
     pub fn is_died(&self) -> bool {
-        self.kind == WorkerErrorKind::Died
+        self.0.kind == WorkerErrorKind::Died
     }
 
     /// True when the worker process was killed by a signal, whoever sent it.
@@ -364,19 +369,19 @@ impl WorkerError {
 
     /// True when the pool itself killed the worker ([`WorkerErrorKind::KilledByPool`]).
     pub fn is_killed_by_pool(&self) -> bool {
-        self.kind == WorkerErrorKind::KilledByPool
+        self.0.kind == WorkerErrorKind::KilledByPool
     }
 
     /// True when the worker's messages made no sense ([`WorkerErrorKind::Protocol`]).
     pub fn is_protocol(&self) -> bool {
-        self.kind == WorkerErrorKind::Protocol
+        self.0.kind == WorkerErrorKind::Protocol
     }
 
     /// True when the argument or the result could not cross between the processes: not
     /// encodable, not decodable, or too large. The worker is fine and goes on.
     pub fn is_encoding(&self) -> bool {
         matches!(
-            self.kind,
+            self.0.kind,
             WorkerErrorKind::ArgumentEncode
                 | WorkerErrorKind::ArgumentTooLarge
                 | WorkerErrorKind::ArgumentDecode
@@ -415,12 +420,8 @@ impl WorkerError {
 /// # Ok::<(), anyhow::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct BrokenPoolError {
-    kind: BrokenPoolKind,
-    end: ProcessEnd,
-    message: String,
-}
+#[error("{}", .0.message)]
+pub struct BrokenPoolError(Box<ProcessFailure<BrokenPoolKind>>);
 
 /// Why a pool broke, in a [`BrokenPoolError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -451,21 +452,21 @@ pub enum BrokenPoolKind {
 impl fmt::Debug for BrokenPoolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrokenPoolError")
-            .field("kind", &self.kind)
-            .field("pid", &self.end.pid)
-            .field("exit_status", &self.end.status)
-            .field("message", &self.message)
+            .field("kind", &self.0.kind)
+            .field("pid", &self.0.end.pid)
+            .field("exit_status", &self.0.end.status)
+            .field("message", &self.0.message)
             .finish()
     }
 }
 
 impl BrokenPoolError {
     pub(crate) fn new(kind: BrokenPoolKind, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(ProcessFailure {
             kind,
             end: ProcessEnd::default(),
             message: message.into(),
-        }
+        }))
     }
 
     /// A task's promise was dropped before it completed.
@@ -479,7 +480,7 @@ impl BrokenPoolError {
     /// The same error, naming the worker process that broke the pool (and its exit
     /// status when it ended).
     pub(crate) fn with_process(mut self, pid: u32, status: Option<ExitStatus>) -> Self {
-        self.end = ProcessEnd {
+        self.0.end = ProcessEnd {
             pid: Some(pid),
             status,
         };
@@ -488,44 +489,44 @@ impl BrokenPoolError {
 
     /// Why the pool broke.
     pub fn kind(&self) -> BrokenPoolKind {
-        self.kind
+        self.0.kind
     }
 
     /// The worker process that broke the pool, when one did.
     pub fn pid(&self) -> Option<u32> {
-        self.end.pid
+        self.0.end.pid
     }
 
     /// That worker's exit status, when it ended and the pool reaped it.
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.end.status
+        self.0.end.status
     }
 
     /// That worker's exit code, when it exited (rather than being killed by a signal).
     pub fn exit_code(&self) -> Option<i32> {
-        self.end.exit_code()
+        self.0.end.exit_code()
     }
 
     /// The signal that killed that worker, when one did.
     pub fn signal(&self) -> Option<i32> {
-        self.end.signal()
+        self.0.end.signal()
     }
 
     /// The sentence that `Display` shows.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// True when an initializer failed ([`BrokenPoolKind::InitializerFailed`]).
     pub fn is_initializer_failed(&self) -> bool {
-        self.kind == BrokenPoolKind::InitializerFailed
+        self.0.kind == BrokenPoolKind::InitializerFailed
     }
 
     /// True when a worker process did not complete its handshake: it refused, ended
     /// first, wrote something else or took too long.
     pub fn is_handshake_failed(&self) -> bool {
         matches!(
-            self.kind,
+            self.0.kind,
             BrokenPoolKind::HandshakeRefused
                 | BrokenPoolKind::NoHandshake
                 | BrokenPoolKind::BadHandshake
@@ -535,7 +536,7 @@ impl BrokenPoolError {
 
     /// True when the executor dropped the task ([`BrokenPoolKind::TaskDropped`]).
     pub fn is_task_dropped(&self) -> bool {
-        self.kind == BrokenPoolKind::TaskDropped
+        self.0.kind == BrokenPoolKind::TaskDropped
     }
 }
 
@@ -563,7 +564,10 @@ impl BrokenPoolError {
 /// }
 /// # Ok::<(), anyhow::Error>(())
 /// ```
-pub struct PanicError {
+pub struct PanicError(Box<PanicParts>);
+
+/// What a [`PanicError`] holds, boxed for the same reason as [`ProcessFailure`].
+struct PanicParts {
     message: String,
     location: Option<PanicLocation>,
     payload: Option<Exclusive<Box<dyn Any + Send + 'static>>>,
@@ -575,27 +579,27 @@ impl PanicError {
     pub(crate) fn new(payload: Box<dyn Any + Send + 'static>) -> Self {
         let message = panic_message(&*payload);
         let location = panic_site::take(payload_str(&*payload));
-        Self {
+        Self(Box::new(PanicParts {
             message,
             location,
             payload: Some(Exclusive::new(payload)),
-        }
+        }))
     }
 
     /// A panic known only by its message and location, for example one that happened in
     /// another process, or a copy without the payload.
     pub(crate) fn from_parts(message: String, location: Option<PanicLocation>) -> Self {
-        Self {
+        Self(Box::new(PanicParts {
             message,
             location,
             payload: None,
-        }
+        }))
     }
 
     /// The panic message (`"boom"` for `panic!("boom")`), or a placeholder when the payload
     /// was neither a `&str` nor a `String`.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// Where the task panicked, when known: for panics in tasks and `map` items of both
@@ -605,16 +609,17 @@ impl PanicError {
     /// keeps this working), or the panic was raised with [`std::panic::resume_unwind`],
     /// which runs no hook.
     pub fn location(&self) -> Option<&PanicLocation> {
-        self.location.as_ref()
+        self.0.location.as_ref()
     }
 
     /// The panic payload, to re-raise it with [`std::panic::resume_unwind`]. When the
     /// payload is not available (a copy made by `exception()`, or a panic in another
     /// process), the message is returned as a `String` payload.
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
-        match self.payload {
+        let parts = *self.0;
+        match parts.payload {
             Some(payload) => payload.into_inner(),
-            None => Box::new(self.message),
+            None => Box::new(parts.message),
         }
     }
 }
@@ -622,15 +627,15 @@ impl PanicError {
 impl fmt::Debug for PanicError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PanicError")
-            .field("message", &self.message)
-            .field("location", &self.location)
+            .field("message", &self.0.message)
+            .field("location", &self.0.location)
             .finish_non_exhaustive()
     }
 }
 
 impl fmt::Display for PanicError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.0.message)
     }
 }
 

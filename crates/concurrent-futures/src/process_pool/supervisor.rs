@@ -271,7 +271,8 @@ impl Process {
         let status = wait_for(self.nix_pid());
         *reaped = true;
         // A process that was already a zombie ignores the signal: it ended by itself.
-        let killed = killed && matches!(&status, Ok(s) if s.signal() == Some(libc_sigkill()));
+        let killed =
+            killed && matches!(&status, Ok(s) if s.signal() == Some(Signal::SIGKILL as i32));
         (status, killed)
     }
 
@@ -294,14 +295,6 @@ impl Process {
             pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
-}
-
-#[cfg(all(test, not(cf_loom)))]
-mod handoff_model;
-
-/// SIGKILL's number, as `ExitStatus::signal` reports it.
-fn libc_sigkill() -> i32 {
-    Signal::SIGKILL as i32
 }
 
 /// `waitpid`, with the status in `ExitStatus`'s raw form.
@@ -363,18 +356,36 @@ struct Worker {
     /// The pool killed it to stop a cancelled task: fail nothing else.
     killed_for_cancel: bool,
     /// About when the worker started the task at the front of its pipe (when that task
-    /// was written to an empty pipe, or when the result before it came).
-    front_since: Option<Instant>,
+    /// was written to an empty pipe, or when the result before it came), on the coarse
+    /// clock ([`coarse_now`]).
+    front_since: Option<u64>,
 }
 
 impl Worker {
-    /// True when the task it runs has run longer than a pipeline's worth of work:
-    /// nothing more is queued behind it (it may run for long; a free worker should
-    /// take the next tasks).
-    fn is_stalled(&self) -> bool {
+    /// True when the task it runs has run for long ([`STALL_NANOS`] at `now`): nothing
+    /// more is queued behind it (it may run much longer; a free worker should take the
+    /// next tasks).
+    fn is_stalled(&self, now: u64) -> bool {
         self.front_since
-            .is_some_and(|since| since.elapsed() >= Duration::from_nanos(PIPELINE_NANOS))
+            .is_some_and(|since| now.saturating_sub(since) >= STALL_NANOS)
     }
+}
+
+/// How long a task may run before nothing more is queued behind it: a few pipelines'
+/// worth of work, and two ticks of the coarse clock, which ticks every few milliseconds.
+const STALL_NANOS: u64 = 8_000_000;
+
+/// A monotonic clock that costs a few nanoseconds to read, but ticks only every few
+/// milliseconds (`CLOCK_MONOTONIC_COARSE`): it is read once per result, where the precise
+/// clock's cost showed in the throughput of tiny tasks, and the long-task rule needs
+/// only to tell milliseconds from microseconds.
+fn coarse_now() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).map_or(0, |t| {
+        u64::try_from(t.tv_sec())
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::try_from(t.tv_nsec()).unwrap_or(0))
+    })
 }
 
 struct State {
@@ -469,7 +480,7 @@ impl State {
     fn took_result(&mut self, i: usize, nanos: u64) -> Option<Job> {
         let worker = &mut self.workers[i];
         let job = worker.in_flight.pop_front();
-        worker.front_since = (!worker.in_flight.is_empty()).then(Instant::now);
+        worker.front_since = (!worker.in_flight.is_empty()).then(coarse_now);
         let (waiting, len) = (worker.waiting, worker.in_flight.len());
         self.observe(nanos);
         if waiting && len < self.low_water() && !self.queue.is_empty() {
@@ -495,7 +506,7 @@ impl State {
         if let Some(w) = self
             .workers
             .iter()
-            .filter(|w| w.waiting && w.in_flight.len() < low && !w.is_stalled())
+            .filter(|w| w.waiting && w.in_flight.len() < low)
             .min_by_key(|w| w.in_flight.len())
         {
             w.wake.notify();
@@ -519,12 +530,19 @@ impl State {
     /// its writer should take the next task rather than queue it behind worker `i`'s
     /// (a slow task there would hold it while the other worker idles; issue 12). Its
     /// writer need not be waiting: one that is writing looks at the queue again after.
-    fn less_loaded_writer(&self, i: usize) -> Option<&Worker> {
+    ///
+    /// "Fewer" by at least the low-water mark: with slow tasks (a pipeline of one or two)
+    /// any difference counts; with tiny ones a few tasks more or less cost nothing, and
+    /// handing every task to the other writer would cost a wake-up each.
+    fn less_loaded_writer(&self, i: usize, now: u64) -> Option<&Worker> {
         let mine = self.workers[i].in_flight.len();
+        let margin = self.low_water();
         self.workers
             .iter()
             .enumerate()
-            .filter(|&(j, w)| j != i && !w.closed && !w.is_stalled() && w.in_flight.len() < mine)
+            .filter(|&(j, w)| {
+                j != i && !w.closed && w.in_flight.len() + margin <= mine && !w.is_stalled(now)
+            })
             .min_by_key(|(_, w)| w.in_flight.len())
             .map(|(_, w)| w)
     }
@@ -895,14 +913,17 @@ impl Inner {
             // now: an idle one, or one being started (a deep pipeline learnt from tiny
             // tasks would otherwise queue the first slow ones behind each other).
             // Nor behind one that has run for long already.
-            if !worker.in_flight.is_empty() && (state.has_free_worker(key) || worker.is_stalled()) {
+            let now = coarse_now();
+            if !worker.in_flight.is_empty()
+                && (state.has_free_worker(key) || worker.is_stalled(now))
+            {
                 room = 0;
             }
             // Nor while another worker has fewer tasks in its pipe: its writer takes
             // this one (woken here; one that is writing looks at the queue after).
             if room > 0
                 && !state.queue.is_empty()
-                && let Some(other) = state.less_loaded_writer(i)
+                && let Some(other) = state.less_loaded_writer(i, now)
             {
                 other.wake.notify();
                 room = 0;
@@ -968,7 +989,7 @@ impl Inner {
             state.wake_all_writers();
         }
         if was_free && taken > 0 {
-            state.workers[i].front_since = Some(Instant::now());
+            state.workers[i].front_since = Some(coarse_now());
         }
         // A free worker became busy: the writers that held back for it
         // (`has_free_worker`) may take what is left.
@@ -1370,3 +1391,6 @@ fn spawn_process() -> io::Result<(Process, File, File)> {
     // Dropping `child` neither kills nor waits: `Process` reaps the pid itself.
     Ok((Process::new(child.id()), pipes.tasks, pipes.results))
 }
+
+#[cfg(all(test, not(cf_loom)))]
+mod handoff_model;
