@@ -530,19 +530,12 @@ impl State {
     /// its writer should take the next task rather than queue it behind worker `i`'s
     /// (a slow task there would hold it while the other worker idles; issue 12). Its
     /// writer need not be waiting: one that is writing looks at the queue again after.
-    ///
-    /// "Fewer" by at least the low-water mark: with slow tasks (a pipeline of one or two)
-    /// any difference counts; with tiny ones a few tasks more or less cost nothing, and
-    /// handing every task to the other writer would cost a wake-up each.
     fn less_loaded_writer(&self, i: usize, now: u64) -> Option<&Worker> {
         let mine = self.workers[i].in_flight.len();
-        let margin = self.low_water();
         self.workers
             .iter()
             .enumerate()
-            .filter(|&(j, w)| {
-                j != i && !w.closed && w.in_flight.len() + margin <= mine && !w.is_stalled(now)
-            })
+            .filter(|&(j, w)| j != i && !w.closed && w.in_flight.len() < mine && !w.is_stalled(now))
             .min_by_key(|(_, w)| w.in_flight.len())
             .map(|(_, w)| w)
     }
