@@ -290,7 +290,7 @@ impl<T> Promise<T> {
     /// cancelled meanwhile) keeps its state and the outcome is dropped.
     pub(crate) fn complete(mut self, outcome: Result<T, FutureError>) {
         if let Some(shared) = self.shared.take() {
-            complete(&shared, outcome);
+            let _ = complete(&shared, outcome);
         }
     }
 
@@ -305,11 +305,16 @@ impl<T> Promise<T> {
     }
 }
 
-fn complete<T>(shared: &Arc<Shared<T>>, outcome: Result<T, FutureError>) {
+/// Stores the outcome and notifies; gives the outcome back when the future was done
+/// already (finished or cancelled), keeping what it had.
+fn complete<T>(
+    shared: &Arc<Shared<T>>,
+    outcome: Result<T, FutureError>,
+) -> Result<(), Result<T, FutureError>> {
     let notices = {
         let mut slot = shared.slot.lock();
         if shared.is_done() {
-            return;
+            return Err(outcome);
         }
         slot.failed = matches!(&outcome, Err(e) if !e.is_cancelled());
         slot.outcome = Some(outcome);
@@ -318,6 +323,7 @@ fn complete<T>(shared: &Arc<Shared<T>>, outcome: Result<T, FutureError>) {
         Shared::take_notices(&mut slot)
     };
     shared.deliver(notices);
+    Ok(())
 }
 
 /// What a cancellation does to a task that is already running.
@@ -381,7 +387,7 @@ fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notic
 impl<T> Drop for Promise<T> {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
-            complete(
+            let _ = complete(
                 &shared,
                 Err(FutureError::BrokenPool(BrokenPoolError::task_dropped())),
             );
@@ -394,6 +400,131 @@ impl<T> fmt::Debug for Promise<T> {
         f.debug_struct("Promise").finish_non_exhaustive()
     }
 }
+
+/// Completes a future made with [`FutureHandle::pending`]: the side an executor of your
+/// own (or a test) holds, with Python's `set_running_or_notify_cancel`, `set_result` and
+/// `set_exception`.
+///
+/// Each setter fails with [`InvalidStateError`] (giving the value back) when the future is
+/// done already, finished or cancelled through its handle; the first outcome stays.
+pub struct Completer<T> {
+    promise: Promise<T>,
+}
+
+impl<T> Completer<T> {
+    /// Python's `set_running_or_notify_cancel`: moves the pending future to running and
+    /// returns true, or returns false when it was cancelled (do not start the work).
+    /// After it, the handle's `cancel()` returns false.
+    pub fn set_running(&self) -> bool {
+        self.promise.set_running()
+    }
+
+    /// Completes the future with `value`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidStateError`] with `value` when the future was done already.
+    pub fn set_result(&self, value: T) -> Result<(), InvalidStateError<T>> {
+        self.set(Ok(value)).map_err(|(outcome, cancelled)| {
+            // Only an `Ok` went in, so only an `Ok` comes back.
+            let value = match outcome {
+                Ok(value) => value,
+                Err(_) => unreachable!("set_result passes a value"),
+            };
+            InvalidStateError::new(value, cancelled)
+        })
+    }
+
+    /// Fails the future with `error`, Python's `set_exception`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidStateError`] with `error` when the future was done already.
+    pub fn set_failure(&self, error: FutureError) -> Result<(), InvalidStateError<FutureError>> {
+        self.set(Err(error)).map_err(|(outcome, cancelled)| {
+            let error = match outcome {
+                Err(error) => error,
+                Ok(_) => unreachable!("set_failure passes an error"),
+            };
+            InvalidStateError::new(error, cancelled)
+        })
+    }
+
+    /// True when the future was cancelled through its handle: the work may stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.promise.is_cancelled()
+    }
+
+    /// True when the future is done: finished or cancelled.
+    pub fn is_done(&self) -> bool {
+        self.promise
+            .shared
+            .as_ref()
+            .is_none_or(|shared| shared.is_done())
+    }
+
+    fn set(&self, outcome: Result<T, FutureError>) -> Result<(), (Result<T, FutureError>, bool)> {
+        let Some(shared) = &self.promise.shared else {
+            return Err((outcome, false));
+        };
+        complete(shared, outcome).map_err(|outcome| (outcome, shared.state() == CANCELLED))
+    }
+}
+
+impl<T> fmt::Debug for Completer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completer")
+            .field("done", &self.is_done())
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+/// A [`Completer`] was asked to complete a future that is done already: Python's
+/// `InvalidStateError`. The refused value comes back with [`into_inner`](Self::into_inner).
+pub struct InvalidStateError<T> {
+    value: crate::error::Exclusive<T>,
+    cancelled: bool,
+}
+
+impl<T> InvalidStateError<T> {
+    fn new(value: T, cancelled: bool) -> Self {
+        Self {
+            value: crate::error::Exclusive::new(value),
+            cancelled,
+        }
+    }
+
+    /// The refused value (or failure).
+    pub fn into_inner(self) -> T {
+        self.value.into_inner()
+    }
+
+    /// True when the future had been cancelled; false when it had finished.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
+}
+
+impl<T> fmt::Debug for InvalidStateError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InvalidStateError")
+            .field("cancelled", &self.cancelled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for InvalidStateError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.cancelled {
+            f.write_str("the future was cancelled already")
+        } else {
+            f.write_str("the future has finished already")
+        }
+    }
+}
+
+impl<T> std::error::Error for InvalidStateError<T> {}
 
 /// The handle to a task's eventual result: Python's `concurrent.futures.Future`.
 ///
@@ -419,6 +550,36 @@ pub struct FutureHandle<T> {
 }
 
 impl<T> FutureHandle<T> {
+    /// A pending future and the [`Completer`] that completes it: Python's `Future()`
+    /// completed by your own code with `set_result`, for tests, adapters and executors of
+    /// your own. The handle works everywhere a pool's does ([`wait`](crate::wait()),
+    /// [`as_completed`](crate::as_completed()), `.await`). Dropping the completer before
+    /// it completed the future fails it with [`FutureError::BrokenPool`], so no
+    /// `result()` waits for ever.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::FutureHandle;
+    ///
+    /// let (completer, handle) = FutureHandle::pending();
+    /// std::thread::spawn(move || completer.set_result(6 * 7));
+    /// assert_eq!(handle.result()?, 42);
+    ///
+    /// // A second outcome is refused and the first kept (Python's InvalidStateError).
+    /// let (completer, handle) = FutureHandle::pending();
+    /// completer.set_result("first")?;
+    /// let refused = completer.set_result("second").unwrap_err();
+    /// assert_eq!(refused.into_inner(), "second");
+    /// assert_eq!(handle.result()?, "first");
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
+    #[must_use]
+    pub fn pending() -> (Completer<T>, FutureHandle<T>) {
+        let (promise, handle) = pending();
+        (Completer { promise }, handle)
+    }
+
     /// Attempts to cancel the task, Python's `cancel()`.
     ///
     /// Succeeds (returns true) while the task is pending, or is already cancelled. A

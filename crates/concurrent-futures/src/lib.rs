@@ -161,6 +161,8 @@
 //! | (none) | `ex.map_unordered(f, it, MapOptions::new())?` |
 //! | `ex.shutdown(wait=True, cancel_futures=False)` | `ex.shutdown(true, false)` |
 //! | `Future` | [`FutureHandle<T>`] |
+//! | `f = Future()`, `f.set_result(v)`, `f.set_exception(e)`, `f.set_running_or_notify_cancel()` | `let (c, f) = FutureHandle::pending();`, `c.set_result(v)?`, `c.set_failure(e)?`, `c.set_running()` ([`Completer`]) |
+//! | `InvalidStateError` | [`InvalidStateError`] (gives the refused value back) |
 //! | `f.result()`, `f.result(timeout=t)` | `f.result()?`, `f.result_timeout(t)` |
 //! | `f.exception()` | `f.exception()` |
 //! | `f.cancel()`, `f.cancelled()`, `f.running()`, `f.done()` | `f.cancel()`, `f.is_cancelled()`, `f.is_running()`, `f.is_done()` |
@@ -201,7 +203,7 @@ pub use crate::error::{
     MapError, MapItemError, PanicError, PanicLocation, ResultTimeoutError, SubmitError,
     TryResultError, WorkerError, WorkerErrorKind,
 };
-pub use crate::future::{AsHandle, FutureHandle};
+pub use crate::future::{AsHandle, Completer, FutureHandle, InvalidStateError};
 pub use crate::map::{Map, MapOptions, MapUnordered};
 pub use crate::process_pool::{
     ProcessPoolBuilder, ProcessPoolExecutor, StartMethod, process_worker_main,
