@@ -163,6 +163,7 @@
 //! | `Future` | [`FutureHandle<T>`] |
 //! | `f = Future()`, `f.set_result(v)`, `f.set_exception(e)`, `f.set_running_or_notify_cancel()` | `let (c, f) = FutureHandle::pending();`, `c.set_result(v)?`, `c.set_failure(e)?`, `c.set_running()` ([`Completer`]) |
 //! | `InvalidStateError` | [`InvalidStateError`] (gives the refused value back) |
+//! | `def run(ex: Executor): ex.submit(fn, arg); ex.map(fn, it)` | `fn run(ex: &impl Executor) { ex.submit(f, arg)?; ex.map(f, it)?; }` ([`Executor`], both pools) |
 //! | `f.result()`, `f.result(timeout=t)` | `f.result()?`, `f.result_timeout(t)` |
 //! | `f.exception()` | `f.exception()` |
 //! | `f.cancel()`, `f.cancelled()`, `f.running()`, `f.done()` | `f.cancel()`, `f.is_cancelled()`, `f.is_running()`, `f.is_done()` |
@@ -188,6 +189,7 @@
 
 mod as_completed;
 mod error;
+mod executor;
 mod future;
 mod map;
 mod panic_site;
@@ -203,6 +205,7 @@ pub use crate::error::{
     MapError, MapItemError, PanicError, PanicLocation, ResultTimeoutError, SubmitError,
     TryResultError, WorkerError, WorkerErrorKind,
 };
+pub use crate::executor::Executor;
 pub use crate::future::{AsHandle, Completer, FutureHandle, InvalidStateError};
 pub use crate::map::{Map, MapOptions, MapUnordered};
 pub use crate::process_pool::{

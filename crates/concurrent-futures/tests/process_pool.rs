@@ -1309,6 +1309,26 @@ fn issue_12_kill_workers_during_initializers_does_not_break_the_pool() {
     assert_eq!(children(), Vec::<u32>::new());
 }
 
+/// Issue 13, point 3: the same generic function runs on both pools through `Executor`.
+fn the_executor_trait_runs_the_same_function_on_both_pools() {
+    use concurrent_futures::Executor;
+    fn squares(pool: &impl Executor) -> Vec<u64> {
+        let mut out = vec![pool.submit(square, 12).unwrap().result().unwrap()];
+        out.extend(pool.map(square, 1..5u64).unwrap().map(Result::unwrap));
+        out
+    }
+    let processes = new_pool(2);
+    let threads = ThreadPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    assert_eq!(squares(&processes), [144, 1, 4, 9, 16]);
+    assert_eq!(squares(&threads), [144, 1, 4, 9, 16]);
+    Executor::shutdown(&processes, true, false);
+    let refused = Executor::submit(&processes, square, 3).unwrap_err();
+    assert_eq!(refused.into_inner(), 3);
+}
+
 // ---------------------------------------------------------------- harness
 
 fn main() -> ExitCode {
@@ -1347,6 +1367,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let tests: &[(&str, fn())] = &[
+        (
+            "the_executor_trait_runs_the_same_function_on_both_pools",
+            the_executor_trait_runs_the_same_function_on_both_pools,
+        ),
         (
             "issue_12_no_task_waits_behind_a_long_task_while_a_worker_is_free",
             issue_12_no_task_waits_behind_a_long_task_while_a_worker_is_free,

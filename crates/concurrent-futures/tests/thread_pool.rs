@@ -420,3 +420,33 @@ fn exception_peeks_at_a_failure_without_consuming() {
     assert!(bad.exception().is_some_and(|e| e.is_panic()));
     assert!(bad.result().is_err());
 }
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+/// Issue 13, point 3: code written against `Executor` runs on the thread pool, and a
+/// refused submit gives the argument back (not a closure around it).
+#[test]
+fn the_executor_trait_runs_on_the_thread_pool() {
+    use concurrent_futures::Executor;
+    fn total(pool: &impl Executor) -> u64 {
+        let one = pool.submit(double, 21).unwrap().result().unwrap();
+        let many: u64 = pool
+            .map(double, 0..100u64)
+            .unwrap()
+            .map(Result::unwrap)
+            .sum();
+        one + many
+    }
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    assert_eq!(total(&pool), 42 + 9900);
+    assert_eq!(Executor::max_workers(&pool), 2);
+    Executor::shutdown(&pool, true, false);
+    let refused = Executor::submit(&pool, double, 7u64).unwrap_err();
+    assert!(refused.is_shutdown());
+    assert_eq!(refused.into_inner(), 7);
+}

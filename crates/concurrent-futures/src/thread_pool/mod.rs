@@ -261,14 +261,31 @@ impl ThreadPoolExecutor {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.submit_made(task, |task| task)
+    }
+
+    /// Submits the task that `make` builds from `input`, once the pool has taken the work
+    /// (decided under its lock): a refusal gives `input` back, which for
+    /// [`Executor::submit`](crate::Executor::submit) is the argument, not a closure around
+    /// it.
+    pub(crate) fn submit_made<X, F, T>(
+        &self,
+        input: X,
+        make: impl FnOnce(X) -> F,
+    ) -> Result<FutureHandle<T>, SubmitError<X>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let (handle, lost) = {
             let mut state = self.inner.state.lock();
             if let Some(reason) = &state.broken {
-                return Err(SubmitError::broken(task, reason.clone()));
+                return Err(SubmitError::broken(input, reason.clone()));
             }
             let Some(sender) = &state.sender else {
-                return Err(SubmitError::shut_down(task));
+                return Err(SubmitError::shut_down(input));
             };
+            let task = make(input);
             let (job, handle) = if size_of::<F>() <= INLINE_TASK_BYTES {
                 let (record, handle) = future::with_task(task);
                 (record as Arc<dyn Job>, handle)
