@@ -175,6 +175,7 @@
 //! | `BrokenExecutor` | [`FutureError::BrokenPool`], [`SubmitError::Broken`] |
 //! | `TimeoutError` | [`ResultTimeoutError::Timeout`], [`AsCompletedTimeout`], [`MapItemError::Timeout`] |
 //! | `RuntimeError('cannot schedule new futures after shutdown')` | [`SubmitError::ShutDown`] |
+//! | `ProcessPoolExecutor()` | [`ProcessPoolExecutor::new()`] (a build error becomes a broken pool) |
 //! | `ProcessPoolExecutor(max_workers=2, initializer=f, initargs=(a,), max_tasks_per_child=n)` | `ProcessPoolExecutor::builder().max_workers(2).initializer(f, a).max_tasks_per_child(n).build()?` |
 //! | `ProcessPoolExecutor(mp_context=get_context("spawn"))` | `ProcessPoolExecutor::builder().start_method(StartMethod::Spawn).build()?` (default: `ForkServer`) |
 //! | `if __name__ == "__main__":` | [`process_worker_main()`](process_worker_main) first in `main` |

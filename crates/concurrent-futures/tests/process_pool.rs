@@ -856,6 +856,10 @@ fn a_worker_without_the_guard_refuses_to_build_a_pool() {
         stdout.contains("refused: this process was started as a process-pool worker"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("new() refused: cannot schedule new futures: the process pool could not be built: this process was started as a process-pool worker"),
+        "{stdout}"
+    );
 }
 
 /// The children of this process that are not the pool's workers: the fork server.
@@ -1309,6 +1313,14 @@ fn issue_12_kill_workers_during_initializers_does_not_break_the_pool() {
     assert_eq!(children(), Vec::<u32>::new());
 }
 
+/// Issue 13, point 10: `ProcessPoolExecutor::new()` like the thread pool's.
+fn process_pool_new_uses_the_defaults() {
+    let pool = ProcessPoolExecutor::new();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(pool.max_workers(), cpus);
+    assert_eq!(pool.submit(square, 9).unwrap().result().unwrap(), 81);
+}
+
 /// Issue 13, point 3: the same generic function runs on both pools through `Executor`.
 fn the_executor_trait_runs_the_same_function_on_both_pools() {
     use concurrent_futures::Executor;
@@ -1359,6 +1371,11 @@ fn main() -> ExitCode {
             Ok(_) => println!("built a pool"),
             Err(e) => println!("refused: {e}"),
         }
+        // `new()` cannot fail: it gives a pool that refuses every submit, saying why.
+        match ProcessPoolExecutor::new().submit(square, 2) {
+            Ok(_) => println!("new() accepted a task"),
+            Err(e) => println!("new() refused: {e}"),
+        }
         return ExitCode::SUCCESS;
     }
     concurrent_futures::process_worker_main();
@@ -1367,6 +1384,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let tests: &[(&str, fn())] = &[
+        (
+            "process_pool_new_uses_the_defaults",
+            process_pool_new_uses_the_defaults,
+        ),
         (
             "the_executor_trait_runs_the_same_function_on_both_pools",
             the_executor_trait_runs_the_same_function_on_both_pools,

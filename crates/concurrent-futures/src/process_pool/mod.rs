@@ -19,7 +19,10 @@ use serde::de::DeserializeOwned;
 
 use self::call::Entry;
 use self::supervisor::{Config, Inner, PromiseSink, Refused, decode_chunk, decode_one};
-use crate::error::{BuildError, FutureError, MapError, SubmitError, WorkerError, WorkerErrorKind};
+use crate::error::{
+    BrokenPoolError, BrokenPoolKind, BuildError, FutureError, MapError, SubmitError, WorkerError,
+    WorkerErrorKind,
+};
 use crate::future::{self, FutureHandle};
 use crate::map::{Chunk, ChunkResults, ChunkSubmit, Map, MapOptions, MapUnordered};
 use crate::panic_site;
@@ -126,6 +129,51 @@ pub struct ProcessPoolExecutor {
 }
 
 impl ProcessPoolExecutor {
+    /// A pool with the default options (one worker per CPU, the fork server), like
+    /// [`ThreadPoolExecutor::new`](crate::ThreadPoolExecutor::new) and Python's
+    /// `ProcessPoolExecutor()`.
+    ///
+    /// Building cannot fail here: where [`build`](ProcessPoolBuilder::build) would
+    /// return an error (this process is a worker whose `main` skipped
+    /// [`process_worker_main`], or the executable cannot be identified), the pool is
+    /// broken from the start and every submit is refused with
+    /// [`SubmitError::Broken`](crate::SubmitError::Broken) saying why, as Python reports
+    /// at the first use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ProcessPoolExecutor;
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// fn main() -> anyhow::Result<()> {
+    ///     concurrent_futures::process_worker_main();
+    ///     let pool = ProcessPoolExecutor::new();
+    ///     assert_eq!(pool.submit(square, 12)?.result()?, 144);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn new() -> Self {
+        Self::builder().build().unwrap_or_else(|error| Self {
+            inner: Inner::broken(
+                Config {
+                    max_workers: 1,
+                    max_tasks_per_child: None,
+                    start_method: StartMethod::default(),
+                    hello: Vec::new(),
+                    handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+                },
+                BrokenPoolError::new(
+                    BrokenPoolKind::StartFailed,
+                    format!("the process pool could not be built: {error}"),
+                ),
+            ),
+        })
+    }
+
     /// A builder for the pool's options.
     pub fn builder() -> ProcessPoolBuilder {
         ProcessPoolBuilder::new()
@@ -443,6 +491,12 @@ fn map_refusal(refused: Refused) -> MapError {
     match refused {
         Refused::ShutDown => MapError::ShutDown,
         Refused::Broken(reason) => MapError::Broken(reason),
+    }
+}
+
+impl Default for ProcessPoolExecutor {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

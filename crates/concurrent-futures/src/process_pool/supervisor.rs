@@ -633,6 +633,13 @@ impl Inner {
         })
     }
 
+    /// A pool that was never usable: every submit is refused with `reason`.
+    pub(super) fn broken(config: Config, reason: BrokenPoolError) -> Arc<Self> {
+        let inner = Self::new(config);
+        inner.state.lock().broken = Some(reason);
+        inner
+    }
+
     pub(super) fn max_workers(&self) -> usize {
         self.config.max_workers
     }
