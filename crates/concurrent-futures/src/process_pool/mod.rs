@@ -137,7 +137,7 @@ impl ProcessPoolExecutor {
     /// return an error (this process is a worker whose `main` skipped
     /// [`process_worker_main`], or the executable cannot be identified), the pool is
     /// broken from the start and every submit is refused with
-    /// [`SubmitError::Broken`](crate::SubmitError::Broken) saying why, as Python reports
+    /// [`SubmitError::Broken`] saying why, as Python reports
     /// at the first use.
     ///
     /// # Examples
