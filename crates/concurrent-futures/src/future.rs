@@ -182,6 +182,14 @@ impl<T> Shared<T> {
     }
 }
 
+impl<V, E> Shared<Result<V, E>> {
+    /// True when the task finished and returned `Err` (its value is still here: a value
+    /// taken by `result()` took its handle too).
+    pub(crate) fn returned_err(&self) -> bool {
+        self.state() == FINISHED && matches!(self.slot.lock().outcome, Some(Ok(Err(_))))
+    }
+}
+
 fn run_callback<T>(handle: &FutureHandle<T>, callback: Callback<T>) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| callback(handle))) {
         // Python logs "exception calling callback for <repr>" and goes on; so do we.

@@ -171,6 +171,7 @@
 //! | `await asyncio.wrap_future(f)` | `f.await` |
 //! | `as_completed(fs, timeout=t)` | [`as_completed(fs, Some(t))`](as_completed()) |
 //! | `wait(fs, timeout, return_when=FIRST_COMPLETED)` | [`wait(fs, timeout, ReturnWhen::FirstCompleted)`](wait()) |
+//! | `wait(fs, return_when=FIRST_EXCEPTION)` where tasks return errors | [`wait_fallible(fs, None, ReturnWhen::FirstException)`](wait_fallible()): a task's `Err` counts as its exception |
 //! | `CancelledError` | [`FutureError::Cancelled`] |
 //! | `BrokenExecutor` | [`FutureError::BrokenPool`], [`SubmitError::Broken`] |
 //! | `TimeoutError` | [`ResultTimeoutError::Timeout`], [`AsCompletedTimeout`], [`MapItemError::Timeout`] |
@@ -213,4 +214,4 @@ pub use crate::process_pool::{
     ProcessPoolBuilder, ProcessPoolExecutor, StartMethod, process_worker_main,
 };
 pub use crate::thread_pool::{ThreadPoolBuilder, ThreadPoolExecutor};
-pub use crate::wait::{DoneAndNotDone, ReturnWhen, wait};
+pub use crate::wait::{DoneAndNotDone, ReturnWhen, wait, wait_fallible};

@@ -13,7 +13,8 @@ pub enum ReturnWhen {
     /// As soon as any future finishes or is cancelled.
     FirstCompleted,
     /// As soon as any future fails (panics or breaks; a cancellation is not a failure),
-    /// or when all are done.
+    /// or when all are done. A task that returned `Err` finished with a value: use
+    /// [`wait_fallible`] to count it as a failure too.
     FirstException,
     /// When every future is done.
     #[default]
@@ -66,6 +67,60 @@ where
     I: IntoIterator<Item = H>,
     H: AsHandle,
 {
+    wait_by(handles, timeout, return_when, |handle: &H| {
+        handle.as_handle().shared.has_failed()
+    })
+}
+
+/// [`wait`] for futures whose value is a `Result`: with [`ReturnWhen::FirstException`]
+/// a task that returned `Err` counts as a failure too, as a raised exception does in
+/// Python (where a task cannot return an error value). Everything else is as for `wait`.
+///
+/// # Blocking
+///
+/// Blocks until the condition holds or `timeout` passes (`None`: no limit).
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{ReturnWhen, ThreadPoolExecutor, wait_fallible};
+///
+/// let pool = ThreadPoolExecutor::new();
+/// let (tx, rx) = std::sync::mpsc::channel::<()>();
+/// let slow = pool.submit(move || rx.recv().map_err(|e| e.to_string()))?;
+/// let failing = pool.submit(|| Err::<(), _>("no such file".to_owned()))?;
+/// let sets = wait_fallible([&slow, &failing], None, ReturnWhen::FirstException);
+/// assert_eq!(sets.done, [&failing]);
+/// tx.send(())?;
+/// # Ok::<(), anyhow::Error>(())
+/// ```
+pub fn wait_fallible<I, H, V, E>(
+    handles: I,
+    timeout: Option<Duration>,
+    return_when: ReturnWhen,
+) -> DoneAndNotDone<H>
+where
+    I: IntoIterator<Item = H>,
+    H: AsHandle<Output = Result<V, E>>,
+{
+    wait_by(handles, timeout, return_when, |handle: &H| {
+        let shared = &handle.as_handle().shared;
+        shared.has_failed() || shared.returned_err()
+    })
+}
+
+/// The wait of [`wait`] and [`wait_fallible`]; `failed` says whether a done future
+/// counts for [`ReturnWhen::FirstException`].
+fn wait_by<I, H>(
+    handles: I,
+    timeout: Option<Duration>,
+    return_when: ReturnWhen,
+    failed_now: impl Fn(&H) -> bool,
+) -> DoneAndNotDone<H>
+where
+    I: IntoIterator<Item = H>,
+    H: AsHandle,
+{
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let waiter = Waiter::new();
     let mut seen = HashSet::new();
@@ -81,7 +136,7 @@ where
         let is_done = !shared.add_waiter(&waiter, items.len());
         if is_done {
             done_count += 1;
-            failed |= shared.has_failed();
+            failed |= failed_now(&handle);
         }
         done.push(is_done);
         items.push(handle);
@@ -101,7 +156,7 @@ where
             if let Some(flag) = done.get_mut(token).filter(|flag| !**flag) {
                 *flag = true;
                 done_count += 1;
-                failed |= items[token].as_handle().shared.has_failed();
+                failed |= failed_now(&items[token]);
             }
         }
     }

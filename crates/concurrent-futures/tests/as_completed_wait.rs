@@ -221,3 +221,40 @@ fn handles_from_two_pools_mix() {
         .sum();
     assert_eq!(total, 3);
 }
+
+/// Issue 13, point 7: with `wait_fallible`, a task that returned `Err` is a failure for
+/// `FirstException`; plain `wait` counts only panics and broken pools.
+#[test]
+fn first_exception_sees_a_returned_err_with_wait_fallible() {
+    use concurrent_futures::wait_fallible;
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let slow = pool
+        .submit(move || rx.recv().map_err(|e| e.to_string()))
+        .unwrap();
+    let failing = pool
+        .submit(|| Err::<(), String>("no such file".to_owned()))
+        .unwrap();
+    failing.wait();
+    let plain = wait(
+        [&slow, &failing],
+        Some(Duration::from_millis(50)),
+        ReturnWhen::FirstException,
+    );
+    assert_eq!(
+        plain.not_done,
+        [&slow],
+        "plain wait waits on: Err is a value"
+    );
+    let sets = wait_fallible([&slow, &failing], None, ReturnWhen::FirstException);
+    assert_eq!(sets.done, [&failing]);
+    assert_eq!(sets.not_done, [&slow]);
+    tx.send(()).unwrap();
+    let ok = pool.submit(|| Ok::<(), String>(())).unwrap();
+    let all = wait_fallible([&slow, &ok], None, ReturnWhen::FirstException);
+    assert_eq!(all.done.len(), 2, "no Err: it returns when all are done");
+    assert_eq!(failing.result().unwrap(), Err("no such file".to_owned()));
+}
