@@ -319,11 +319,22 @@ fn complete<T>(
     shared: &Arc<Shared<T>>,
     outcome: Result<T, FutureError>,
 ) -> Result<(), Result<T, FutureError>> {
+    complete_with(shared, outcome, |outcome| outcome)
+}
+
+/// [`complete`] with the outcome `wrap(input)`, made only when the future takes it: a
+/// refusal gives `input` itself back (a [`Completer`] returns the caller's value).
+fn complete_with<T, V>(
+    shared: &Arc<Shared<T>>,
+    input: V,
+    wrap: impl FnOnce(V) -> Result<T, FutureError>,
+) -> Result<(), V> {
     let notices = {
         let mut slot = shared.slot.lock();
         if shared.is_done() {
-            return Err(outcome);
+            return Err(input);
         }
+        let outcome = wrap(input);
         slot.failed = matches!(&outcome, Err(e) if !e.is_cancelled());
         slot.outcome = Some(outcome);
         slot.stop_running = None;
@@ -433,14 +444,7 @@ impl<T> Completer<T> {
     ///
     /// [`InvalidStateError`] with `value` when the future was done already.
     pub fn set_result(&self, value: T) -> Result<(), InvalidStateError<T>> {
-        self.set(Ok(value)).map_err(|(outcome, cancelled)| {
-            // Only an `Ok` went in, so only an `Ok` comes back.
-            let value = match outcome {
-                Ok(value) => value,
-                Err(_) => unreachable!("set_result passes a value"),
-            };
-            InvalidStateError::new(value, cancelled)
-        })
+        self.set(value, Ok)
     }
 
     /// Fails the future with `error`, Python's `set_exception`.
@@ -449,13 +453,7 @@ impl<T> Completer<T> {
     ///
     /// [`InvalidStateError`] with `error` when the future was done already.
     pub fn set_failure(&self, error: FutureError) -> Result<(), InvalidStateError<FutureError>> {
-        self.set(Err(error)).map_err(|(outcome, cancelled)| {
-            let error = match outcome {
-                Err(error) => error,
-                Ok(_) => unreachable!("set_failure passes an error"),
-            };
-            InvalidStateError::new(error, cancelled)
-        })
+        self.set(error, Err)
     }
 
     /// True when the future was cancelled through its handle: the work may stop.
@@ -471,11 +469,16 @@ impl<T> Completer<T> {
             .is_none_or(|shared| shared.is_done())
     }
 
-    fn set(&self, outcome: Result<T, FutureError>) -> Result<(), (Result<T, FutureError>, bool)> {
+    fn set<V>(
+        &self,
+        input: V,
+        wrap: impl FnOnce(V) -> Result<T, FutureError>,
+    ) -> Result<(), InvalidStateError<V>> {
         let Some(shared) = &self.promise.shared else {
-            return Err((outcome, false));
+            return Err(InvalidStateError::new(input, false));
         };
-        complete(shared, outcome).map_err(|outcome| (outcome, shared.state() == CANCELLED))
+        complete_with(shared, input, wrap)
+            .map_err(|input| InvalidStateError::new(input, shared.state() == CANCELLED))
     }
 }
 

@@ -513,19 +513,6 @@ impl State {
         }
     }
 
-    /// True when a worker other than `key` takes tasks and runs none (or one is being
-    /// started): the writers of busy workers then leave the queue to it. Whoever makes
-    /// this false wakes them (the free worker's first dispatch, a start that ended), so
-    /// they need not wait for their own pipe to drain; liveness does not rest on that,
-    /// since a writer that holds back has a task in flight and its reader wakes it.
-    fn has_free_worker(&self, key: u64) -> bool {
-        self.starting > 0
-            || self
-                .workers
-                .iter()
-                .any(|w| w.key != key && !w.closed && w.in_flight.is_empty())
-    }
-
     /// An open worker (not worker `i`) whose pipe holds fewer tasks than worker `i`'s:
     /// its writer should take the next task rather than queue it behind worker `i`'s
     /// (a slow task there would hold it while the other worker idles; issue 12). Its
@@ -735,7 +722,7 @@ impl Inner {
         {
             let mut state = self.state.lock();
             state.starting -= 1;
-            // Writers may hold back for a worker being started (`has_free_worker`).
+            // Writers may hold back for a worker being started (`writer_step`).
             state.wake_writers();
             match spawned {
                 Ok((process, stdin, stdout)) => {
@@ -909,18 +896,18 @@ impl Inner {
             // those starting) get tasks too.
             let share = state.queue.len().div_ceil(state.open_workers().max(1));
             let mut room = room.min(share.max(1));
-            // Nothing waits behind a running task while another worker could run it
-            // now: an idle one, or one being started (a deep pipeline learnt from tiny
+            // Nothing waits behind a running task while a worker is being started, or
+            // behind one that has run for long already (a deep pipeline learnt from tiny
             // tasks would otherwise queue the first slow ones behind each other).
-            // Nor behind one that has run for long already.
             let now = coarse_now();
-            if !worker.in_flight.is_empty()
-                && (state.has_free_worker(key) || worker.is_stalled(now))
-            {
+            if !worker.in_flight.is_empty() && (state.starting > 0 || worker.is_stalled(now)) {
                 room = 0;
             }
-            // Nor while another worker has fewer tasks in its pipe: its writer takes
-            // this one (woken here; one that is writing looks at the queue after).
+            // Nor while another worker has fewer tasks in its pipe (an idle one first):
+            // its writer takes this one (woken here; one that is writing looks at the
+            // queue after). Whoever ends a hold-back wakes the writers (a free worker's
+            // first dispatch, a start that ended), but liveness does not rest on that:
+            // a writer that holds back has a task in flight, and its reader wakes it.
             if room > 0
                 && !state.queue.is_empty()
                 && let Some(other) = state.less_loaded_writer(i, now)
@@ -990,11 +977,11 @@ impl Inner {
         }
         if was_free && taken > 0 {
             state.workers[i].front_since = Some(coarse_now());
-        }
-        // A free worker became busy: the writers that held back for it
-        // (`has_free_worker`) may take what is left.
-        if was_free && taken > 0 && !state.queue.is_empty() {
-            state.wake_writers();
+            // A free worker became busy: the writers that held back for it (as the
+            // less-loaded one) may take what is left.
+            if !state.queue.is_empty() {
+                state.wake_writers();
+            }
         }
     }
 

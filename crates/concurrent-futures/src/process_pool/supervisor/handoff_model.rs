@@ -301,7 +301,7 @@ fn handoff_model_no_writer_is_stranded_at_shutdown() {
 #[test]
 fn handoff_model_no_task_waits_for_a_worker_being_started() {
     // One worker up, one being started: the busy one holds back for it
-    // (`has_free_worker`), and must be woken when it comes up.
+    // (`writer_step` with `starting` counted), and must be woken when it comes up.
     for nanos in [PIPELINE_NANOS / 4, PIPELINE_NANOS] {
         let states = explore(Scenario {
             ready: 1,
