@@ -2,8 +2,12 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use futures_core::Stream;
 
 use crate::error::AsCompletedTimeout;
 use crate::future::{AsHandle, Waiter};
@@ -144,6 +148,93 @@ impl<H: AsHandle> Iterator for AsCompleted<H> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.ready.len(), Some(self.remaining + 1))
+    }
+}
+
+/// [`as_completed`] for async code: a [`Stream`] of the handles as their futures finish
+/// (or are cancelled), without blocking a thread. Bound it with your runtime's timer
+/// (`tokio::time::timeout` around `next()`), as asyncio code does with `wait_for`.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{ThreadPoolExecutor, as_completed_stream};
+/// use futures_util::StreamExt;
+///
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let pool = ThreadPoolExecutor::new();
+/// let handles: Vec<_> = (1..=3).map(|i| pool.submit(move || i * 10).unwrap()).collect();
+/// let mut total = 0;
+/// let mut done = as_completed_stream(handles);
+/// while let Some(handle) = done.next().await {
+///     total += handle.await?;
+/// }
+/// assert_eq!(total, 60);
+/// # Ok::<(), anyhow::Error>(())
+/// # })?;
+/// # Ok::<(), anyhow::Error>(())
+/// ```
+pub fn as_completed_stream<I, H>(handles: I) -> AsCompletedStream<H>
+where
+    I: IntoIterator<Item = H>,
+    H: AsHandle,
+{
+    AsCompletedStream {
+        inner: as_completed(handles, None),
+    }
+}
+
+/// The stream returned by [`as_completed_stream`].
+pub struct AsCompletedStream<H: AsHandle> {
+    inner: AsCompleted<H>,
+}
+
+impl<H: AsHandle> AsCompletedStream<H> {
+    /// The handles not yielded yet, in the order they were given.
+    pub fn into_pending(self) -> Vec<H> {
+        self.inner.into_pending()
+    }
+}
+
+impl<H: AsHandle> Unpin for AsCompletedStream<H> {}
+
+impl<H: AsHandle> Stream for AsCompletedStream<H> {
+    type Item = H;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<H>> {
+        let this = &mut self.get_mut().inner;
+        loop {
+            if let Some(token) = this.ready.pop_front() {
+                if let Some(handle) = this.slots.get_mut(token).and_then(Option::take) {
+                    this.remaining -= 1;
+                    return Poll::Ready(Some(handle));
+                }
+                continue;
+            }
+            if this.remaining == 0 {
+                return Poll::Ready(None);
+            }
+            let mut tokens = std::mem::take(&mut this.tokens);
+            let got = this.waiter.poll_take(cx, &mut tokens);
+            this.ready.extend(tokens.drain(..));
+            this.tokens = tokens;
+            if !got {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.inner.ready.len(), Some(self.inner.remaining))
+    }
+}
+
+impl<H: AsHandle> fmt::Debug for AsCompletedStream<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsCompletedStream")
+            .field("total", &self.inner.total)
+            .field("remaining", &self.inner.remaining)
+            .finish_non_exhaustive()
     }
 }
 

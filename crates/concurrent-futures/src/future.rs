@@ -16,10 +16,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::cancel::CancelToken;
 use crate::error::{
     BrokenPoolError, FutureError, ResultTimeoutError, TryResultError, panic_message,
 };
-use crate::sync::{AtomicU8, Condvar, Mutex, Ordering};
+use std::cell::RefCell;
+
+use crate::sync::{AtomicBool, AtomicU8, Condvar, Mutex, Ordering, ReentrantLock};
 
 const PENDING: u8 = 0;
 const RUNNING: u8 = 1;
@@ -34,8 +37,28 @@ type Callback<T> = Box<dyn FnOnce(&FutureHandle<T>) + Send + 'static>;
 /// future, the closure itself for a thread-pool task ([`with_task`]), so that a submit
 /// allocates once and the record is usually freed by the thread that allocated it.
 pub(crate) struct Shared<T, B: ?Sized = dyn Body> {
+    /// `PENDING`, `RUNNING`, `FINISHED` or `CANCELLED`. Moves into a done state once,
+    /// under `slot`'s lock, after `outcome` was written; `PENDING → RUNNING` is a
+    /// compare-and-swap without the lock ([`Promise::set_running`]). Read without the
+    /// lock: a reader that sees a done state (Acquire) finds the outcome written.
     state: AtomicU8,
     slot: Mutex<Slot<T>>,
+    /// The task's outcome: `None` until the future is done, then written once, under
+    /// `slot`'s lock, before `state` becomes done; after that only taken (`result`,
+    /// `.await`), which waits until the done-callbacks have run (`Slot::delivering`).
+    /// A lock of its own, which the thread holding it may take again, so that
+    /// [`FutureHandle::with_result`] can lend the value to a closure that formats or
+    /// inspects the same future. The `RefCell` is borrowed mutably only to write the
+    /// outcome (before the future is done, when nobody lends it) and to take it.
+    outcome: ReentrantLock<RefCell<Option<Result<T, FutureError>>>>,
+    /// The done-callbacks are running: the outcome may not be taken yet, so that each
+    /// callback can read it by reference ([`FutureHandle::try_with_result`]). Set under
+    /// `slot`'s lock before `state` becomes done (only when there are callbacks),
+    /// cleared under it once they ran; a reader that sees it false after seeing a done
+    /// state may take the outcome.
+    delivering: AtomicBool,
+    /// Notified, with `slot`'s lock, when the future becomes done and when its
+    /// done-callbacks have all run.
     done: Condvar,
     body: B,
 }
@@ -53,14 +76,20 @@ impl<F: Send> Body for TaskFn<F> {}
 /// The record of a thread-pool task: its future's state and its closure.
 pub(crate) type TaskRecord<T, F> = Shared<T, TaskFn<F>>;
 
+/// What a future's transitions read and write together, under its lock.
 struct Slot<T> {
-    outcome: Option<Result<T, FutureError>>,
+    /// The outcome is a failure other than cancellation (`FirstException`).
     failed: bool,
+    /// The thread running the done-callbacks while `Shared::delivering` is set: it may
+    /// take the outcome without waiting for itself (a callback that reaches the owning
+    /// handle).
+    deliverer: Option<std::thread::ThreadId>,
     /// Who to notify when done: created on first use, because most futures never get
     /// a callback, waiter or waker, and a smaller record means fewer fresh pages per
     /// submit.
     listeners: Option<Box<Notices<T>>>,
-    /// Stops a running task for real (the process pool kills its worker).
+    /// Stops a running task: for real (the process pool kills its worker), or by asking
+    /// it (the [`CancelToken`] of a cancellable thread-pool task).
     stop_running: Option<Arc<dyn StopRunning>>,
 }
 
@@ -71,8 +100,15 @@ pub(crate) trait StopRunning: Send + Sync {
     /// not reached it yet cannot: it will run (Python counts it as running too, and its
     /// `cancel()` returns false), and killing the worker would lose the task it runs.
     fn can_stop(&self) -> bool;
-    /// Stops the task; called once, after the future was marked cancelled.
+    /// Stops the task; called once, after the future was marked cancelled (for a
+    /// cooperative stopper: under the future's lock, possibly more than once, and the
+    /// future stays running until the task returns).
     fn stop(&self);
+    /// True when the task stops itself: `stop` only asks (sets a token), the future
+    /// stays running and becomes cancelled when the task returns.
+    fn is_cooperative(&self) -> bool {
+        false
+    }
     /// The future was given up (a dropped `map`'s chunk, [`IfRunning::Abandon`]): stop
     /// only what has not started, never what runs. By default nothing.
     fn abandon(&self) {}
@@ -109,11 +145,13 @@ impl<T, B> Shared<T, B> {
         Self {
             state: AtomicU8::new(PENDING),
             slot: Mutex::new(Slot {
-                outcome: None,
                 failed: false,
+                deliverer: None,
                 listeners: None,
                 stop_running: None,
             }),
+            outcome: ReentrantLock::new(RefCell::new(None)),
+            delivering: AtomicBool::new(false),
             done: Condvar::new(),
             body,
         }
@@ -129,12 +167,40 @@ impl<T> Shared<T> {
         self.state() >= FINISHED
     }
 
-    /// Moves the slot's notification lists out; called with the lock held, right after
-    /// the state became done.
-    fn take_notices(slot: &mut Slot<T>) -> Notices<T> {
-        slot.listeners
+    /// Moves the slot's notification lists out; called with the lock held, right
+    /// before the state becomes done.
+    fn take_notices(&self, slot: &mut Slot<T>) -> Notices<T> {
+        let notices = slot
+            .listeners
             .take()
-            .map_or_else(Notices::none, |listeners| *listeners)
+            .map_or_else(Notices::none, |listeners| *listeners);
+        if !notices.callbacks.is_empty() {
+            slot.deliverer = Some(std::thread::current().id());
+            self.delivering.store(true, Ordering::Release);
+        }
+        notices
+    }
+
+    /// Writes the outcome of a transition into a done state; called with `slot`'s lock
+    /// held, before `state` is stored.
+    fn store_outcome(&self, outcome: Option<Result<T, FutureError>>) {
+        // Nobody lends the outcome of a future that is not done, so the borrow is free.
+        if let Ok(mut slot) = self.outcome.lock().try_borrow_mut() {
+            *slot = outcome;
+        }
+    }
+
+    /// Takes the outcome: `None` when it was taken already, or is lent (up this
+    /// thread's stack: other threads wait for the lock).
+    fn take_stored(&self) -> Option<Result<T, FutureError>> {
+        self.outcome.lock().try_borrow_mut().ok()?.take()
+    }
+
+    /// Runs `f` with the outcome lent (`None` when it was taken).
+    fn lend<R>(&self, f: impl FnOnce(Option<&Result<T, FutureError>>) -> R) -> R {
+        let guard = self.outcome.lock();
+        let lent = guard.try_borrow().ok();
+        f(lent.as_ref().and_then(|o| o.as_ref()))
     }
 
     /// Delivers the notices of a transition into a done state (no lock held).
@@ -153,7 +219,24 @@ impl<T> Shared<T> {
             for callback in notices.callbacks {
                 run_callback(&handle, callback);
             }
+            // Let `result()` and `.await` take the value now.
+            let waker = {
+                let mut slot = self.slot.lock();
+                slot.deliverer = None;
+                self.delivering.store(false, Ordering::Release);
+                slot.listeners.as_mut().and_then(|l| l.waker.take())
+            };
+            self.done.notify_all();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
+    }
+
+    /// True while done-callbacks run in another thread: taking the outcome must wait.
+    fn must_wait_for_callbacks(&self, slot: &Slot<T>) -> bool {
+        self.delivering.load(Ordering::Acquire)
+            && slot.deliverer != Some(std::thread::current().id())
     }
 
     /// Registers `waiter` to hear about completion under `token`. Returns false (and
@@ -186,7 +269,7 @@ impl<V, E> Shared<Result<V, E>> {
     /// True when the task finished and returned `Err` (its value is still here: a value
     /// taken by `result()` took its handle too).
     pub(crate) fn returned_err(&self) -> bool {
-        self.state() == FINISHED && matches!(self.slot.lock().outcome, Some(Ok(Err(_))))
+        self.state() == FINISHED && self.lend(|outcome| matches!(outcome, Some(Ok(Err(_)))))
     }
 }
 
@@ -255,6 +338,55 @@ impl<T> Promise<T> {
         }
     }
 
+    /// [`set_running`](Self::set_running) that also installs `stop` in the same step, so
+    /// that no `cancel()` can see the task running without its stopper.
+    pub(crate) fn set_running_with(&self, stop: Arc<dyn StopRunning>) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let mut slot = shared.slot.lock();
+        if shared.state() != PENDING {
+            return false;
+        }
+        slot.stop_running = Some(stop);
+        shared.state.store(RUNNING, Ordering::Release);
+        true
+    }
+
+    /// Completes a cooperative task: cancelled (its value dropped) when `token` was set
+    /// before the future's lock was taken here, finished with `outcome` otherwise. Taken
+    /// under the lock that `cancel()` sets the token under, so a `cancel()` that returned
+    /// true always ends in a cancelled future.
+    pub(crate) fn complete_cooperative(
+        mut self,
+        outcome: Result<T, FutureError>,
+        token: &CancelToken,
+    ) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let (notices, dropped) = {
+            let mut slot = shared.slot.lock();
+            if shared.is_done() {
+                return;
+            }
+            slot.stop_running = None;
+            let (state, stored, dropped) = if token.is_cancelled() {
+                (CANCELLED, Err(FutureError::Cancelled), Some(outcome))
+            } else {
+                slot.failed = matches!(&outcome, Err(e) if !e.is_cancelled());
+                (FINISHED, outcome, None)
+            };
+            shared.store_outcome(Some(stored));
+            let notices = shared.take_notices(&mut slot);
+            shared.state.store(state, Ordering::Release);
+            (notices, dropped)
+        };
+        // The value of a cancelled task is user code to drop: outside the lock.
+        drop(dropped);
+        shared.deliver(notices);
+    }
+
     /// Installs what `cancel()` calls to stop this task while it runs. Returns false (and
     /// drops `stop`) when the future is no longer running.
     pub(crate) fn set_stop_running(&self, stop: Arc<dyn StopRunning>) -> bool {
@@ -286,10 +418,11 @@ impl<T> Promise<T> {
             if shared.is_done() {
                 return;
             }
-            slot.outcome = Some(Err(FutureError::Cancelled));
+            shared.store_outcome(Some(Err(FutureError::Cancelled)));
             slot.stop_running = None;
+            let notices = shared.take_notices(&mut slot);
             shared.state.store(CANCELLED, Ordering::Release);
-            Shared::take_notices(&mut slot)
+            notices
         };
         shared.deliver(notices);
     }
@@ -336,10 +469,11 @@ fn complete_with<T, V>(
         }
         let outcome = wrap(input);
         slot.failed = matches!(&outcome, Err(e) if !e.is_cancelled());
-        slot.outcome = Some(outcome);
+        shared.store_outcome(Some(outcome));
         slot.stop_running = None;
+        let notices = shared.take_notices(&mut slot);
         shared.state.store(FINISHED, Ordering::Release);
-        Shared::take_notices(&mut slot)
+        notices
     };
     shared.deliver(notices);
     Ok(())
@@ -365,6 +499,17 @@ pub(crate) enum IfRunning {
 /// returns what to notify; `None` when nothing changed. `if_running` says what happens
 /// to a running one.
 fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notices<T>> {
+    if if_running != IfRunning::Refuse && shared.state() == RUNNING {
+        let slot = shared.slot.lock();
+        if shared.state() == RUNNING
+            && let Some(stopper) = slot.stop_running.as_ref().filter(|s| s.is_cooperative())
+        {
+            // Ask the task to stop, under the lock its completion decides under: it
+            // ends cancelled when it returns (`Promise::complete_cooperative`).
+            stopper.stop();
+            return Some(Notices::none());
+        }
+    }
     if if_running == IfRunning::Stop && shared.state() == RUNNING {
         // Ask before deciding, and without the future's lock (the executor takes its
         // own lock, which may be held while this one is taken).
@@ -375,6 +520,14 @@ fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notic
     }
     let (notices, stop) = {
         let mut slot = shared.slot.lock();
+        if shared.is_done() {
+            return None;
+        }
+        // Not done, and only this lock's holder can make it done: the outcome and the
+        // notices are set up before the state says done (nobody reads them before); a
+        // start that wins the race undoes both.
+        shared.store_outcome(Some(Err(FutureError::Cancelled)));
+        let notices = shared.take_notices(&mut slot);
         let cancelled_pending = shared
             .state
             .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
@@ -388,10 +541,13 @@ fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notic
             shared.state.store(CANCELLED, Ordering::Release);
             slot.stop_running.take()
         } else {
+            shared.store_outcome(None);
+            slot.deliverer = None;
+            shared.delivering.store(false, Ordering::Release);
+            slot.listeners = Some(Box::new(notices));
             return None;
         };
-        slot.outcome = Some(Err(FutureError::Cancelled));
-        (Shared::take_notices(&mut slot), stop)
+        (notices, stop)
     };
     if let Some(stop) = stop {
         if if_running == IfRunning::Stop {
@@ -594,7 +750,11 @@ impl<T> FutureHandle<T> {
     /// Attempts to cancel the task, Python's `cancel()`.
     ///
     /// Succeeds (returns true) while the task is pending, or is already cancelled. A
-    /// running thread-pool task cannot be stopped (returns false); a process-pool task
+    /// running thread-pool task cannot be stopped (returns false), unless it was
+    /// submitted with [`submit_cancellable`](crate::ThreadPoolExecutor::submit_cancellable):
+    /// then `cancel()` sets its [`CancelToken`] and returns true, the future stays
+    /// running until the task returns, and then ends cancelled (whatever the task
+    /// returned is dropped). A process-pool task
     /// that its worker runs now is stopped for real (the worker is killed and
     /// replaced), while one already handed to a worker that has not reached it yet will
     /// run, and returns false, as a task in Python's call queue does. A finished task
@@ -709,12 +869,96 @@ impl<T> FutureHandle<T> {
     /// Blocks until the task is done.
     pub fn exception(&self) -> Option<FutureError> {
         self.block_until(None);
-        let slot = self.shared.slot.lock();
-        match &slot.outcome {
+        self.shared.lend(|outcome| match outcome {
             Some(Err(e)) => Some(e.describe()),
             Some(Ok(_)) => None,
             None => Some(FutureError::ResultTaken),
-        }
+        })
+    }
+
+    /// Waits for the task and lends its outcome to `f`, without consuming the handle:
+    /// the value stays for [`result`](Self::result), as Python's `result()` never takes
+    /// it. `f` gets the value, or the failure ([`FutureError::ResultTaken`] once the value
+    /// was taken).
+    ///
+    /// While `f` runs, taking the value (`result()`, `.await` in another thread) waits;
+    /// `f` itself may format or inspect this future (`Debug`, `exception`, another
+    /// `with_result`).
+    ///
+    /// # Blocking
+    ///
+    /// Blocks until the task is done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new();
+    /// let handle = pool.submit(|| vec![1, 2, 3])?;
+    /// assert_eq!(handle.with_result(|r| r.map(Vec::len).ok()), Some(3)); // lent
+    /// assert_eq!(handle.result()?, [1, 2, 3]); // still there
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
+    pub fn with_result<R>(&self, f: impl FnOnce(Result<&T, &FutureError>) -> R) -> R {
+        self.block_until(None);
+        self.shared.lend(|outcome| match outcome {
+            Some(Ok(value)) => f(Ok(value)),
+            Some(Err(e)) => f(Err(e)),
+            None => f(Err(&FutureError::ResultTaken)),
+        })
+    }
+
+    /// [`with_result`](Self::with_result) without blocking: `None` (and `f` is not
+    /// called) while the task is not done. In a done-callback the future is done and its
+    /// value is still there: it cannot be taken before the callbacks ran.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new();
+    /// let (tx, rx) = mpsc::channel();
+    /// let handle = pool.submit(|| String::from("BR"))?;
+    /// handle.add_done_callback(move |h| {
+    ///     let len = h.try_with_result(|r| r.map(String::len).ok()).flatten();
+    ///     tx.send(len).unwrap();
+    /// });
+    /// assert_eq!(rx.recv()?, Some(2));
+    /// assert_eq!(handle.result()?, "BR");
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
+    pub fn try_with_result<R>(&self, f: impl FnOnce(Result<&T, &FutureError>) -> R) -> Option<R> {
+        self.is_done().then(|| self.with_result(f))
+    }
+
+    /// Makes the `.await` of this handle cancel its task when the await is given up:
+    /// dropped before it completed (a `select!` that took another branch, a timeout). A
+    /// task that has not started is cancelled; one that runs is left alone, as
+    /// `cancel()` would leave a running thread task. Like Python's
+    /// `asyncio.wrap_future`, whose cancellation cancels the wrapped future.
+    ///
+    /// Plain `.await` of a handle never cancels: dropping a handle does not cancel its
+    /// task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::FutureHandle;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build()?.block_on(async {
+    /// let (completer, handle) = FutureHandle::<u32>::pending();
+    /// let timed = tokio::time::timeout(Duration::from_millis(1), handle.cancel_on_drop());
+    /// assert!(timed.await.is_err(), "timed out");
+    /// assert!(completer.is_cancelled(), "the task that had not started is cancelled");
+    /// # });
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
+    pub fn cancel_on_drop(self) -> CancelOnDrop<T> {
+        CancelOnDrop { handle: Some(self) }
     }
 
     /// Blocks until the task is done, without taking its value.
@@ -777,12 +1021,16 @@ impl<T> FutureHandle<T> {
         true
     }
 
+    /// Takes the outcome of a done future, once its done-callbacks have run.
     fn take_outcome(&self) -> Result<T, FutureError> {
+        if self.shared.delivering.load(Ordering::Acquire) {
+            let mut slot = self.shared.slot.lock();
+            while self.shared.must_wait_for_callbacks(&slot) {
+                slot = self.shared.done.wait(slot);
+            }
+        }
         self.shared
-            .slot
-            .lock()
-            .outcome
-            .take()
+            .take_stored()
             .unwrap_or(Err(FutureError::ResultTaken))
     }
 
@@ -799,14 +1047,55 @@ impl<T> std::future::Future for FutureHandle<T> {
     /// async runtime can `.await` a pool result without blocking.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut slot = self.shared.slot.lock();
-        if self.shared.is_done() {
-            return Poll::Ready(slot.outcome.take().unwrap_or(Err(FutureError::ResultTaken)));
+        if self.shared.is_done() && !self.shared.must_wait_for_callbacks(&slot) {
+            drop(slot);
+            return Poll::Ready(self.take_outcome());
         }
+        // Not done, or its done-callbacks still run: woken when they are over.
         match &mut slot.listeners().waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             waker => *waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+/// The `.await` of a handle that cancels its task when dropped before completion: see
+/// [`FutureHandle::cancel_on_drop`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct CancelOnDrop<T> {
+    /// `None` once the outcome was returned.
+    handle: Option<FutureHandle<T>>,
+}
+
+impl<T> CancelOnDrop<T> {
+    /// The handle back, without the cancel-on-drop; `None` once the await completed.
+    pub fn into_inner(mut self) -> Option<FutureHandle<T>> {
+        self.handle.take()
+    }
+}
+
+impl<T> std::future::Future for CancelOnDrop<T> {
+    type Output = Result<T, FutureError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(handle) = self.handle.as_mut() else {
+            return Poll::Ready(Err(FutureError::ResultTaken));
+        };
+        let ready = Pin::new(handle).poll(cx);
+        if ready.is_ready() {
+            self.handle = None;
+        }
+        ready
+    }
+}
+
+impl<T> Drop for CancelOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.cancel_with(IfRunning::Refuse);
+        }
     }
 }
 
@@ -837,11 +1126,11 @@ impl<T> fmt::Debug for FutureHandle<T> {
         };
         write!(f, "<FutureHandle at {:p} state={word}", self.addr())?;
         if state == FINISHED {
-            match &self.shared.slot.lock().outcome {
-                Some(Ok(_)) => write!(f, " returned {}", short_type_name::<T>())?,
-                Some(Err(e)) => write!(f, " raised {}", e.kind_name())?,
-                None => f.write_str(" result taken")?,
-            }
+            self.shared.lend(|outcome| match outcome {
+                Some(Ok(_)) => write!(f, " returned {}", short_type_name::<T>()),
+                Some(Err(e)) => write!(f, " raised {}", e.kind_name()),
+                None => f.write_str(" result taken"),
+            })?;
         }
         f.write_str(">")
     }
@@ -906,21 +1195,36 @@ impl<K, T> AsHandle for (K, FutureHandle<T>) {
 /// `as_completed` call and installed on each of its pending futures.
 #[derive(Debug)]
 pub(crate) struct Waiter {
-    finished: Mutex<Vec<usize>>,
+    finished: Mutex<Finished>,
     ready: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Finished {
+    tokens: Vec<usize>,
+    /// The async task of an [`as_completed_stream`](crate::as_completed_stream) waiting
+    /// for the next token.
+    waker: Option<Waker>,
 }
 
 impl Waiter {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
-            finished: Mutex::new(Vec::new()),
+            finished: Mutex::new(Finished::default()),
             ready: Condvar::new(),
         })
     }
 
     fn notify(&self, token: usize) {
-        self.finished.lock().push(token);
+        let waker = {
+            let mut finished = self.finished.lock();
+            finished.tokens.push(token);
+            finished.waker.take()
+        };
         self.ready.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Waits until at least one token arrived or `deadline` passed, and appends the
@@ -928,8 +1232,8 @@ impl Waiter {
     pub(crate) fn take(&self, deadline: Option<Instant>, out: &mut Vec<usize>) -> bool {
         let mut finished = self.finished.lock();
         loop {
-            if !finished.is_empty() {
-                out.append(&mut finished);
+            if !finished.tokens.is_empty() {
+                out.append(&mut finished.tokens);
                 return true;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -937,6 +1241,21 @@ impl Waiter {
             }
             finished = self.ready.wait_until(finished, deadline).0;
         }
+    }
+
+    /// [`take`](Self::take) for async code: appends the tokens that arrived, or keeps
+    /// `cx`'s waker to be woken by the next one and returns false.
+    pub(crate) fn poll_take(&self, cx: &Context<'_>, out: &mut Vec<usize>) -> bool {
+        let mut finished = self.finished.lock();
+        if finished.tokens.is_empty() {
+            match &mut finished.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                waker => *waker = Some(cx.waker().clone()),
+            }
+            return false;
+        }
+        out.append(&mut finished.tokens);
+        true
     }
 }
 
@@ -957,6 +1276,51 @@ mod tests {
         promise.complete(Ok(7));
         assert!(handle.is_done());
         assert_eq!(handle.result().ok(), Some(7));
+    }
+
+    #[test]
+    fn cancel_of_a_finished_future_keeps_its_value() {
+        let (promise, handle) = pending::<u32>();
+        assert!(promise.set_running());
+        promise.complete(Ok(7));
+        assert!(!handle.cancel());
+        assert!(!handle.abandon());
+        assert!(!handle.cancel_with(IfRunning::Refuse));
+        assert_eq!(handle.result().ok(), Some(7));
+    }
+
+    #[test]
+    fn a_callback_reads_the_value_by_reference_before_anyone_takes_it() {
+        let (promise, handle) = pending::<String>();
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let s = Arc::clone(&seen);
+        handle.add_done_callback(move |h| {
+            // Nested reads of the same future in the lending thread do not block.
+            let len = h.try_with_result(|r| {
+                let _ = format!("{h:?}");
+                h.with_result(|again| assert!(again.is_ok()));
+                r.map(String::len).ok()
+            });
+            *s.lock().unwrap() = len.flatten();
+        });
+        promise.complete(Ok("four".to_owned()));
+        assert_eq!(*seen.lock().unwrap(), Some(4));
+        assert_eq!(handle.result().unwrap(), "four");
+    }
+
+    #[test]
+    fn a_callback_that_reaches_the_owning_handle_can_take_the_value() {
+        let (promise, handle) = pending::<u32>();
+        let owner = Arc::new(std::sync::Mutex::new(None::<FutureHandle<u32>>));
+        let taken = Arc::new(std::sync::Mutex::new(None));
+        let (o, t) = (Arc::clone(&owner), Arc::clone(&taken));
+        handle.add_done_callback(move |_| {
+            let handle = o.lock().unwrap().take().unwrap();
+            *t.lock().unwrap() = Some(handle.result().ok());
+        });
+        *owner.lock().unwrap() = Some(handle);
+        promise.complete(Ok(5));
+        assert_eq!(*taken.lock().unwrap(), Some(Some(5)), "no self-deadlock");
     }
 
     #[test]

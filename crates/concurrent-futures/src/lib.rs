@@ -190,28 +190,34 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod as_completed;
+mod cancel;
 mod error;
 mod executor;
 mod future;
 mod map;
 mod panic_site;
 mod process_pool;
+mod shutdown;
+mod stats;
 mod sync;
 mod thread_pool;
 mod unwind;
 mod wait;
 
-pub use crate::as_completed::{AsCompleted, as_completed};
+pub use crate::as_completed::{AsCompleted, AsCompletedStream, as_completed, as_completed_stream};
+pub use crate::cancel::{CancelToken, Cancelled};
 pub use crate::error::{
     AsCompletedTimeout, BrokenPoolError, BrokenPoolKind, BuildError, Exclusive, FutureError,
     MapError, MapItemError, PanicError, PanicLocation, ResultTimeoutError, SubmitError,
     TryResultError, WorkerError, WorkerErrorKind,
 };
 pub use crate::executor::Executor;
-pub use crate::future::{AsHandle, Completer, FutureHandle, InvalidStateError};
+pub use crate::future::{AsHandle, CancelOnDrop, Completer, FutureHandle, InvalidStateError};
 pub use crate::map::{Map, MapOptions, MapUnordered};
 pub use crate::process_pool::{
     ProcessPoolBuilder, ProcessPoolExecutor, StartMethod, process_worker_main,
 };
-pub use crate::thread_pool::{ThreadPoolBuilder, ThreadPoolExecutor};
+pub use crate::shutdown::{ShutdownOptions, ShutdownReport};
+pub use crate::stats::PoolStats;
+pub use crate::thread_pool::{InitResult, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use crate::wait::{DoneAndNotDone, ReturnWhen, wait, wait_fallible};

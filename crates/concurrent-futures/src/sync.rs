@@ -116,3 +116,46 @@ impl Condvar {
         self.inner.notify_one();
     }
 }
+
+/// A lock that the thread holding it may take again (a future's outcome, lent to a
+/// closure that formats or inspects the same future). It hands out shared access only:
+/// put a `RefCell` inside to change the value.
+#[derive(Debug, Default)]
+pub(crate) struct ReentrantLock<T> {
+    #[cfg(not(cf_loom))]
+    inner: parking_lot::ReentrantMutex<T>,
+    // loom has no reentrant lock; the models never take it twice in one thread.
+    #[cfg(cf_loom)]
+    inner: loom::sync::Mutex<T>,
+}
+
+/// The guard of [`ReentrantLock`].
+#[cfg(not(cf_loom))]
+pub(crate) type ReentrantGuard<'a, T> = parking_lot::ReentrantMutexGuard<'a, T>;
+/// The guard of [`ReentrantLock`].
+#[cfg(cf_loom)]
+pub(crate) type ReentrantGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+impl<T> ReentrantLock<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            #[cfg(not(cf_loom))]
+            inner: parking_lot::ReentrantMutex::new(value),
+            #[cfg(cf_loom)]
+            inner: loom::sync::Mutex::new(value),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> ReentrantGuard<'_, T> {
+        #[cfg(not(cf_loom))]
+        {
+            self.inner.lock()
+        }
+        #[cfg(cf_loom)]
+        {
+            self.inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+}

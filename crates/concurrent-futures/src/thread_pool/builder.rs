@@ -3,12 +3,36 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use super::ThreadPoolExecutor;
 use crate::error::BuildError;
 
 /// A worker initializer: `Err(message)` (or a panic) breaks the pool.
 pub(crate) type Initializer = Arc<dyn Fn() -> Result<(), String> + Send + Sync + 'static>;
+
+/// What an initializer may return: `()` (it cannot fail) or `Result<(), E>` with an
+/// error that can be shown (an `Err` breaks the pool, with the error's text).
+pub trait InitResult {
+    /// The outcome, with the error as text.
+    ///
+    /// # Errors
+    ///
+    /// The initializer's error, formatted.
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl InitResult for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: fmt::Display> InitResult for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
 
 /// Numbers the pools built without a thread name prefix (`ThreadPoolExecutor-{n}`).
 static UNNAMED_POOLS: AtomicUsize = AtomicUsize::new(0);
@@ -30,8 +54,7 @@ pub(crate) fn default_max_workers() -> usize {
 ///     .max_workers(4)
 ///     .thread_name_prefix("downloader")
 ///     .initializer(|| {
-///         // set up per-thread state here; an Err breaks the pool
-///         Ok::<(), String>(())
+///         // set up per-thread state here
 ///     })
 ///     .build()?;
 /// let name = pool.submit(|| std::thread::current().name().map(str::to_owned))?.result()?;
@@ -44,6 +67,7 @@ pub struct ThreadPoolBuilder {
     thread_name_prefix: Option<String>,
     initializer: Option<Initializer>,
     stack_size: Option<usize>,
+    drop_timeout: Option<Duration>,
 }
 
 impl ThreadPoolBuilder {
@@ -53,6 +77,7 @@ impl ThreadPoolBuilder {
             thread_name_prefix: None,
             initializer: None,
             stack_size: None,
+            drop_timeout: None,
         }
     }
 
@@ -69,18 +94,45 @@ impl ThreadPoolBuilder {
         self
     }
 
-    /// A function each worker thread runs once, before its first task.
+    /// A function each worker thread runs once, before its first task: a plain `fn()`,
+    /// a closure returning `()`, or one returning `Result<(), E>` for any error that
+    /// can be shown ([`InitResult`]).
     ///
     /// If it returns `Err` (or panics), the pool is broken, as in Python: queued futures
     /// fail with [`FutureError::BrokenPool`](crate::FutureError::BrokenPool) of kind
     /// [`InitializerFailed`](crate::BrokenPoolKind::InitializerFailed) carrying the
     /// message, and later submits are refused.
-    pub fn initializer<F, E>(mut self, init: F) -> Self
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// fn quiet() {}
+    /// fn checked() -> std::io::Result<()> {
+    ///     Ok(())
+    /// }
+    /// let a = ThreadPoolExecutor::builder().initializer(quiet).build()?;
+    /// let b = ThreadPoolExecutor::builder().initializer(checked).build()?;
+    /// let c = ThreadPoolExecutor::builder().initializer(|| std::env::var("HOME").map(drop)).build()?;
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
+    pub fn initializer<F, R>(mut self, init: F) -> Self
     where
-        F: Fn() -> Result<(), E> + Send + Sync + 'static,
-        E: fmt::Display,
+        F: Fn() -> R + Send + Sync + 'static,
+        R: InitResult,
     {
-        self.initializer = Some(Arc::new(move || init().map_err(|e| e.to_string())));
+        self.initializer = Some(Arc::new(move || init().into_result()));
+        self
+    }
+
+    /// Bounds how long dropping the pool (its last clone) waits for running tasks:
+    /// after `timeout`, as [`shutdown_timeout`](ThreadPoolExecutor::shutdown_timeout),
+    /// the queued tasks are cancelled, cancellable ones asked to stop, and busy threads
+    /// left to end on their own. Default: the drop waits for them, as Python's `with`
+    /// block does.
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = Some(timeout);
         self
     }
 
@@ -114,6 +166,7 @@ impl ThreadPoolBuilder {
             prefix,
             self.initializer,
             self.stack_size,
+            self.drop_timeout,
         ))
     }
 }
@@ -125,6 +178,7 @@ impl fmt::Debug for ThreadPoolBuilder {
             .field("thread_name_prefix", &self.thread_name_prefix)
             .field("initializer", &self.initializer.is_some())
             .field("stack_size", &self.stack_size)
+            .field("drop_timeout", &self.drop_timeout)
             .finish()
     }
 }

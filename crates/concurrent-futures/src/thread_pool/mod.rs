@@ -7,26 +7,32 @@
 //! run, so sequential `submit(..).result()` calls reuse one thread.
 
 mod builder;
+mod counters;
 mod worker;
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use self::builder::Initializer;
-pub use self::builder::ThreadPoolBuilder;
+pub use self::builder::{InitResult, ThreadPoolBuilder};
+use self::counters::{Ran, WorkerCounters};
+use crate::cancel::CancelToken;
 use crate::error::{
     BrokenPoolError, BrokenPoolKind, FutureError, MapError, PanicError, SubmitError,
 };
-use crate::future::{self, FutureHandle, TaskRecord};
+use crate::future::{self, FutureHandle, StopRunning, TaskRecord};
 use crate::map::{
     Chunk, ChunkOutput, ChunkResults, ChunkSubmit, Map, MapOptions, MapUnordered, SharedChunk,
 };
 use crate::panic_site;
-use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::shutdown::{ShutdownOptions, ShutdownReport};
+use crate::stats::PoolStats;
+use crate::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
 use crate::unwind::contain;
 
 /// A unit of queued work, type-erased: a task's record, which holds both its closure
@@ -34,7 +40,8 @@ use crate::unwind::contain;
 pub(crate) trait Job: Send + Sync {
     /// Runs the task unless it was cancelled; `before_publish` runs after the task and
     /// before its result becomes visible (the worker announces itself idle there).
-    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut());
+    /// Says how the task ended, for the pool's counters.
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut()) -> Ran;
     /// Cancels the task without running it.
     fn cancel(self: Arc<Self>);
     /// Fails the task without running it.
@@ -46,25 +53,94 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send,
 {
-    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut()) {
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut()) -> Ran {
         let (func, promise) = self.take();
         let Some(func) = func else {
-            return;
+            return Ran::Cancelled;
         };
         if !promise.set_running() {
             // Cancelled while queued: the closure's captures are dropped here, on the
             // worker, and their `Drop` is user code.
             contain("dropping a cancelled task", move || drop(func));
-            return;
+            return Ran::Cancelled;
         }
         // A panic caught earlier on this worker (by an earlier task itself, say) must not
         // lend its location to this task's panic.
         panic_site::forget();
         let outcome = catch_unwind(AssertUnwindSafe(func))
             .map_err(|payload| FutureError::Panicked(PanicError::new(payload)));
+        let ran = Ran::of(&outcome);
         before_publish();
         // If its handle is gone, the value is dropped here: user code on the worker.
         contain("completing a task", move || promise.complete(outcome));
+        ran
+    }
+
+    fn cancel(self: Arc<Self>) {
+        let (func, promise) = self.take();
+        contain("dropping a cancelled task", move || drop(func));
+        promise.cancel();
+    }
+
+    fn fail(self: Arc<Self>, error: FutureError) {
+        let (func, promise) = self.take();
+        contain("dropping a failed task", move || drop(func));
+        promise.complete(Err(error));
+    }
+}
+
+/// A task that receives a [`CancelToken`] ([`ThreadPoolExecutor::submit_cancellable`]),
+/// with the pool's token, whose child the task's token is.
+struct Cancellable<G> {
+    task: G,
+    pool_token: CancelToken,
+}
+
+/// What `cancel()` does to a running cancellable task: sets its token.
+struct SetToken(CancelToken);
+
+impl StopRunning for SetToken {
+    fn can_stop(&self) -> bool {
+        true
+    }
+
+    fn stop(&self) {
+        self.0.cancel();
+    }
+
+    fn is_cooperative(&self) -> bool {
+        true
+    }
+}
+
+impl<G, T> Job for TaskRecord<T, Cancellable<G>>
+where
+    G: FnOnce(&CancelToken) -> T + Send + 'static,
+    T: Send,
+{
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut()) -> Ran {
+        let (func, promise) = self.take();
+        let Some(Cancellable { task, pool_token }) = func else {
+            return Ran::Cancelled;
+        };
+        let token = pool_token.child_token();
+        if !promise.set_running_with(Arc::new(SetToken(token.clone()))) {
+            contain("dropping a cancelled task", move || drop(task));
+            return Ran::Cancelled;
+        }
+        panic_site::forget();
+        let outcome = catch_unwind(AssertUnwindSafe(|| task(&token)))
+            .map_err(|payload| FutureError::Panicked(PanicError::new(payload)));
+        let ran = if token.is_cancelled() {
+            Ran::Cancelled
+        } else {
+            Ran::of(&outcome)
+        };
+        before_publish();
+        contain("completing a task", move || {
+            promise.complete_cooperative(outcome, &token);
+        });
+        ran
     }
 
     fn cancel(self: Arc<Self>) {
@@ -89,9 +165,10 @@ const INLINE_TASK_BYTES: usize = 64;
 struct BoxedJob(Option<Arc<dyn Job>>);
 
 impl BoxedJob {
-    fn run(mut self, before_publish: &mut dyn FnMut()) {
-        if let Some(job) = self.0.take() {
-            job.run(before_publish);
+    fn run(mut self, before_publish: &mut dyn FnMut()) -> Ran {
+        match self.0.take() {
+            Some(job) => job.run(before_publish),
+            None => Ran::Cancelled,
         }
     }
 
@@ -128,19 +205,41 @@ pub(crate) struct Inner {
     /// Set by `shutdown(_, cancel_futures = true)`: a job a worker has already taken off
     /// the queue, but not started, is cancelled instead of run.
     cancelling: AtomicBool,
+    /// The parent of every cancellable task's token: cancelled with `cancelling`, so
+    /// that a shutdown that cancels futures also asks the running tasks to stop.
+    tokens: CancelToken,
+    /// Queued tasks cancelled by a shutdown (the workers count the rest).
+    cancelled_in_queue: AtomicUsize,
+    /// Queued tasks failed because an initializer broke the pool.
+    failed_in_queue: AtomicUsize,
     state: Mutex<State>,
+    /// Notified, with `state`'s lock, when a worker thread exits.
+    exited: Condvar,
     max_workers: usize,
     prefix: String,
     initializer: Option<Initializer>,
     stack_size: Option<usize>,
+    /// How long dropping the last handle waits for running tasks (`None`: for ever).
+    drop_timeout: Option<Duration>,
 }
 
+/// The pool's bookkeeping, under `Inner::state`'s lock.
 struct State {
     /// `None` once the pool is shut down: workers exit when the queue is empty.
     sender: Option<Sender<BoxedJob>>,
     broken: Option<BrokenPoolError>,
+    /// Handles of the threads not joined yet.
     threads: Vec<JoinHandle<()>>,
+    /// Threads started (never decreases).
     spawned: usize,
+    /// Threads that have not exited: incremented at spawn, decremented by the thread
+    /// itself as its last step.
+    live: usize,
+    /// A shutdown's deadline passed with threads still busy: they were left to end on
+    /// their own, and later shutdowns do not wait for them again.
+    detached: bool,
+    /// Each thread's task counters, summed by `stats()`.
+    counters: Vec<Arc<WorkerCounters>>,
 }
 
 impl Inner {
@@ -157,6 +256,57 @@ impl Inner {
             .is_ok()
     }
 
+    /// See [`ThreadPoolExecutor::stats`].
+    fn stats(&self) -> PoolStats {
+        let (counters, workers) = {
+            let state = self.state.lock();
+            (state.counters.clone(), state.live)
+        };
+        let mut stats = PoolStats {
+            workers,
+            cancelled: self.cancelled_in_queue.load(Ordering::Relaxed),
+            failed: self.failed_in_queue.load(Ordering::Relaxed),
+            ..PoolStats::default()
+        };
+        // Ends are read before starts, so a task that ends meanwhile is never counted
+        // as ended without having started.
+        let mut ended = 0;
+        for c in &counters {
+            let (completed, failed, cancelled) = c.ended_counts();
+            stats.completed += completed;
+            stats.failed += failed;
+            stats.cancelled += cancelled;
+            ended += completed + failed + cancelled;
+        }
+        let taken: usize = counters.iter().map(|c| c.taken()).sum();
+        stats.running = taken.saturating_sub(ended);
+        stats.queued = self.queue.len();
+        stats
+    }
+
+    /// Called by a worker thread as its last step.
+    fn worker_exited(&self) {
+        let mut state = self.state.lock();
+        state.live -= 1;
+        drop(state);
+        self.exited.notify_all();
+    }
+
+    /// Cancels every queued task and asks the running cancellable ones to stop; returns
+    /// how many queued tasks it cancelled.
+    fn cancel_queued(&self) -> usize {
+        self.cancelling.store(true, Ordering::Release);
+        self.tokens.cancel();
+        let mut cancelled = 0;
+        for job in self.queue.try_iter() {
+            job.cancel();
+            cancelled += 1;
+        }
+        self.cancelled_in_queue
+            .fetch_add(cancelled, Ordering::Relaxed);
+        cancelled
+    }
+
     /// Marks the pool broken (an initializer failed) and fails every queued task.
     fn break_pool(&self, reason: String) {
         let message = BrokenPoolError::new(
@@ -171,6 +321,7 @@ impl Inner {
         }
         for job in self.queue.try_iter() {
             job.fail(FutureError::BrokenPool(message.clone()));
+            self.failed_in_queue.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -180,6 +331,20 @@ impl Inner {
 ///
 /// Dropping the pool is `shutdown(wait = true)`, like leaving Python's `with` block:
 /// queued tasks still run and the drop waits for them.
+///
+/// The pool is a cheap shared handle: a clone submits to the same threads, and the pool
+/// shuts down when the last clone is dropped (or when any clone calls `shutdown`).
+///
+/// # Dropping a pool whose task is stuck
+///
+/// A thread cannot be stopped from outside, so a drop waits for running tasks, like
+/// Python's `with` block. It is never silent about it: a drop still waiting after 10
+/// seconds says on stderr how many tasks it waits for. To bound the wait, call
+/// [`shutdown_timeout`](Self::shutdown_timeout) first (it reports what did not finish,
+/// asks cancellable tasks to stop, and leaves the busy threads to end on their own), or
+/// build the pool with a [`drop_timeout`](ThreadPoolBuilder::drop_timeout). In async
+/// code, drop a pool outside the runtime's worker threads (`spawn_blocking`) or after
+/// `shutdown_timeout`: a blocked drop there stalls every task of that thread.
 ///
 /// # Examples
 ///
@@ -194,18 +359,40 @@ impl Inner {
 /// assert_eq!(total, 60);
 /// # Ok::<(), anyhow::Error>(())
 /// ```
+#[derive(Clone)]
 pub struct ThreadPoolExecutor {
     inner: Arc<Inner>,
+    /// Shared by the clones: the last one dropped shuts the pool down.
+    _last_clone: Arc<ShutdownOnDrop>,
 }
+
+/// Shuts its pool down when dropped, that is, when the last clone of the pool is gone
+/// (the worker threads hold `Inner`, not this).
+struct ShutdownOnDrop(Arc<Inner>);
+
+impl Drop for ShutdownOnDrop {
+    /// `shutdown(wait = true, cancel_futures = false)`, bounded by the builder's
+    /// `drop_timeout`, with a note on stderr when it waits long.
+    fn drop(&mut self) {
+        let options = match self.0.drop_timeout {
+            Some(timeout) => ShutdownOptions::new().timeout(timeout),
+            None => ShutdownOptions::new(),
+        };
+        shutdown(&self.0, options, true);
+    }
+}
+
+/// How long a drop waits before it says on stderr what it waits for.
+const DROP_NOTE_AFTER: Duration = Duration::from_secs(10);
 
 impl ThreadPoolExecutor {
     /// A pool with the default options (`min(32, CPUs + 4)` workers).
     pub fn new() -> Self {
         // The default worker count is never zero, so the default build cannot fail;
         // the fallback keeps this panic-free all the same.
-        Self::builder()
-            .build()
-            .unwrap_or_else(|_| Self::from_parts(1, "ThreadPoolExecutor".to_owned(), None, None))
+        Self::builder().build().unwrap_or_else(|_| {
+            Self::from_parts(1, "ThreadPoolExecutor".to_owned(), None, None, None)
+        })
     }
 
     /// A builder for the pool's options.
@@ -218,27 +405,38 @@ impl ThreadPoolExecutor {
         prefix: String,
         initializer: Option<Initializer>,
         stack_size: Option<usize>,
+        drop_timeout: Option<Duration>,
     ) -> Self {
         // Panic errors carry the panic's location, which only a panic hook can see.
         panic_site::install();
         let (sender, queue) = crossbeam_channel::unbounded();
-        Self {
-            inner: Arc::new(Inner {
-                queue,
-                idle: AtomicUsize::new(0),
-                started: AtomicUsize::new(0),
-                cancelling: AtomicBool::new(false),
-                state: Mutex::new(State {
-                    sender: Some(sender),
-                    broken: None,
-                    threads: Vec::new(),
-                    spawned: 0,
-                }),
-                max_workers,
-                prefix,
-                initializer,
-                stack_size,
+        let inner = Arc::new(Inner {
+            queue,
+            idle: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
+            cancelling: AtomicBool::new(false),
+            tokens: CancelToken::new(),
+            cancelled_in_queue: AtomicUsize::new(0),
+            failed_in_queue: AtomicUsize::new(0),
+            state: Mutex::new(State {
+                sender: Some(sender),
+                broken: None,
+                threads: Vec::new(),
+                spawned: 0,
+                live: 0,
+                detached: false,
+                counters: Vec::new(),
             }),
+            exited: Condvar::new(),
+            max_workers,
+            prefix,
+            initializer,
+            stack_size,
+            drop_timeout,
+        });
+        Self {
+            _last_clone: Arc::new(ShutdownOnDrop(Arc::clone(&inner))),
+            inner,
         }
     }
 
@@ -264,6 +462,73 @@ impl ThreadPoolExecutor {
         self.submit_made(task, |task| task)
     }
 
+    /// Schedules `task` with a [`CancelToken`] it can watch, so that it can be cancelled
+    /// while it runs: [`FutureHandle::cancel`] then sets the token and returns true, and
+    /// the future ends [`FutureError::Cancelled`] when the task returns (the value it
+    /// returned is dropped). A task whose token is set by the time it returns ends
+    /// cancelled, however it was set: by `cancel()`, by a shutdown that cancels futures
+    /// (which sets the token of every running cancellable task), or by the task itself.
+    ///
+    /// The name says what the caller gets: a task that can be cancelled, where `submit`'s
+    /// cannot once it runs. Python has no equivalent; its users poll an `Event`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{CancelToken, ShutdownOptions, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new();
+    /// let poller = pool.submit_cancellable(|token: &CancelToken| {
+    ///     let mut polls = 0u32;
+    ///     while !token.wait_timeout(Duration::from_millis(5)) {
+    ///         polls += 1; // poll something, then back off until cancelled
+    ///     }
+    ///     polls
+    /// })?;
+    /// // A shutdown that cancels futures stops the poller too, instead of waiting for ever.
+    /// pool.shutdown_with(ShutdownOptions::new().cancel_futures(true));
+    /// assert!(poller.is_cancelled());
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
+    pub fn submit_cancellable<G, T>(&self, task: G) -> Result<FutureHandle<T>, SubmitError<G>>
+    where
+        G: FnOnce(&CancelToken) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool_token = self.inner.tokens.clone();
+        self.submit_job(task, |task| {
+            let (record, handle) = future::with_task(Cancellable { task, pool_token });
+            (record as Arc<dyn Job>, handle)
+        })
+    }
+
+    /// What the pool is doing now: queued, running and finished tasks, live threads.
+    /// Cheap enough to poll from a progress bar (a lock and a sum over the threads).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::builder().max_workers(2).build()?;
+    /// let handles: Vec<_> = (0..10).map(|i| pool.submit(move || i).unwrap()).collect();
+    /// for handle in handles {
+    ///     handle.result()?;
+    /// }
+    /// let stats = pool.stats();
+    /// assert_eq!(stats.done(), 10);
+    /// assert_eq!((stats.queued, stats.running), (0, 0));
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
+    pub fn stats(&self) -> PoolStats {
+        self.inner.stats()
+    }
+
     /// Submits the task that `make` builds from `input`, once the pool has taken the work
     /// (decided under its lock): a refusal gives `input` back, which for
     /// [`Executor::submit`](crate::Executor::submit) is the argument, not a closure around
@@ -277,6 +542,24 @@ impl ThreadPoolExecutor {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.submit_job(input, |input| {
+            let task = make(input);
+            if size_of::<F>() <= INLINE_TASK_BYTES {
+                let (record, handle) = future::with_task(task);
+                (record as Arc<dyn Job>, handle)
+            } else {
+                let (record, handle) = future::with_task(Box::new(task));
+                (record as Arc<dyn Job>, handle)
+            }
+        })
+    }
+
+    /// Queues the job that `make` builds from `input`, once the pool has taken the work.
+    fn submit_job<X, T>(
+        &self,
+        input: X,
+        make: impl FnOnce(X) -> (Arc<dyn Job>, FutureHandle<T>),
+    ) -> Result<FutureHandle<T>, SubmitError<X>> {
         let (handle, lost) = {
             let mut state = self.inner.state.lock();
             if let Some(reason) = &state.broken {
@@ -285,14 +568,7 @@ impl ThreadPoolExecutor {
             let Some(sender) = &state.sender else {
                 return Err(SubmitError::shut_down(input));
             };
-            let task = make(input);
-            let (job, handle) = if size_of::<F>() <= INLINE_TASK_BYTES {
-                let (record, handle) = future::with_task(task);
-                (record as Arc<dyn Job>, handle)
-            } else {
-                let (record, handle) = future::with_task(Box::new(task));
-                (record as Arc<dyn Job>, handle)
-            };
+            let (job, handle) = make(input);
             // An unbounded send only fails without receivers, and the pool holds one;
             // a failed send drops the job, which then fails the handle.
             let _ = sender.send(BoxedJob(Some(job)));
@@ -319,9 +595,13 @@ impl ThreadPoolExecutor {
             builder = builder.stack_size(bytes);
         }
         let inner = Arc::clone(&self.inner);
-        match builder.spawn(move || worker::run(&inner)) {
+        let counters = Arc::new(WorkerCounters::default());
+        let mine = Arc::clone(&counters);
+        match builder.spawn(move || worker::run(&inner, &mine)) {
             Ok(thread) => {
                 state.spawned += 1;
+                state.live += 1;
+                state.counters.push(counters);
                 self.inner.started.store(state.spawned, Ordering::Release);
                 state.threads.push(thread);
                 Vec::new()
@@ -334,44 +614,57 @@ impl ThreadPoolExecutor {
     /// Stops the pool, Python's `shutdown(wait, cancel_futures)`. Idempotent.
     ///
     /// Later submits are refused. With `cancel_futures`, every task still queued is
-    /// cancelled at once (and [`wait`](crate::wait()) / [`as_completed`](crate::as_completed())
+    /// cancelled at once (and [`wait`](crate::wait()) / [`as_completed`](crate::as_completed()))
     /// see it immediately), and so is a task a worker has taken off the queue but not
-    /// started; otherwise queued tasks still run. Running tasks always finish.
+    /// started; running [cancellable](Self::submit_cancellable) tasks have their token
+    /// set; otherwise queued tasks still run. Running tasks always finish.
+    /// [`shutdown_with`](Self::shutdown_with) says the same with names, and a deadline.
     ///
     /// # Blocking
     ///
     /// With `wait`, blocks until every worker has exited (after the queue drained). A
     /// worker thread calling `shutdown(true, _)` on its own pool does not wait for itself.
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        let (cancelled, threads) = {
-            let mut state = self.inner.state.lock();
-            state.sender = None;
-            if cancel_futures {
-                self.inner.cancelling.store(true, Ordering::Release);
-            }
-            let cancelled: Vec<BoxedJob> = if cancel_futures {
-                self.inner.queue.try_iter().collect()
-            } else {
-                Vec::new()
-            };
-            let threads = if wait {
-                std::mem::take(&mut state.threads)
-            } else {
-                Vec::new()
-            };
-            (cancelled, threads)
-        };
-        for job in cancelled {
-            job.cancel();
-        }
-        let me = std::thread::current().id();
-        for thread in threads {
-            if thread.thread().id() != me {
-                // Workers catch every task panic; a join error would be a bug in the
-                // pool itself and there is nobody to hand it to during shutdown.
-                let _ = thread.join();
-            }
-        }
+        self.shutdown_with(
+            ShutdownOptions::new()
+                .wait(wait)
+                .cancel_futures(cancel_futures),
+        );
+    }
+
+    /// [`shutdown`](Self::shutdown) with its options named at the call site, and an
+    /// optional deadline; returns what did not finish.
+    ///
+    /// When the deadline passes, the tasks still queued are cancelled, running
+    /// cancellable tasks have their token set, and the call returns: threads still busy
+    /// are left to end on their own (their futures complete when their tasks return),
+    /// and later shutdowns and the drop do not wait for them again.
+    pub fn shutdown_with(&self, options: ShutdownOptions) -> ShutdownReport {
+        shutdown(&self.inner, options, false)
+    }
+
+    /// `shutdown_with(ShutdownOptions::new().timeout(timeout))`: waits at most
+    /// `timeout` for the queued and running tasks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new();
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let stuck = pool.submit(move || rx.recv().is_ok())?; // waits for a message
+    /// let report = pool.shutdown_timeout(Duration::from_millis(50));
+    /// assert!(report.timed_out());
+    /// assert_eq!(report.still_running(), 1);
+    /// drop(pool); // does not wait again
+    /// tx.send(())?;
+    /// assert!(stuck.result()?);
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
+    pub fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
+        self.shutdown_with(ShutdownOptions::new().timeout(timeout))
     }
 
     /// Runs `f` on every item, in parallel, and yields the results in input order,
@@ -567,11 +860,60 @@ impl Default for ThreadPoolExecutor {
     }
 }
 
-impl Drop for ThreadPoolExecutor {
-    /// `shutdown(wait = true, cancel_futures = false)`.
-    fn drop(&mut self) {
-        self.shutdown(true, false);
+/// Stops the pool `inner` (see [`ThreadPoolExecutor::shutdown_with`]); `note_when_slow`
+/// (the drop) says on stderr what it waits for once the wait grows long.
+fn shutdown(inner: &Inner, options: ShutdownOptions, note_when_slow: bool) -> ShutdownReport {
+    let started = Instant::now();
+    let deadline = options.timeout.and_then(|t| started.checked_add(t));
+    let mut report = ShutdownReport::default();
+    inner.state.lock().sender = None;
+    if options.cancel_futures {
+        report.cancelled = inner.cancel_queued();
     }
+    if !options.wait {
+        return report;
+    }
+    let me = std::thread::current().id();
+    let mut state = inner.state.lock();
+    // A worker that shuts its own pool down does not wait for itself.
+    let own = usize::from(state.threads.iter().any(|t| t.thread().id() == me));
+    let mut note_at = note_when_slow.then(|| started + DROP_NOTE_AFTER);
+    while state.live > own && !state.detached {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            state.detached = true;
+            drop(state);
+            report.cancelled += inner.cancel_queued();
+            report.timed_out = true;
+            report.still_running = inner.stats().running;
+            return report;
+        }
+        if let Some(at) = note_at.filter(|at| now >= *at) {
+            eprintln!(
+                "concurrent_futures: dropping {} has waited {:?} for {} running task(s); \
+                 see ThreadPoolExecutor::shutdown_timeout to bound the wait",
+                inner.prefix,
+                at - started,
+                state.live - own,
+            );
+            note_at = None;
+        }
+        let wake_at = [deadline, note_at].into_iter().flatten().min();
+        state = inner.exited.wait_until(state, wake_at).0;
+    }
+    if state.detached {
+        return report;
+    }
+    let threads = std::mem::take(&mut state.threads);
+    drop(state);
+    for thread in threads {
+        if thread.thread().id() != me {
+            // Workers catch every task panic; a join error would be a bug in the pool
+            // itself and there is nobody to hand it to during shutdown.
+            let _ = thread.join();
+        }
+    }
+    report
 }
 
 impl fmt::Debug for ThreadPoolExecutor {

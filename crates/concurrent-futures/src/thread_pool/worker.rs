@@ -5,11 +5,18 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use crossbeam_channel::TryRecvError;
 
 use super::Inner;
+use super::counters::{Ran, WorkerCounters};
 use crate::error::panic_message;
 use crate::sync::Ordering;
 
-/// Runs the initializer, then tasks until the queue is closed and empty.
-pub(super) fn run(inner: &Inner) {
+/// Runs the initializer, then tasks until the queue is closed and empty; counts each
+/// task in `counters`, and says it exited as its last step.
+pub(super) fn run(inner: &Inner, counters: &WorkerCounters) {
+    serve(inner, counters);
+    inner.worker_exited();
+}
+
+fn serve(inner: &Inner, counters: &WorkerCounters) {
     if let Some(init) = &inner.initializer {
         let outcome = catch_unwind(AssertUnwindSafe(|| init())).unwrap_or_else(|payload| {
             Err(format!(
@@ -45,15 +52,18 @@ pub(super) fn run(inner: &Inner) {
             break;
         };
         counted_idle = false;
+        counters.took();
         if inner.cancelling.load(Ordering::Acquire) {
             job.cancel();
+            counters.ended(Ran::Cancelled);
             continue;
         }
-        job.run(&mut || {
+        let ran = job.run(&mut || {
             if !inner.saturated() && queue.is_empty() {
                 inner.idle.fetch_add(1, Ordering::AcqRel);
                 counted_idle = true;
             }
         });
+        counters.ended(ran);
     }
 }
