@@ -197,6 +197,7 @@ mod future;
 mod map;
 mod panic_site;
 mod process_pool;
+mod scope;
 mod shutdown;
 mod stats;
 mod sync;
@@ -217,6 +218,7 @@ pub use crate::map::{Map, MapOptions, MapUnordered};
 pub use crate::process_pool::{
     ProcessPoolBuilder, ProcessPoolExecutor, StartMethod, process_worker_main,
 };
+pub use crate::scope::Scope;
 pub use crate::shutdown::{ShutdownOptions, ShutdownReport};
 pub use crate::stats::PoolStats;
 pub use crate::thread_pool::{InitResult, ThreadPoolBuilder, ThreadPoolExecutor};

@@ -112,9 +112,11 @@ impl ThreadPoolBuilder {
     /// fn checked() -> std::io::Result<()> {
     ///     Ok(())
     /// }
-    /// let a = ThreadPoolExecutor::builder().initializer(quiet).build()?;
-    /// let b = ThreadPoolExecutor::builder().initializer(checked).build()?;
-    /// let c = ThreadPoolExecutor::builder().initializer(|| std::env::var("HOME").map(drop)).build()?;
+    /// let _plain = ThreadPoolExecutor::builder().initializer(quiet).build()?;
+    /// let _result = ThreadPoolExecutor::builder().initializer(checked).build()?;
+    /// let _closure = ThreadPoolExecutor::builder()
+    ///     .initializer(|| std::fs::metadata("/").map(drop))
+    ///     .build()?;
     /// # Ok::<(), anyhow::Error>(())
     /// ```
     pub fn initializer<F, R>(mut self, init: F) -> Self

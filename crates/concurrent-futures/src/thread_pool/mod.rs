@@ -38,10 +38,10 @@ use crate::unwind::contain;
 /// A unit of queued work, type-erased: a task's record, which holds both its closure
 /// and its future's state (one allocation per submit).
 pub(crate) trait Job: Send + Sync {
-    /// Runs the task unless it was cancelled; `before_publish` runs after the task and
-    /// before its result becomes visible (the worker announces itself idle there).
-    /// Says how the task ended, for the pool's counters.
-    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut()) -> Ran;
+    /// Runs the task unless it was cancelled; `before_publish` runs once, after the task
+    /// and before its result becomes visible, with how it ended (the worker counts it
+    /// and announces itself idle there, so a caller woken by the result sees both).
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut(Ran));
     /// Cancels the task without running it.
     fn cancel(self: Arc<Self>);
     /// Fails the task without running it.
@@ -53,27 +53,25 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send,
 {
-    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut()) -> Ran {
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut(Ran)) {
         let (func, promise) = self.take();
         let Some(func) = func else {
-            return Ran::Cancelled;
+            return before_publish(Ran::Cancelled);
         };
         if !promise.set_running() {
             // Cancelled while queued: the closure's captures are dropped here, on the
             // worker, and their `Drop` is user code.
             contain("dropping a cancelled task", move || drop(func));
-            return Ran::Cancelled;
+            return before_publish(Ran::Cancelled);
         }
         // A panic caught earlier on this worker (by an earlier task itself, say) must not
         // lend its location to this task's panic.
         panic_site::forget();
         let outcome = catch_unwind(AssertUnwindSafe(func))
             .map_err(|payload| FutureError::Panicked(PanicError::new(payload)));
-        let ran = Ran::of(&outcome);
-        before_publish();
+        before_publish(Ran::of(&outcome));
         // If its handle is gone, the value is dropped here: user code on the worker.
         contain("completing a task", move || promise.complete(outcome));
-        ran
     }
 
     fn cancel(self: Arc<Self>) {
@@ -118,29 +116,29 @@ where
     G: FnOnce(&CancelToken) -> T + Send + 'static,
     T: Send,
 {
-    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut()) -> Ran {
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut(Ran)) {
         let (func, promise) = self.take();
         let Some(Cancellable { task, pool_token }) = func else {
-            return Ran::Cancelled;
+            return before_publish(Ran::Cancelled);
         };
         let token = pool_token.child_token();
         if !promise.set_running_with(Arc::new(SetToken(token.clone()))) {
             contain("dropping a cancelled task", move || drop(task));
-            return Ran::Cancelled;
+            return before_publish(Ran::Cancelled);
         }
         panic_site::forget();
         let outcome = catch_unwind(AssertUnwindSafe(|| task(&token)))
             .map_err(|payload| FutureError::Panicked(PanicError::new(payload)));
-        let ran = if token.is_cancelled() {
+        // A token set after this look is counted as completed, though the future
+        // ends cancelled: the counters are a progress gauge, not the outcome.
+        before_publish(if token.is_cancelled() {
             Ran::Cancelled
         } else {
             Ran::of(&outcome)
-        };
-        before_publish();
+        });
         contain("completing a task", move || {
             promise.complete_cooperative(outcome, &token);
         });
-        ran
     }
 
     fn cancel(self: Arc<Self>) {
@@ -165,10 +163,10 @@ const INLINE_TASK_BYTES: usize = 64;
 struct BoxedJob(Option<Arc<dyn Job>>);
 
 impl BoxedJob {
-    fn run(mut self, before_publish: &mut dyn FnMut()) -> Ran {
+    fn run(mut self, before_publish: &mut dyn FnMut(Ran)) {
         match self.0.take() {
             Some(job) => job.run(before_publish),
-            None => Ran::Cancelled,
+            None => before_publish(Ran::Cancelled),
         }
     }
 

@@ -58,12 +58,12 @@ fn serve(inner: &Inner, counters: &WorkerCounters) {
             counters.ended(Ran::Cancelled);
             continue;
         }
-        let ran = job.run(&mut || {
+        job.run(&mut |ran| {
+            counters.ended(ran);
             if !inner.saturated() && queue.is_empty() {
                 inner.idle.fetch_add(1, Ordering::AcqRel);
                 counted_idle = true;
             }
         });
-        counters.ended(ran);
     }
 }
