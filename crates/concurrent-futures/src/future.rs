@@ -22,12 +22,39 @@ use crate::error::{
 };
 use std::cell::RefCell;
 
-use crate::sync::{AtomicBool, AtomicU8, Condvar, Mutex, Ordering, ReentrantLock};
+use crate::sync::{
+    AtomicBool, AtomicU8, Condvar, Mutex, Ordering, ReentrantLock, ThreadId, current_thread_id,
+};
 
-const PENDING: u8 = 0;
-const RUNNING: u8 = 1;
-const FINISHED: u8 = 2;
-const CANCELLED: u8 = 3;
+/// Where a future is in its life. Stored as its `u8` in [`Shared::state`].
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Queued: not started, can be cancelled.
+    Pending = 0,
+    /// A worker runs it; only a stopper (process pool, cancellable task) can cancel it.
+    Running = 1,
+    /// Done with an outcome (a value or a failure).
+    Finished = 2,
+    /// Done without a value.
+    Cancelled = 3,
+}
+
+impl State {
+    fn from_bits(bits: u8) -> Self {
+        match bits {
+            0 => Self::Pending,
+            1 => Self::Running,
+            2 => Self::Finished,
+            // Only `State`s are ever stored.
+            _ => Self::Cancelled,
+        }
+    }
+
+    fn is_done(self) -> bool {
+        matches!(self, Self::Finished | Self::Cancelled)
+    }
+}
 
 type Callback<T> = Box<dyn FnOnce(&FutureHandle<T>) + Send + 'static>;
 
@@ -37,8 +64,8 @@ type Callback<T> = Box<dyn FnOnce(&FutureHandle<T>) + Send + 'static>;
 /// future, the closure itself for a thread-pool task ([`with_task`]), so that a submit
 /// allocates once and the record is usually freed by the thread that allocated it.
 pub(crate) struct Shared<T, B: ?Sized = dyn Body> {
-    /// `PENDING`, `RUNNING`, `FINISHED` or `CANCELLED`. Moves into a done state once,
-    /// under `slot`'s lock, after `outcome` was written; `PENDING → RUNNING` is a
+    /// A [`State`] as its `u8`. Moves into a done state once,
+    /// under `slot`'s lock, after `outcome` was written; `State::Pending → State::Running` is a
     /// compare-and-swap without the lock ([`Promise::set_running`]). Read without the
     /// lock: a reader that sees a done state (Acquire) finds the outcome written.
     state: AtomicU8,
@@ -76,20 +103,26 @@ impl<F: Send> Body for TaskFn<F> {}
 /// The record of a thread-pool task: its future's state and its closure.
 pub(crate) type TaskRecord<T, F> = Shared<T, TaskFn<F>>;
 
-/// What a future's transitions read and write together, under its lock.
+/// What a future's transitions read and write together. Every field is read and
+/// written only under `Shared::slot`'s lock.
 struct Slot<T> {
-    /// The outcome is a failure other than cancellation (`FirstException`).
+    /// The outcome is a failure other than cancellation (what `FirstException` looks
+    /// for). Written with the outcome, by the transition into `Finished`; false before.
     failed: bool,
     /// The thread running the done-callbacks while `Shared::delivering` is set: it may
     /// take the outcome without waiting for itself (a callback that reaches the owning
-    /// handle).
-    deliverer: Option<std::thread::ThreadId>,
+    /// handle). Set with `delivering`, cleared with it.
+    deliverer: Option<ThreadId>,
     /// Who to notify when done: created on first use, because most futures never get
     /// a callback, waiter or waker, and a smaller record means fewer fresh pages per
-    /// submit.
+    /// submit. Added to only while the future is not done (afterwards a new callback
+    /// runs at once, a new waiter is refused); taken by the transition into a done
+    /// state. A waker may be stored after that, while callbacks run (`poll` waits for
+    /// them), and is woken when they end.
     listeners: Option<Box<Notices<T>>>,
     /// Stops a running task: for real (the process pool kills its worker), or by asking
-    /// it (the [`CancelToken`] of a cancellable thread-pool task).
+    /// it (the [`CancelToken`] of a cancellable thread-pool task). Installed only while
+    /// `Running`; cleared by every transition into a done state.
     stop_running: Option<Arc<dyn StopRunning>>,
 }
 
@@ -143,7 +176,7 @@ impl<T> Slot<T> {
 impl<T, B> Shared<T, B> {
     fn with_body(body: B) -> Self {
         Self {
-            state: AtomicU8::new(PENDING),
+            state: AtomicU8::new(State::Pending as u8),
             slot: Mutex::new(Slot {
                 failed: false,
                 deliverer: None,
@@ -159,12 +192,12 @@ impl<T, B> Shared<T, B> {
 }
 
 impl<T> Shared<T> {
-    fn state(&self) -> u8 {
-        self.state.load(Ordering::Acquire)
+    fn state(&self) -> State {
+        State::from_bits(self.state.load(Ordering::Acquire))
     }
 
     fn is_done(&self) -> bool {
-        self.state() >= FINISHED
+        self.state().is_done()
     }
 
     /// Moves the slot's notification lists out; called with the lock held, right
@@ -175,7 +208,7 @@ impl<T> Shared<T> {
             .take()
             .map_or_else(Notices::none, |listeners| *listeners);
         if !notices.callbacks.is_empty() {
-            slot.deliverer = Some(std::thread::current().id());
+            slot.deliverer = Some(current_thread_id());
             self.delivering.store(true, Ordering::Release);
         }
         notices
@@ -235,8 +268,7 @@ impl<T> Shared<T> {
 
     /// True while done-callbacks run in another thread: taking the outcome must wait.
     fn must_wait_for_callbacks(&self, slot: &Slot<T>) -> bool {
-        self.delivering.load(Ordering::Acquire)
-            && slot.deliverer != Some(std::thread::current().id())
+        self.delivering.load(Ordering::Acquire) && slot.deliverer != Some(current_thread_id())
     }
 
     /// Registers `waiter` to hear about completion under `token`. Returns false (and
@@ -261,7 +293,7 @@ impl<T> Shared<T> {
     /// True when the future finished with a failure other than cancellation (what
     /// `ReturnWhen::FirstException` looks for).
     pub(crate) fn has_failed(&self) -> bool {
-        self.state() == FINISHED && self.slot.lock().failed
+        self.state() == State::Finished && self.slot.lock().failed
     }
 }
 
@@ -269,7 +301,7 @@ impl<V, E> Shared<Result<V, E>> {
     /// True when the task finished and returned `Err` (its value is still here: a value
     /// taken by `result()` took its handle too).
     pub(crate) fn returned_err(&self) -> bool {
-        self.state() == FINISHED && self.lend(|outcome| matches!(outcome, Some(Ok(Err(_)))))
+        self.state() == State::Finished && self.lend(|outcome| matches!(outcome, Some(Ok(Err(_)))))
     }
 }
 
@@ -332,7 +364,12 @@ impl<T> Promise<T> {
         match &self.shared {
             Some(shared) => shared
                 .state
-                .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(
+                    State::Pending as u8,
+                    State::Running as u8,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
                 .is_ok(),
             None => false,
         }
@@ -345,11 +382,11 @@ impl<T> Promise<T> {
             return false;
         };
         let mut slot = shared.slot.lock();
-        if shared.state() != PENDING {
+        if shared.state() != State::Pending {
             return false;
         }
         slot.stop_running = Some(stop);
-        shared.state.store(RUNNING, Ordering::Release);
+        shared.state.store(State::Running as u8, Ordering::Release);
         true
     }
 
@@ -372,14 +409,14 @@ impl<T> Promise<T> {
             }
             slot.stop_running = None;
             let (state, stored, dropped) = if token.is_cancelled() {
-                (CANCELLED, Err(FutureError::Cancelled), Some(outcome))
+                (State::Cancelled, Err(FutureError::Cancelled), Some(outcome))
             } else {
                 slot.failed = matches!(&outcome, Err(e) if !e.is_cancelled());
-                (FINISHED, outcome, None)
+                (State::Finished, outcome, None)
             };
             shared.store_outcome(Some(stored));
             let notices = shared.take_notices(&mut slot);
-            shared.state.store(state, Ordering::Release);
+            shared.state.store(state as u8, Ordering::Release);
             (notices, dropped)
         };
         // The value of a cancelled task is user code to drop: outside the lock.
@@ -394,7 +431,7 @@ impl<T> Promise<T> {
             return false;
         };
         let mut slot = shared.slot.lock();
-        if shared.state() != RUNNING {
+        if shared.state() != State::Running {
             return false;
         }
         slot.stop_running = Some(stop);
@@ -403,7 +440,9 @@ impl<T> Promise<T> {
 
     /// True when the future was cancelled (its result would be thrown away).
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.shared.as_ref().is_none_or(|s| s.state() == CANCELLED)
+        self.shared
+            .as_ref()
+            .is_none_or(|s| s.state() == State::Cancelled)
     }
 
     /// Cancels a task that was handed to a worker process (so it counts as running) but
@@ -421,7 +460,9 @@ impl<T> Promise<T> {
             shared.store_outcome(Some(Err(FutureError::Cancelled)));
             slot.stop_running = None;
             let notices = shared.take_notices(&mut slot);
-            shared.state.store(CANCELLED, Ordering::Release);
+            shared
+                .state
+                .store(State::Cancelled as u8, Ordering::Release);
             notices
         };
         shared.deliver(notices);
@@ -472,7 +513,7 @@ fn complete_with<T, V>(
         shared.store_outcome(Some(outcome));
         slot.stop_running = None;
         let notices = shared.take_notices(&mut slot);
-        shared.state.store(FINISHED, Ordering::Release);
+        shared.state.store(State::Finished as u8, Ordering::Release);
         notices
     };
     shared.deliver(notices);
@@ -499,9 +540,9 @@ pub(crate) enum IfRunning {
 /// returns what to notify; `None` when nothing changed. `if_running` says what happens
 /// to a running one.
 fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notices<T>> {
-    if if_running != IfRunning::Refuse && shared.state() == RUNNING {
+    if if_running != IfRunning::Refuse && shared.state() == State::Running {
         let slot = shared.slot.lock();
-        if shared.state() == RUNNING
+        if shared.state() == State::Running
             && let Some(stopper) = slot.stop_running.as_ref().filter(|s| s.is_cooperative())
         {
             // Ask the task to stop, under the lock its completion decides under: it
@@ -510,7 +551,7 @@ fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notic
             return Some(Notices::none());
         }
     }
-    if if_running == IfRunning::Stop && shared.state() == RUNNING {
+    if if_running == IfRunning::Stop && shared.state() == State::Running {
         // Ask before deciding, and without the future's lock (the executor takes its
         // own lock, which may be held while this one is taken).
         let stopper = shared.slot.lock().stop_running.clone();
@@ -530,15 +571,22 @@ fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notic
         let notices = shared.take_notices(&mut slot);
         let cancelled_pending = shared
             .state
-            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                State::Pending as u8,
+                State::Cancelled as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_ok();
         let stop = if cancelled_pending {
             None
         } else if if_running != IfRunning::Refuse
-            && shared.state() == RUNNING
+            && shared.state() == State::Running
             && slot.stop_running.is_some()
         {
-            shared.state.store(CANCELLED, Ordering::Release);
+            shared
+                .state
+                .store(State::Cancelled as u8, Ordering::Release);
             slot.stop_running.take()
         } else {
             shared.store_outcome(None);
@@ -634,7 +682,7 @@ impl<T> Completer<T> {
             return Err(InvalidStateError::new(input, false));
         };
         complete_with(shared, input, wrap)
-            .map_err(|input| InvalidStateError::new(input, shared.state() == CANCELLED))
+            .map_err(|input| InvalidStateError::new(input, shared.state() == State::Cancelled))
     }
 }
 
@@ -771,7 +819,7 @@ impl<T> FutureHandle<T> {
     }
 
     fn cancel_with(&self, if_running: IfRunning) -> bool {
-        if self.shared.state() == CANCELLED {
+        if self.shared.state() == State::Cancelled {
             return true;
         }
         match try_cancel(&self.shared, if_running) {
@@ -779,18 +827,18 @@ impl<T> FutureHandle<T> {
                 self.shared.deliver(notices);
                 true
             }
-            None => self.shared.state() == CANCELLED,
+            None => self.shared.state() == State::Cancelled,
         }
     }
 
     /// True when the future was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.shared.state() == CANCELLED
+        self.shared.state() == State::Cancelled
     }
 
     /// True while the task is running.
     pub fn is_running(&self) -> bool {
-        self.shared.state() == RUNNING
+        self.shared.state() == State::Running
     }
 
     /// True when the future finished or was cancelled.
@@ -1119,13 +1167,13 @@ impl<T> fmt::Debug for FutureHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.shared.state();
         let word = match state {
-            PENDING => "pending",
-            RUNNING => "running",
-            CANCELLED => "cancelled",
+            State::Pending => "pending",
+            State::Running => "running",
+            State::Cancelled => "cancelled",
             _ => "finished",
         };
         write!(f, "<FutureHandle at {:p} state={word}", self.addr())?;
-        if state == FINISHED {
+        if state == State::Finished {
             self.shared.lend(|outcome| match outcome {
                 Some(Ok(_)) => write!(f, " returned {}", short_type_name::<T>()),
                 Some(Err(e)) => write!(f, " raised {}", e.kind_name()),
@@ -1524,6 +1572,142 @@ mod loom_tests {
             tokens.sort_unstable();
             assert_eq!(tokens, vec![0, 1]);
             worker.join().unwrap();
+        });
+    }
+
+    /// A stopper that counts its calls (the process pool's kill, in the models).
+    struct CountingStop {
+        stops: loom::sync::atomic::AtomicUsize,
+        cooperative: bool,
+    }
+
+    impl StopRunning for CountingStop {
+        fn can_stop(&self) -> bool {
+            true
+        }
+        fn stop(&self) {
+            self.stops.fetch_add(1, Ordering::SeqCst);
+        }
+        fn is_cooperative(&self) -> bool {
+            self.cooperative
+        }
+    }
+
+    fn stopper(cooperative: bool) -> Arc<CountingStop> {
+        Arc::new(CountingStop {
+            stops: loom::sync::atomic::AtomicUsize::new(0),
+            cooperative,
+        })
+    }
+
+    #[test]
+    fn loom_cancel_of_a_running_task_races_its_completion() {
+        // The process pool: a cancel that wins kills the worker (stop) and the result is
+        // dropped; a completion that wins makes cancel() return false. Never both.
+        loom::model(|| {
+            let (promise, handle) = pending::<u32>();
+            assert!(promise.set_running());
+            let stop = stopper(false);
+            assert!(promise.set_stop_running(Arc::clone(&stop) as Arc<dyn StopRunning>));
+            let worker = thread::spawn(move || promise.complete(Ok(1)));
+            let cancelled = handle.cancel();
+            worker.join().unwrap();
+            assert_eq!(stop.stops.load(Ordering::SeqCst), usize::from(cancelled));
+            match handle.result() {
+                Err(FutureError::Cancelled) => assert!(cancelled),
+                Ok(1) => assert!(!cancelled),
+                other => panic!("unexpected {other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    fn loom_cancel_unstarted_races_a_client_cancel_and_result() {
+        loom::model(|| {
+            let (promise, handle) = pending::<u32>();
+            assert!(promise.set_running());
+            let supervisor = thread::spawn(move || promise.cancel_unstarted());
+            let _ = handle.cancel();
+            assert!(matches!(handle.result(), Err(FutureError::Cancelled)));
+            supervisor.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_a_waker_registered_in_poll_races_completion() {
+        use std::task::Wake;
+        struct Flag(loom::sync::atomic::AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        loom::model(|| {
+            let (promise, mut handle) = pending::<u32>();
+            let worker = thread::spawn(move || promise.complete(Ok(3)));
+            let flag = Arc::new(Flag(loom::sync::atomic::AtomicBool::new(false)));
+            let waker = Waker::from(Arc::clone(&flag));
+            let mut cx = Context::from_waker(&waker);
+            let first = Pin::new(&mut handle).poll(&mut cx);
+            worker.join().unwrap();
+            match first {
+                Poll::Ready(out) => assert_eq!(out.ok(), Some(3)),
+                Poll::Pending => {
+                    // No lost wake-up: a Pending poll was followed by a wake.
+                    assert!(flag.0.load(Ordering::SeqCst));
+                    let again = Pin::new(&mut handle).poll(&mut cx);
+                    assert!(matches!(again, Poll::Ready(Ok(3))));
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn loom_cooperative_cancel_races_the_task_returning() {
+        // A cancellable thread task: cancel() sets the token under the future's lock and
+        // the completion reads it under the same lock, so cancel() == true always ends
+        // cancelled, and a value only comes when cancel() said false.
+        loom::model(|| {
+            let (promise, handle) = pending::<u32>();
+            let token = CancelToken::new();
+            struct SetToken(CancelToken);
+            impl StopRunning for SetToken {
+                fn can_stop(&self) -> bool {
+                    true
+                }
+                fn stop(&self) {
+                    self.0.cancel();
+                }
+                fn is_cooperative(&self) -> bool {
+                    true
+                }
+            }
+            assert!(promise.set_running_with(Arc::new(SetToken(token.clone()))));
+            let worker = thread::spawn(move || promise.complete_cooperative(Ok(9), &token));
+            let cancelled = handle.cancel();
+            worker.join().unwrap();
+            match handle.result() {
+                Err(FutureError::Cancelled) => assert!(cancelled),
+                Ok(9) => assert!(!cancelled),
+                other => panic!("unexpected {other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    fn loom_result_waits_for_done_callbacks_that_read_the_value() {
+        loom::model(|| {
+            let (promise, handle) = pending::<u32>();
+            let seen = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+            let s = Arc::clone(&seen);
+            handle.add_done_callback(move |h| {
+                let value = h.try_with_result(|r| r.ok().copied()).flatten();
+                s.store(value.map_or(99, |v| v as usize), Ordering::SeqCst);
+            });
+            let worker = thread::spawn(move || promise.complete(Ok(4)));
+            assert_eq!(handle.result().ok(), Some(4));
+            worker.join().unwrap();
+            assert_eq!(seen.load(Ordering::SeqCst), 4, "the callback saw the value");
         });
     }
 

@@ -159,3 +159,23 @@ impl<T> ReentrantLock<T> {
         }
     }
 }
+
+/// The identity of a thread (loom's threads share one OS thread, so they need loom's).
+#[cfg(not(cf_loom))]
+pub(crate) use std::thread::ThreadId;
+
+/// The identity of a thread (loom's threads share one OS thread, so they need loom's).
+#[cfg(cf_loom)]
+pub(crate) use loom::thread::ThreadId;
+
+/// The calling thread's [`ThreadId`].
+pub(crate) fn current_thread_id() -> ThreadId {
+    #[cfg(not(cf_loom))]
+    {
+        std::thread::current().id()
+    }
+    #[cfg(cf_loom)]
+    {
+        loom::thread::current().id()
+    }
+}
