@@ -12,6 +12,8 @@
 //! - HTML directory listings at `/`, `/flags/` and `/flags/{cc}/`, like `http.server`'s, and a
 //!   `301` to the slashed path for a directory asked for without its `/`;
 //! - `404` for anything else, `HEAD` as `GET` without the body, `405` for other methods;
+//!   `400` (and the connection closed) for an HTTP/1.1 request without `Host` or any request
+//!   with two, as RFC 9112 §3.2 asks;
 //! - a delay drawn uniformly from [`ServerConfig::delay`] before every `GET` or `HEAD` response
 //!   (errors and 404s included), and `418 I'm a Teapot` with the probability of
 //!   [`ServerConfig::error_rate`]; with a [seed](ServerConfig::seed) both are a function of the

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -279,6 +279,14 @@ async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(problem) = host_problem(&request) {
+        let mut response = text(StatusCode::BAD_REQUEST, problem);
+        // As nginx does after a 400: what else the client sends is not worth reading.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(response);
+    }
     let method = request.method();
     if method != Method::GET && method != Method::HEAD {
         let mut response = text(
@@ -317,6 +325,20 @@ async fn handle(
         },
         Reply::NotFound => not_found(),
     })
+}
+
+/// Why the request's `Host` header field lines make it a bad request, if they do: RFC 9112
+/// §3.2 asks for a 400 when an HTTP/1.1 request has none, or when any request has more than one
+/// (two hosts would let a proxy and this server disagree on what was asked for).
+fn host_problem(request: &Request<Incoming>) -> Option<&'static str> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if request.version() == Version::HTTP_11 => {
+            Some("bad request: HTTP/1.1 needs a Host header\n")
+        }
+        (Some(_), Some(_)) => Some("bad request: more than one Host header\n"),
+        _ => None,
+    }
 }
 
 fn not_found() -> Response<Body> {

@@ -157,6 +157,56 @@ fn other_methods_are_405_with_allow() {
     }
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with two, is a 400 (as
+/// nginx answers), and the connection is closed after it.
+#[test]
+fn issue_17_a_missing_or_repeated_host_is_400() {
+    let server = start(ServerConfig::new()).expect("start");
+    let addr = server.local_addr();
+    for (raw, why) in [
+        (
+            &b"GET /flags/br/br.gif HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+            "HTTP/1.1 needs a Host header",
+        ),
+        (
+            b"GET /flags/br/br.gif HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+            "more than one Host header",
+        ),
+        (
+            b"GET /flags/br/br.gif HTTP/1.1\r\nHost: a\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "more than one Host header",
+        ),
+        (
+            b"GET /flags/br/br.gif HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+            "more than one Host header",
+        ),
+        // Without `Connection: close`: the server closes anyway, so `exchange` returns.
+        (
+            b"HEAD /flags/br/br.gif HTTP/1.1\r\n\r\n",
+            "HTTP/1.1 needs a Host header",
+        ),
+    ] {
+        let bytes = common::exchange(addr, raw);
+        let label = String::from_utf8_lossy(raw);
+        let head = raw.starts_with(b"HEAD");
+        let (response, used) = parse(&bytes, head).unwrap_or_else(|| panic!("{label}: no answer"));
+        assert_eq!(response.status, 400, "{label}");
+        assert_eq!(response.header("connection"), Some("close"), "{label}");
+        assert_eq!(used, bytes.len(), "{label}: more than one answer");
+        if !head {
+            assert!(
+                response.text().contains(why),
+                "{label}: {}",
+                response.text()
+            );
+        }
+    }
+    // HTTP/1.0 does not need the header; HTTP/1.1 with one is served.
+    let bytes = common::exchange(addr, b"GET /flags/br/br.gif HTTP/1.0\r\n\r\n");
+    assert_eq!(parse(&bytes, false).expect("an answer").0.status, 200);
+    assert_eq!(get(addr, "/flags/br/br.gif").status, 200);
+}
+
 #[test]
 fn keep_alive_serves_several_requests_on_one_connection() {
     let server = start(ServerConfig::new()).expect("start");
