@@ -223,31 +223,36 @@ impl DirContent {
         if !resolved.starts_with(root) {
             return Reply::NotFound;
         }
-        let Ok(meta) = fs::metadata(&resolved) else {
+        // Open first, then ask the descriptor what it is: by now the path may name something
+        // else than what `canonicalize` saw, such as a FIFO renamed over a file.
+        let Ok(opened) = open(&resolved) else {
             return Reply::NotFound;
         };
-        if meta.is_dir() {
-            if !slash {
-                return Reply::Redirect(format!("{raw}/"));
+        let (file, meta) = match opened {
+            Opened::File(file, meta) => (file, meta),
+            Opened::Other => return Reply::NotFound,
+            Opened::Dir => {
+                if !slash {
+                    return Reply::Redirect(format!("{raw}/"));
+                }
+                let mut shown = String::from("/flags/");
+                for segment in &segments {
+                    shown.push_str(segment);
+                    shown.push('/');
+                }
+                return match dir_entries(&resolved) {
+                    Ok(entries) => Reply::Body {
+                        bytes: Bytes::from(listing::render(&shown, &entries)),
+                        content_type: HTML,
+                    },
+                    Err(_) => Reply::NotFound,
+                };
             }
-            let mut shown = String::from("/flags/");
-            for segment in &segments {
-                shown.push_str(segment);
-                shown.push('/');
-            }
-            return match dir_entries(&resolved) {
-                Ok(entries) => Reply::Body {
-                    bytes: Bytes::from(listing::render(&shown, &entries)),
-                    content_type: HTML,
-                },
-                Err(_) => Reply::NotFound,
-            };
-        }
-        // Only regular files: a FIFO or a device could block or never end.
-        if !meta.is_file() || slash {
+        };
+        if slash {
             return Reply::NotFound;
         }
-        let Ok((bytes, version)) = read_file(&resolved) else {
+        let Ok((bytes, version)) = read_file(file, &meta) else {
             return Reply::NotFound;
         };
         let content_type = content_type(&resolved);
@@ -285,17 +290,75 @@ impl DirContent {
     }
 }
 
-/// Reads a whole file with the version of what was read.
-fn read_file(path: &Path) -> io::Result<(Bytes, Version)> {
-    use std::io::Read;
-    let mut file = fs::File::open(path)?;
+/// What a path turned out to be once opened.
+#[derive(Debug)]
+enum Opened {
+    /// A regular file, open for reading, with its metadata (from the descriptor).
+    File(fs::File, fs::Metadata),
+    /// A directory (closed again: listings read it by path, and `read_dir` opens it with
+    /// `O_DIRECTORY`, which fails on anything else).
+    Dir,
+    /// Anything else (a FIFO, a socket, a device): never served, since reading it could block
+    /// or never end.
+    Other,
+}
+
+/// Opens `path` without blocking and without following a symbolic link in its last component,
+/// then tells what the descriptor refers to.
+///
+/// `path` is canonical, so a link in its last component appeared after the root check and is
+/// refused (`ELOOP`), never followed. `O_NONBLOCK` makes opening a FIFO return at once (a plain
+/// `open` waits for a writer); it is cleared again on a regular file, so that reads behave as
+/// usual on every file system.
+#[cfg(unix)]
+fn open(path: &Path) -> io::Result<Opened> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW).bits())
+        .open(path)?;
     let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::other("not a regular file"));
+    if meta.is_dir() {
+        return Ok(Opened::Dir);
     }
+    if !meta.is_file() {
+        return Ok(Opened::Other);
+    }
+    let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(
+        &file,
+        FcntlArg::F_SETFL(flags.difference(OFlag::O_NONBLOCK)),
+    )?;
+    Ok(Opened::File(file, meta))
+}
+
+/// Opens `path` and tells what it is (no FIFOs to fear without Unix).
+#[cfg(not(unix))]
+fn open(path: &Path) -> io::Result<Opened> {
+    let meta = fs::metadata(path)?;
+    if meta.is_dir() {
+        return Ok(Opened::Dir);
+    }
+    if !meta.is_file() {
+        return Ok(Opened::Other);
+    }
+    let file = fs::File::open(path)?;
+    let meta = file.metadata()?;
+    Ok(if meta.is_file() {
+        Opened::File(file, meta)
+    } else {
+        Opened::Other
+    })
+}
+
+/// Reads a whole open file, with the version of what was read (`meta` is the descriptor's).
+fn read_file(mut file: fs::File, meta: &fs::Metadata) -> io::Result<(Bytes, Version)> {
+    use std::io::Read;
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.read_to_end(&mut bytes)?;
-    Ok((Bytes::from(bytes), Version::of(&meta)))
+    Ok((Bytes::from(bytes), Version::of(meta)))
 }
 
 /// The built-in flag set: every answer keyed by its canonical path. Images are drawn on first
@@ -514,6 +577,36 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&metadata("CI")).expect("valid JSON");
         assert_eq!(parsed["country"], "Côte d'Ivoire");
+    }
+
+    /// The race of issue 17, point 8, lost by construction: a FIFO is what the path names at
+    /// `open()` time. Opening it must neither block (a plain `open` waits for a writer, for
+    /// ever) nor let it be served.
+    #[cfg(unix)]
+    #[test]
+    fn issue_17_a_fifo_at_open_time_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fifo = dir.path().join("br.gif");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let (done, opened) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || done.send(open(&path).map(|opened| format!("{opened:?}"))));
+        let opened = opened
+            .recv_timeout(Duration::from_secs(30))
+            .expect("opening the FIFO blocked");
+        assert_eq!(opened.expect("opened"), "Other");
+    }
+
+    /// The last component of the (canonical) path turned into a symbolic link after the root
+    /// check: refused, not followed.
+    #[cfg(unix)]
+    #[test]
+    fn a_link_at_open_time_is_not_followed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("secret"), "secret").expect("write");
+        let link = dir.path().join("br.gif");
+        std::os::unix::fs::symlink(dir.path().join("secret"), &link).expect("link");
+        assert!(open(&link).is_err());
     }
 
     #[test]
