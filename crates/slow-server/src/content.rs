@@ -19,13 +19,22 @@ use crate::target::Target;
 pub(crate) const HTML: &str = "text/html; charset=utf-8";
 
 /// The answer to a path (before fault injection).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) enum Reply {
     /// `200 OK` with this body.
     Body {
         /// The bytes served.
         bytes: Bytes,
         /// Their `Content-Type`.
+        content_type: &'static str,
+    },
+    /// `200 OK` with the contents of a file too large to keep in memory, sent as it is read.
+    File {
+        /// The file, open at its start.
+        file: fs::File,
+        /// Its length when it was opened: the `Content-Length` sent.
+        len: u64,
+        /// Its `Content-Type`.
         content_type: &'static str,
     },
     /// `301 Moved Permanently` to this location (a directory asked for without its `/`).
@@ -87,7 +96,7 @@ impl Content {
     }
 }
 
-/// The most bytes of one file kept in memory.
+/// The most bytes of one file kept in memory; larger files are sent as they are read.
 const CACHE_FILE_MAX: u64 = 1 << 20;
 /// The most bytes of all files kept in memory.
 const CACHE_TOTAL_MAX: u64 = 64 << 20;
@@ -107,6 +116,14 @@ pub(crate) struct DirContent {
 struct Cache {
     files: HashMap<PathBuf, Cached>,
     bytes: u64,
+}
+
+impl Cache {
+    /// Whether `len` bytes for `path` fit within the limits, in place of what `path` holds now.
+    fn room_for(&self, path: &Path, len: u64) -> bool {
+        let previous = self.files.get(path).map_or(0, |old| old.bytes.len() as u64);
+        len <= CACHE_FILE_MAX && self.bytes - previous + len <= CACHE_TOTAL_MAX
+    }
 }
 
 #[derive(Debug)]
@@ -252,15 +269,33 @@ impl DirContent {
         if slash {
             return Reply::NotFound;
         }
+        let content_type = content_type(&resolved);
+        // Read whole only what the cache takes: anything else costs a chunk per connection,
+        // not its size (a client that stops reading must not pin a large file in memory).
+        if !self.has_room(&resolved, meta.len()) {
+            return Reply::File {
+                file,
+                len: meta.len(),
+                content_type,
+            };
+        }
         let Ok((bytes, version)) = read_file(file, &meta) else {
             return Reply::NotFound;
         };
-        let content_type = content_type(&resolved);
         self.remember(resolved, bytes.clone(), version, content_type);
         Reply::Body {
             bytes,
             content_type,
         }
+    }
+
+    /// Whether the cache would keep `len` bytes for `path`; [`remember`](Self::remember)
+    /// decides again with what was read.
+    fn has_room(&self, path: &Path, len: u64) -> bool {
+        let Ok(cache) = self.cache.lock() else {
+            return false;
+        };
+        cache.room_for(path, len)
     }
 
     /// Keeps a small file in the cache, within the total budget. The key is the canonical
@@ -270,13 +305,13 @@ impl DirContent {
         let Ok(mut cache) = self.cache.lock() else {
             return;
         };
+        if !cache.room_for(&path, len) {
+            return;
+        }
         let previous = cache
             .files
             .get(&path)
             .map_or(0, |old| old.bytes.len() as u64);
-        if len > CACHE_FILE_MAX || cache.bytes - previous + len > CACHE_TOTAL_MAX {
-            return;
-        }
         cache.bytes = cache.bytes - previous + len;
         cache.files.insert(
             path,
@@ -373,7 +408,13 @@ pub(crate) struct Builtin {
 /// An answer of the built-in set.
 #[derive(Debug)]
 enum Stored {
-    Ready(Reply),
+    /// A listing or a `metadata.json`.
+    Bytes {
+        bytes: Bytes,
+        content_type: &'static str,
+    },
+    /// `301` to this location.
+    Redirect(String),
     /// The image of `country_codes()[i]`.
     Gif(usize),
 }
@@ -391,10 +432,10 @@ impl Builtin {
             let bytes = Bytes::from(bytes);
             replies.insert(
                 path,
-                Stored::Ready(Reply::Body {
+                Stored::Bytes {
                     bytes,
                     content_type,
-                }),
+                },
             );
         };
         add("/".into(), root_listing().into_bytes(), HTML);
@@ -436,7 +477,7 @@ impl Builtin {
                 "application/json",
             );
         }
-        let redirect = |to: String| Stored::Ready(Reply::Redirect(to));
+        let redirect = Stored::Redirect;
         replies.insert("/flags".into(), redirect("/flags/".into()));
         for cc in country_codes() {
             let lower = cc.to_ascii_lowercase();
@@ -458,7 +499,14 @@ impl Builtin {
     /// The answer stored for a canonical path.
     fn stored(&self, stored: &Stored) -> Reply {
         match stored {
-            Stored::Ready(reply) => reply.clone(),
+            Stored::Bytes {
+                bytes,
+                content_type,
+            } => Reply::Body {
+                bytes: bytes.clone(),
+                content_type,
+            },
+            Stored::Redirect(to) => Reply::Redirect(to.clone()),
             Stored::Gif(index) => {
                 let (Some(gif), Some(cc)) = (self.gifs.get(*index), country_codes().get(*index))
                 else {
@@ -494,7 +542,7 @@ impl Builtin {
         };
         match self.replies.get(&canonical) {
             // A redirect goes to the path as the client wrote it, plus the slash.
-            Some(Stored::Ready(Reply::Redirect(_))) => Reply::Redirect(format!("{raw}/")),
+            Some(Stored::Redirect(_)) => Reply::Redirect(format!("{raw}/")),
             Some(stored) => self.stored(stored),
             None => Reply::NotFound,
         }

@@ -74,12 +74,16 @@
 //!
 //! # Limits
 //!
-//! Files of a served directory are read whole and kept in memory (up to 1 MiB a file and
-//! 64 MiB in all). A cached file is served without touching the disk for up to
+//! Small files of a served directory are read whole and kept in memory (up to 1 MiB a file and
+//! 64 MiB in all); larger files, and those the cache has no room for, are sent as they are
+//! read, 64 KiB at a time and only as fast as the client takes them, so a connection holds
+//! about a chunk and hyper's 64 KiB buffer whatever the file's size. A cached file is served without touching the disk for up to
 //! [`ServerConfig::file_check_interval`] (1 s) after its last check; the check makes sure,
 //! with one `lstat` per path segment, that the path has no symbolic link and that the file has
 //! not changed (device, inode, length, modification time). Paths through links are resolved
-//! and checked against the root every time. The server is meant for small files such as flags.
+//! and checked against the root every time; the file is then opened without blocking and only
+//! served if the open descriptor is a regular file (never a FIFO or a device). The server is
+//! meant for small files such as flags.
 //!
 //! A client has 10 s to send its first byte, a request's headers, or to start its
 //! next request on a kept-alive connection ([`ServerConfig::header_read_timeout`]), and 30 s
@@ -90,6 +94,7 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+mod body;
 mod config;
 mod content;
 mod countries;

@@ -8,7 +8,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -21,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::body::{Body, FileBody};
 use crate::config::ServerConfig;
 use crate::content::{Content, Reply};
 use crate::error::ServerError;
@@ -34,6 +34,11 @@ const BACKLOG: i32 = 65_535;
 const WRITE_STALL_LIMIT: Duration = Duration::from_secs(30);
 /// How long a stopping server lets requests in flight finish.
 const GRACE: Duration = Duration::from_secs(1);
+/// The most bytes hyper buffers on a connection, each way. Hyper asks a response body for more
+/// only below it, so a client that stops reading a large file holds this and one chunk of it
+/// (hyper's default, about 400 KiB, is what most of such a connection's memory was). A request
+/// head must fit in it too: a larger one gets `431` (nginx's default limit is 32 KiB).
+const CONNECTION_BUFFER: usize = 64 * 1024;
 /// How many connections past the cap are answered with 503 at once; beyond, they are closed.
 const MAX_REJECTING: usize = 1024;
 /// How long a connection past the cap is given to take its 503.
@@ -42,9 +47,6 @@ const REJECT_TIMEOUT: Duration = Duration::from_secs(1);
 const BUSY: &str = "too many connections: try again in a second.\n";
 /// The reason phrase of the book's errors (Python's spelling, not the `http` crate's).
 const TEAPOT: &[u8] = b"I'm a Teapot";
-
-/// The response body type.
-type Body = Full<Bytes>;
 
 /// What every connection of a server shares.
 #[derive(Debug)]
@@ -165,7 +167,8 @@ async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<O
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.header_read_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        .max_buf_size(CONNECTION_BUFFER);
     let mut tasks = JoinSet::new();
     let mut trimmer = Trimmer::default();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -315,6 +318,16 @@ async fn handle(
             bytes,
             content_type,
         } => body(StatusCode::OK, bytes, content_type),
+        Reply::File {
+            file,
+            len,
+            content_type,
+        } => response(
+            StatusCode::OK,
+            Body::File(FileBody::new(file, len)),
+            len,
+            content_type,
+        ),
         Reply::Redirect(location) => match HeaderValue::try_from(location) {
             Ok(location) => {
                 let mut response = text(StatusCode::MOVED_PERMANENTLY, "moved: add a slash\n");
@@ -353,10 +366,20 @@ fn text(status: StatusCode, message: &'static str) -> Response<Body> {
     )
 }
 
-/// A response with an explicit `Content-Length` (also sent, without the body, for `HEAD`).
 fn body(status: StatusCode, bytes: Bytes, content_type: &'static str) -> Response<Body> {
-    let length = bytes.len();
-    let mut response = Response::new(Full::new(bytes));
+    let length = bytes.len() as u64;
+    response(status, Body::bytes(bytes), length, content_type)
+}
+
+/// A response with an explicit `Content-Length` (also sent, without the body, for `HEAD`:
+/// hyper then drops the body unread).
+fn response(
+    status: StatusCode,
+    body: Body,
+    length: u64,
+    content_type: &'static str,
+) -> Response<Body> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -321,3 +321,75 @@ fn a_changed_file_is_served_anew() {
     std::fs::remove_file(&file).expect("remove");
     assert_eq!(get(addr, "/flags/note.txt").status, 404);
 }
+
+/// Sends a keep-alive `method path` on `stream` and reads its whole answer.
+fn keep_alive_exchange(stream: &mut TcpStream, method: &str, path: &str) -> common::Response {
+    stream
+        .write_all(format!("{method} {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut bytes = Vec::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        if let Some((response, used)) = parse(&bytes, method == "HEAD") {
+            assert_eq!(used, bytes.len(), "bytes past the announced length");
+            return response;
+        }
+        let n = stream.read(&mut buffer).expect("receive");
+        assert!(n > 0, "closed before the end of the answer");
+        bytes.extend_from_slice(&buffer[..n]);
+    }
+}
+
+/// Files too large for the cache are sent as they are read (issue 17, point 7): byte for byte,
+/// with the length announced, for `GET` and `HEAD`, and the connection stays usable.
+#[test]
+fn a_large_file_is_streamed_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("big")).expect("mkdir");
+    // 3 MiB and a bit: several chunks, the last one short; a pattern that shows misplaced bytes.
+    let len = 3 * 1024 * 1024 + 12_345;
+    let data: Vec<u8> = (0..len).map(|i: usize| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("big/big.bin"), &data).expect("write");
+    let server = start(ServerConfig::new().dir(dir.path())).expect("start");
+    let mut stream = connect(server.local_addr());
+    for _ in 0..2 {
+        let response = keep_alive_exchange(&mut stream, "GET", "/flags/big/big.bin");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("content-length"), Some(&*len.to_string()));
+        assert!(response.body == data, "the body differs from the file");
+        let head = keep_alive_exchange(&mut stream, "HEAD", "/flags/big/big.bin");
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header("content-length"), Some(&*len.to_string()));
+    }
+}
+
+/// A file truncated while it is sent ends the connection early: the client sees fewer bytes
+/// than announced, never a padded or shortened body that looks whole.
+#[test]
+fn a_file_truncated_while_sent_cuts_the_connection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("big")).expect("mkdir");
+    let path = dir.path().join("big/big.bin");
+    // Sparse, and far larger than any socket buffers the server could fill before the cut.
+    let len: u64 = 1 << 30;
+    std::fs::File::create(&path)
+        .and_then(|file| file.set_len(len))
+        .expect("sparse file");
+    let server = start(ServerConfig::new().dir(dir.path())).expect("start");
+    let mut stream = connect(server.local_addr());
+    stream
+        .write_all(b"GET /flags/big/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    let mut first = [0u8; 1024];
+    let n = stream.read(&mut first).expect("the head");
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    // The server is at most a chunk and the socket buffers ahead of this client.
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|file| file.set_len(0))
+        .expect("truncate");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(((n + rest.len()) as u64) < len, "a whole body was sent");
+}
