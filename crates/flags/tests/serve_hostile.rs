@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Generous: only a broken server makes a test wait this long.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -162,4 +162,59 @@ fn issue_17_clients_that_stop_reading_a_large_file_cost_a_buffer_not_the_file() 
         grown < FILE / 2,
         "the peak resident memory grew by {grown} bytes for {CLIENTS} clients"
     );
+}
+
+/// Issue 17, point 6: a descriptor limit too low for the clients. `flags serve` starts with a
+/// soft limit of 128 descriptors and a hard one of 256, and 300 clients each send a request the
+/// server delays for an hour. The server used to keep the soft limit, accept until `accept4`
+/// failed with `EMFILE`, and leave every later client unanswered in the kernel's queue. It now
+/// raises the soft limit to the hard one, serves only as many connections as that leaves room
+/// for, and answers the next client `503` with `Retry-After`.
+#[test]
+fn issue_17_past_what_the_descriptors_allow_clients_get_503_not_silence() {
+    const HARD: usize = 256;
+    const REQUEST: &[u8] = b"GET /flags/br/br.gif HTTP/1.1\r\nHost: t\r\n\r\n";
+    let server = Serve::start(
+        &format!("ulimit -S -n 128 && ulimit -H -n {HARD}"),
+        &["--port", "0", "--min-delay", "3600"],
+    );
+    let mut held = Vec::new();
+    for _ in 0..HARD + 44 {
+        let mut stream = server.connect();
+        // Past the 503s the server can give at once, it closes connections unanswered, and
+        // this write may meet the reset.
+        let _ = stream.write_all(REQUEST);
+        held.push(stream);
+    }
+    // The next client gets an answer. Until the 503s of the clients above have gone out (each
+    // is given a second to take its answer), it may be closed unanswered: try again.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let answer = loop {
+        let mut probe = server.connect();
+        let _ = probe.write_all(REQUEST);
+        let mut bytes = Vec::new();
+        let _ = probe.read_to_end(&mut bytes);
+        if !bytes.is_empty() {
+            break String::from_utf8_lossy(&bytes).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no client got an answer within {IO_TIMEOUT:?}"
+        );
+    };
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("limits");
+    let open_files = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("the open files limit");
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["256", "256"], "{open_files}");
+    let open = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .expect("the server's descriptors")
+        .count();
+    assert!(open < HARD, "{open} descriptors open");
+    eprintln!("flags serve: {open} descriptors open, limit {HARD}");
 }

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use tokio::task::JoinHandle;
 
+use crate::descriptors::Descriptor;
+
 /// How many bytes of a file are read at once.
 const CHUNK: usize = 64 * 1024;
 
@@ -75,19 +77,23 @@ pub(crate) struct FileBody {
 #[derive(Debug)]
 enum State {
     /// Waiting for hyper to ask for the next chunk.
-    Idle(File),
+    Idle(Open),
     /// A chunk is being read on the blocking pool; the file comes back with it.
-    Reading(JoinHandle<io::Result<(File, Bytes)>>),
+    Reading(JoinHandle<io::Result<(Open, Bytes)>>),
     /// Everything was sent, or reading failed.
     Done,
 }
 
 impl FileBody {
-    /// Sends `len` bytes of `file` from its current position.
-    pub(crate) fn new(file: File, len: u64) -> Self {
+    /// Sends `len` bytes of `file` from its current position; the file's descriptor is counted
+    /// by `descriptor` until the file is closed.
+    pub(crate) fn new(file: File, descriptor: Descriptor, len: u64) -> Self {
         Self {
             remaining: len,
-            state: State::Idle(file),
+            state: State::Idle(Open {
+                file,
+                _descriptor: descriptor,
+            }),
         }
     }
 
@@ -98,13 +104,13 @@ impl FileBody {
         loop {
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Done => return Poll::Ready(None),
-                State::Idle(file) => {
+                State::Idle(open) => {
                     if self.remaining == 0 {
                         return Poll::Ready(None);
                     }
                     let want = usize::try_from(self.remaining).map_or(CHUNK, |n| n.min(CHUNK));
                     self.state =
-                        State::Reading(tokio::task::spawn_blocking(move || read_chunk(file, want)));
+                        State::Reading(tokio::task::spawn_blocking(move || read_chunk(open, want)));
                 }
                 State::Reading(mut reading) => {
                     let read = match Pin::new(&mut reading).poll(cx) {
@@ -114,7 +120,7 @@ impl FileBody {
                         }
                         Poll::Ready(read) => read,
                     };
-                    let (file, chunk) = match read {
+                    let (open, chunk) = match read {
                         Ok(Ok(read)) => read,
                         Ok(Err(error)) => return Poll::Ready(Some(Err(error))),
                         Err(join) => return Poll::Ready(Some(Err(io::Error::other(join)))),
@@ -126,7 +132,7 @@ impl FileBody {
                         ))));
                     }
                     self.remaining -= chunk.len() as u64;
-                    self.state = State::Idle(file);
+                    self.state = State::Idle(open);
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
             }
@@ -134,12 +140,20 @@ impl FileBody {
     }
 }
 
+/// A file being sent, with the permit that counts its descriptor: they go together, so that
+/// the permit returns only when the file is closed, wherever that happens.
+#[derive(Debug)]
+struct Open {
+    file: File,
+    _descriptor: Descriptor,
+}
+
 /// Reads up to `want` bytes (fewer only at the end of the file).
-fn read_chunk(mut file: File, want: usize) -> io::Result<(File, Bytes)> {
+fn read_chunk(mut open: Open, want: usize) -> io::Result<(Open, Bytes)> {
     let mut buffer = vec![0; want];
     let mut filled = 0;
     while filled < want {
-        match file.read(&mut buffer[filled..]) {
+        match open.file.read(&mut buffer[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -147,5 +161,5 @@ fn read_chunk(mut file: File, want: usize) -> io::Result<(File, Bytes)> {
         }
     }
     buffer.truncate(filled);
-    Ok((file, Bytes::from(buffer)))
+    Ok((open, Bytes::from(buffer)))
 }

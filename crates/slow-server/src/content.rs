@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::countries::{country_codes, country_name};
+use crate::descriptors::{Budget, Descriptor};
 use crate::error::ServerError;
 use crate::image::flag_gif;
 use crate::listing::{self, Entry};
@@ -32,6 +33,8 @@ pub(crate) enum Reply {
     File {
         /// The file, open at its start.
         file: fs::File,
+        /// Counts the file's descriptor until it is closed.
+        descriptor: Descriptor,
         /// Its length when it was opened: the `Content-Length` sent.
         len: u64,
         /// Its `Content-Type`.
@@ -41,6 +44,8 @@ pub(crate) enum Reply {
     Redirect(String),
     /// `404 Not Found`.
     NotFound,
+    /// `503 Service Unavailable`: the process has no descriptor to spare for the file.
+    Busy,
 }
 
 /// What a server serves.
@@ -75,8 +80,9 @@ impl Content {
         })))
     }
 
-    /// The answer to the request path `raw` (as sent, without the query).
-    pub(crate) async fn reply(&self, raw: &str) -> Reply {
+    /// The answer to the request path `raw` (as sent, without the query); a file or directory
+    /// is opened only with a descriptor to spare in `budget`.
+    pub(crate) async fn reply(&self, raw: &str, budget: &Budget) -> Reply {
         match self {
             Self::Builtin(builtin) => builtin.reply(raw),
             Self::Dir(dir) => {
@@ -86,9 +92,13 @@ impl Content {
                 if let Some(reply) = dir.cached(&target) {
                     return reply;
                 }
+                // The slow path may open a file or a directory.
+                let Some(descriptor) = budget.serving() else {
+                    return Reply::Busy;
+                };
                 let (dir, raw) = (Arc::clone(dir), raw.to_owned());
                 // One trip to the blocking pool for the whole lookup and read.
-                tokio::task::spawn_blocking(move || dir.reply(&raw, target))
+                tokio::task::spawn_blocking(move || dir.reply(&raw, target, descriptor))
                     .await
                     .unwrap_or(Reply::NotFound)
             }
@@ -218,8 +228,9 @@ impl DirContent {
         Some(cached.reply())
     }
 
-    /// The slow path, on the blocking pool: resolve, check, list or read (and cache).
-    fn reply(&self, raw: &str, target: Target) -> Reply {
+    /// The slow path, on the blocking pool: resolve, check, list or read (and cache). What it
+    /// opens is counted by `descriptor`, which goes with a file sent as it is read.
+    fn reply(&self, raw: &str, target: Target, descriptor: Descriptor) -> Reply {
         let root = &self.root;
         let (segments, slash) = match target {
             Target::Root => {
@@ -275,6 +286,7 @@ impl DirContent {
         if !self.has_room(&resolved, meta.len()) {
             return Reply::File {
                 file,
+                descriptor,
                 len: meta.len(),
                 content_type,
             };
@@ -655,6 +667,41 @@ mod tests {
         let link = dir.path().join("br.gif");
         std::os::unix::fs::symlink(dir.path().join("secret"), &link).expect("link");
         assert!(open(&link).is_err());
+    }
+
+    /// A file sent as it is read keeps its descriptor's permit until it is closed; without a
+    /// permit to spare, the answer is `Busy` (503) and nothing is opened.
+    #[tokio::test]
+    async fn files_take_descriptors_from_the_budget() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let big = vec![7u8; (CACHE_FILE_MAX + 1) as usize];
+        std::fs::write(dir.path().join("big.bin"), &big).expect("write");
+        std::fs::write(dir.path().join("small.txt"), "small").expect("write");
+        let content = Content::open(Some(dir.path()), Duration::ZERO).expect("open");
+        // 16 descriptors: 8 in reserve, 1 for 503s, 7 for connections and files.
+        let budget = Budget::for_limit(Some(16));
+        let mut sending = Vec::new();
+        for _ in 0..7 {
+            let reply = content.reply("/flags/big.bin", &budget).await;
+            assert!(matches!(reply, Reply::File { .. }), "{reply:?}");
+            sending.push(reply);
+        }
+        for path in ["/flags/big.bin", "/flags/small.txt", "/flags/"] {
+            let reply = content.reply(path, &budget).await;
+            assert!(matches!(reply, Reply::Busy), "{path}: {reply:?}");
+        }
+        drop(sending.pop());
+        let reply = content.reply("/flags/small.txt", &budget).await;
+        assert!(matches!(reply, Reply::Body { .. }), "{reply:?}");
+        let reply = content.reply("/flags/big.bin", &budget).await;
+        assert!(matches!(reply, Reply::File { .. }), "{reply:?}");
+        // The small file is cached now: served without a descriptor.
+        let reply = content.reply("/flags/small.txt", &budget).await;
+        assert!(matches!(reply, Reply::Body { .. }), "{reply:?}");
+        assert!(matches!(
+            content.reply("/flags/big.bin", &budget).await,
+            Reply::Busy
+        ));
     }
 
     #[test]

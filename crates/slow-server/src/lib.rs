@@ -88,7 +88,10 @@
 //! A client has 10 s to send its first byte, a request's headers, or to start its
 //! next request on a kept-alive connection ([`ServerConfig::header_read_timeout`]), and 30 s
 //! for a stalled response write; at most 16,384 connections are served at once
-//! ([`ServerConfig::max_connections`]).
+//! ([`ServerConfig::max_connections`]), and fewer if the descriptor limit does not allow as
+//! many: past either cap a connection gets `503` with `Retry-After`, it is not left waiting.
+//! [`raise_descriptor_limit`] raises the soft limit to the hard one before the first server
+//! starts.
 
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
@@ -98,6 +101,7 @@ mod body;
 mod config;
 mod content;
 mod countries;
+mod descriptors;
 mod error;
 mod image;
 mod listing;
@@ -109,6 +113,7 @@ mod trim;
 
 pub use config::ServerConfig;
 pub use countries::{country_codes, country_name};
+pub use descriptors::raise_descriptor_limit;
 pub use error::ServerError;
 pub use plan::{ResponsePlan, plan_for};
 pub use server::{Server, ServerHandle, start};

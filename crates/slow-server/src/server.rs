@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use crate::body::{Body, FileBody};
 use crate::config::ServerConfig;
 use crate::content::{Content, Reply};
+use crate::descriptors::Budget;
 use crate::error::ServerError;
 use crate::plan::plan_for;
 use crate::stall::StallGuard;
@@ -39,12 +40,12 @@ const GRACE: Duration = Duration::from_secs(1);
 /// (hyper's default, about 400 KiB, is what most of such a connection's memory was). A request
 /// head must fit in it too: a larger one gets `431` (nginx's default limit is 32 KiB).
 const CONNECTION_BUFFER: usize = 64 * 1024;
-/// How many connections past the cap are answered with 503 at once; beyond, they are closed.
-const MAX_REJECTING: usize = 1024;
 /// How long a connection past the cap is given to take its 503.
 const REJECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The body of the answer to a connection past the cap.
 const BUSY: &str = "too many connections: try again in a second.\n";
+/// The body of the answer to a request for a file when no descriptor is left to open it.
+const BUSY_FILES: &str = "too many open files: try again in a second.\n";
 /// The reason phrase of the book's errors (Python's spelling, not the `http` crate's).
 const TEAPOT: &[u8] = b"I'm a Teapot";
 
@@ -161,7 +162,7 @@ fn listen(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
 /// The accept loop and its shutdown.
 async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
-    let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
+    let budget = Budget::get();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut builder = http1::Builder::new();
     builder
@@ -180,24 +181,28 @@ async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<O
                 let stream = match accepted {
                     Ok((stream, _peer)) => stream,
                     Err(error) => {
-                        // Out of file descriptors or memory: wait instead of spinning.
+                        // Out of memory, or of descriptors although the budget keeps a reserve
+                        // (something else in the process took it): wait instead of spinning.
                         if !is_connection_error(&error) {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                         continue;
                     }
                 };
-                match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(slot) => {
+                // A place under this server's cap, and the socket's descriptor in the budget of
+                // the process (shared with its other servers and the files they send).
+                let slot = Arc::clone(&slots).try_acquire_owned().ok();
+                match slot.zip(budget.serving()) {
+                    Some(permits) => {
                         let connection = serve_connection(&builder, stream, &shared, stop_rx.clone());
                         tasks.spawn(async move {
                             connection.await;
-                            drop(slot);
+                            drop(permits);
                         });
                         trimmer.observe(tasks.len());
                     }
-                    Err(_) => {
-                        if let Ok(permit) = Arc::clone(&rejecting).try_acquire_owned() {
+                    None => {
+                        if let Some(permit) = budget.rejecting() {
                             tasks.spawn(async move {
                                 reject(stream).await;
                                 drop(permit);
@@ -313,21 +318,29 @@ async fn handle(
             .insert(hyper::ext::ReasonPhrase::from_static(TEAPOT));
         return Ok(response);
     }
-    Ok(match shared.content.reply(path).await {
+    Ok(match shared.content.reply(path, Budget::get()).await {
         Reply::Body {
             bytes,
             content_type,
         } => body(StatusCode::OK, bytes, content_type),
         Reply::File {
             file,
+            descriptor,
             len,
             content_type,
         } => response(
             StatusCode::OK,
-            Body::File(FileBody::new(file, len)),
+            Body::File(FileBody::new(file, descriptor, len)),
             len,
             content_type,
         ),
+        Reply::Busy => {
+            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, BUSY_FILES);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
         Reply::Redirect(location) => match HeaderValue::try_from(location) {
             Ok(location) => {
                 let mut response = text(StatusCode::MOVED_PERMANENTLY, "moved: add a slash\n");
