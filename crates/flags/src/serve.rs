@@ -60,6 +60,9 @@ pub(crate) fn main(args: ServeArgs) -> ExitCode {
         Ok(specs) => specs,
         Err(message) => return usage_error(&message),
     };
+    // Before the first server starts, which sizes the servers' share of the descriptors from
+    // the limit (issue 17). If the limit cannot be raised, the servers live within the old one.
+    let _ = slow_server::raise_descriptor_limit();
     let mut servers = Vec::with_capacity(specs.len());
     for spec in specs {
         let summary = summary(&spec.config);

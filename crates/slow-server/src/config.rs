@@ -101,8 +101,13 @@ impl ServerConfig {
     }
 
     /// Serves at most `max` connections at once (default 16,384). A connection past the cap gets
-    /// `503 Service Unavailable` with `Retry-After: 1` and is closed. The process needs that
-    /// many file descriptors (`ulimit -n`).
+    /// `503 Service Unavailable` with `Retry-After: 1` and is closed.
+    ///
+    /// Fewer are served if the process's descriptor limit (`ulimit -n`) does not allow `max`:
+    /// the servers of a process share what the soft limit allowed when the first of them
+    /// started, less a reserve, among their connections and the files they send (see
+    /// [`raise_descriptor_limit`](crate::raise_descriptor_limit)); a connection past that share
+    /// gets the same `503`, and so does a request for a file when no descriptor is left.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
         self

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::countries::{country_codes, country_name};
+use crate::descriptors::{Budget, Descriptor};
 use crate::error::ServerError;
 use crate::image::flag_gif;
 use crate::listing::{self, Entry};
@@ -19,7 +20,7 @@ use crate::target::Target;
 pub(crate) const HTML: &str = "text/html; charset=utf-8";
 
 /// The answer to a path (before fault injection).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) enum Reply {
     /// `200 OK` with this body.
     Body {
@@ -28,10 +29,23 @@ pub(crate) enum Reply {
         /// Their `Content-Type`.
         content_type: &'static str,
     },
+    /// `200 OK` with the contents of a file too large to keep in memory, sent as it is read.
+    File {
+        /// The file, open at its start.
+        file: fs::File,
+        /// Counts the file's descriptor until it is closed.
+        descriptor: Descriptor,
+        /// Its length when it was opened: the `Content-Length` sent.
+        len: u64,
+        /// Its `Content-Type`.
+        content_type: &'static str,
+    },
     /// `301 Moved Permanently` to this location (a directory asked for without its `/`).
     Redirect(String),
     /// `404 Not Found`.
     NotFound,
+    /// `503 Service Unavailable`: the process has no descriptor to spare for the file.
+    Busy,
 }
 
 /// What a server serves.
@@ -66,8 +80,9 @@ impl Content {
         })))
     }
 
-    /// The answer to the request path `raw` (as sent, without the query).
-    pub(crate) async fn reply(&self, raw: &str) -> Reply {
+    /// The answer to the request path `raw` (as sent, without the query); a file or directory
+    /// is opened only with a descriptor to spare in `budget`.
+    pub(crate) async fn reply(&self, raw: &str, budget: &Budget) -> Reply {
         match self {
             Self::Builtin(builtin) => builtin.reply(raw),
             Self::Dir(dir) => {
@@ -77,9 +92,13 @@ impl Content {
                 if let Some(reply) = dir.cached(&target) {
                     return reply;
                 }
+                // The slow path may open a file or a directory.
+                let Some(descriptor) = budget.serving() else {
+                    return Reply::Busy;
+                };
                 let (dir, raw) = (Arc::clone(dir), raw.to_owned());
                 // One trip to the blocking pool for the whole lookup and read.
-                tokio::task::spawn_blocking(move || dir.reply(&raw, target))
+                tokio::task::spawn_blocking(move || dir.reply(&raw, target, descriptor))
                     .await
                     .unwrap_or(Reply::NotFound)
             }
@@ -87,7 +106,7 @@ impl Content {
     }
 }
 
-/// The most bytes of one file kept in memory.
+/// The most bytes of one file kept in memory; larger files are sent as they are read.
 const CACHE_FILE_MAX: u64 = 1 << 20;
 /// The most bytes of all files kept in memory.
 const CACHE_TOTAL_MAX: u64 = 64 << 20;
@@ -107,6 +126,14 @@ pub(crate) struct DirContent {
 struct Cache {
     files: HashMap<PathBuf, Cached>,
     bytes: u64,
+}
+
+impl Cache {
+    /// Whether `len` bytes for `path` fit within the limits, in place of what `path` holds now.
+    fn room_for(&self, path: &Path, len: u64) -> bool {
+        let previous = self.files.get(path).map_or(0, |old| old.bytes.len() as u64);
+        len <= CACHE_FILE_MAX && self.bytes - previous + len <= CACHE_TOTAL_MAX
+    }
 }
 
 #[derive(Debug)]
@@ -201,8 +228,9 @@ impl DirContent {
         Some(cached.reply())
     }
 
-    /// The slow path, on the blocking pool: resolve, check, list or read (and cache).
-    fn reply(&self, raw: &str, target: Target) -> Reply {
+    /// The slow path, on the blocking pool: resolve, check, list or read (and cache). What it
+    /// opens is counted by `descriptor`, which goes with a file sent as it is read.
+    fn reply(&self, raw: &str, target: Target, descriptor: Descriptor) -> Reply {
         let root = &self.root;
         let (segments, slash) = match target {
             Target::Root => {
@@ -223,39 +251,63 @@ impl DirContent {
         if !resolved.starts_with(root) {
             return Reply::NotFound;
         }
-        let Ok(meta) = fs::metadata(&resolved) else {
+        // Open first, then ask the descriptor what it is: by now the path may name something
+        // else than what `canonicalize` saw, such as a FIFO renamed over a file.
+        let Ok(opened) = open(&resolved) else {
             return Reply::NotFound;
         };
-        if meta.is_dir() {
-            if !slash {
-                return Reply::Redirect(format!("{raw}/"));
+        let (file, meta) = match opened {
+            Opened::File(file, meta) => (file, meta),
+            Opened::Other => return Reply::NotFound,
+            Opened::Dir => {
+                if !slash {
+                    return Reply::Redirect(format!("{raw}/"));
+                }
+                let mut shown = String::from("/flags/");
+                for segment in &segments {
+                    shown.push_str(segment);
+                    shown.push('/');
+                }
+                return match dir_entries(&resolved) {
+                    Ok(entries) => Reply::Body {
+                        bytes: Bytes::from(listing::render(&shown, &entries)),
+                        content_type: HTML,
+                    },
+                    Err(_) => Reply::NotFound,
+                };
             }
-            let mut shown = String::from("/flags/");
-            for segment in &segments {
-                shown.push_str(segment);
-                shown.push('/');
-            }
-            return match dir_entries(&resolved) {
-                Ok(entries) => Reply::Body {
-                    bytes: Bytes::from(listing::render(&shown, &entries)),
-                    content_type: HTML,
-                },
-                Err(_) => Reply::NotFound,
+        };
+        if slash {
+            return Reply::NotFound;
+        }
+        let content_type = content_type(&resolved);
+        // Read whole only what the cache takes: anything else costs a chunk per connection,
+        // not its size (a client that stops reading must not pin a large file in memory).
+        if !self.has_room(&resolved, meta.len()) {
+            return Reply::File {
+                file,
+                descriptor,
+                len: meta.len(),
+                content_type,
             };
         }
-        // Only regular files: a FIFO or a device could block or never end.
-        if !meta.is_file() || slash {
-            return Reply::NotFound;
-        }
-        let Ok((bytes, version)) = read_file(&resolved) else {
+        let Ok((bytes, version)) = read_file(file, &meta) else {
             return Reply::NotFound;
         };
-        let content_type = content_type(&resolved);
         self.remember(resolved, bytes.clone(), version, content_type);
         Reply::Body {
             bytes,
             content_type,
         }
+    }
+
+    /// Whether the cache would keep `len` bytes for `path`; [`remember`](Self::remember)
+    /// decides again with what was read.
+    fn has_room(&self, path: &Path, len: u64) -> bool {
+        let Ok(cache) = self.cache.lock() else {
+            return false;
+        };
+        cache.room_for(path, len)
     }
 
     /// Keeps a small file in the cache, within the total budget. The key is the canonical
@@ -265,13 +317,13 @@ impl DirContent {
         let Ok(mut cache) = self.cache.lock() else {
             return;
         };
+        if !cache.room_for(&path, len) {
+            return;
+        }
         let previous = cache
             .files
             .get(&path)
             .map_or(0, |old| old.bytes.len() as u64);
-        if len > CACHE_FILE_MAX || cache.bytes - previous + len > CACHE_TOTAL_MAX {
-            return;
-        }
         cache.bytes = cache.bytes - previous + len;
         cache.files.insert(
             path,
@@ -285,17 +337,75 @@ impl DirContent {
     }
 }
 
-/// Reads a whole file with the version of what was read.
-fn read_file(path: &Path) -> io::Result<(Bytes, Version)> {
-    use std::io::Read;
-    let mut file = fs::File::open(path)?;
+/// What a path turned out to be once opened.
+#[derive(Debug)]
+enum Opened {
+    /// A regular file, open for reading, with its metadata (from the descriptor).
+    File(fs::File, fs::Metadata),
+    /// A directory (closed again: listings read it by path, and `read_dir` opens it with
+    /// `O_DIRECTORY`, which fails on anything else).
+    Dir,
+    /// Anything else (a FIFO, a socket, a device): never served, since reading it could block
+    /// or never end.
+    Other,
+}
+
+/// Opens `path` without blocking and without following a symbolic link in its last component,
+/// then tells what the descriptor refers to.
+///
+/// `path` is canonical, so a link in its last component appeared after the root check and is
+/// refused (`ELOOP`), never followed. `O_NONBLOCK` makes opening a FIFO return at once (a plain
+/// `open` waits for a writer); it is cleared again on a regular file, so that reads behave as
+/// usual on every file system.
+#[cfg(unix)]
+fn open(path: &Path) -> io::Result<Opened> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW).bits())
+        .open(path)?;
     let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::other("not a regular file"));
+    if meta.is_dir() {
+        return Ok(Opened::Dir);
     }
+    if !meta.is_file() {
+        return Ok(Opened::Other);
+    }
+    let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(
+        &file,
+        FcntlArg::F_SETFL(flags.difference(OFlag::O_NONBLOCK)),
+    )?;
+    Ok(Opened::File(file, meta))
+}
+
+/// Opens `path` and tells what it is (no FIFOs to fear without Unix).
+#[cfg(not(unix))]
+fn open(path: &Path) -> io::Result<Opened> {
+    let meta = fs::metadata(path)?;
+    if meta.is_dir() {
+        return Ok(Opened::Dir);
+    }
+    if !meta.is_file() {
+        return Ok(Opened::Other);
+    }
+    let file = fs::File::open(path)?;
+    let meta = file.metadata()?;
+    Ok(if meta.is_file() {
+        Opened::File(file, meta)
+    } else {
+        Opened::Other
+    })
+}
+
+/// Reads a whole open file, with the version of what was read (`meta` is the descriptor's).
+fn read_file(mut file: fs::File, meta: &fs::Metadata) -> io::Result<(Bytes, Version)> {
+    use std::io::Read;
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.read_to_end(&mut bytes)?;
-    Ok((Bytes::from(bytes), Version::of(&meta)))
+    Ok((Bytes::from(bytes), Version::of(meta)))
 }
 
 /// The built-in flag set: every answer keyed by its canonical path. Images are drawn on first
@@ -310,7 +420,13 @@ pub(crate) struct Builtin {
 /// An answer of the built-in set.
 #[derive(Debug)]
 enum Stored {
-    Ready(Reply),
+    /// A listing or a `metadata.json`.
+    Bytes {
+        bytes: Bytes,
+        content_type: &'static str,
+    },
+    /// `301` to this location.
+    Redirect(String),
     /// The image of `country_codes()[i]`.
     Gif(usize),
 }
@@ -328,10 +444,10 @@ impl Builtin {
             let bytes = Bytes::from(bytes);
             replies.insert(
                 path,
-                Stored::Ready(Reply::Body {
+                Stored::Bytes {
                     bytes,
                     content_type,
-                }),
+                },
             );
         };
         add("/".into(), root_listing().into_bytes(), HTML);
@@ -373,7 +489,7 @@ impl Builtin {
                 "application/json",
             );
         }
-        let redirect = |to: String| Stored::Ready(Reply::Redirect(to));
+        let redirect = Stored::Redirect;
         replies.insert("/flags".into(), redirect("/flags/".into()));
         for cc in country_codes() {
             let lower = cc.to_ascii_lowercase();
@@ -395,7 +511,14 @@ impl Builtin {
     /// The answer stored for a canonical path.
     fn stored(&self, stored: &Stored) -> Reply {
         match stored {
-            Stored::Ready(reply) => reply.clone(),
+            Stored::Bytes {
+                bytes,
+                content_type,
+            } => Reply::Body {
+                bytes: bytes.clone(),
+                content_type,
+            },
+            Stored::Redirect(to) => Reply::Redirect(to.clone()),
             Stored::Gif(index) => {
                 let (Some(gif), Some(cc)) = (self.gifs.get(*index), country_codes().get(*index))
                 else {
@@ -431,7 +554,7 @@ impl Builtin {
         };
         match self.replies.get(&canonical) {
             // A redirect goes to the path as the client wrote it, plus the slash.
-            Some(Stored::Ready(Reply::Redirect(_))) => Reply::Redirect(format!("{raw}/")),
+            Some(Stored::Redirect(_)) => Reply::Redirect(format!("{raw}/")),
             Some(stored) => self.stored(stored),
             None => Reply::NotFound,
         }
@@ -514,6 +637,71 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&metadata("CI")).expect("valid JSON");
         assert_eq!(parsed["country"], "Côte d'Ivoire");
+    }
+
+    /// The race of issue 17, point 8, lost by construction: a FIFO is what the path names at
+    /// `open()` time. Opening it must neither block (a plain `open` waits for a writer, for
+    /// ever) nor let it be served.
+    #[cfg(unix)]
+    #[test]
+    fn issue_17_a_fifo_at_open_time_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fifo = dir.path().join("br.gif");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let (done, opened) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || done.send(open(&path).map(|opened| format!("{opened:?}"))));
+        let opened = opened
+            .recv_timeout(Duration::from_secs(30))
+            .expect("opening the FIFO blocked");
+        assert_eq!(opened.expect("opened"), "Other");
+    }
+
+    /// The last component of the (canonical) path turned into a symbolic link after the root
+    /// check: refused, not followed.
+    #[cfg(unix)]
+    #[test]
+    fn a_link_at_open_time_is_not_followed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("secret"), "secret").expect("write");
+        let link = dir.path().join("br.gif");
+        std::os::unix::fs::symlink(dir.path().join("secret"), &link).expect("link");
+        assert!(open(&link).is_err());
+    }
+
+    /// A file sent as it is read keeps its descriptor's permit until it is closed; without a
+    /// permit to spare, the answer is `Busy` (503) and nothing is opened.
+    #[tokio::test]
+    async fn files_take_descriptors_from_the_budget() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let big = vec![7u8; (CACHE_FILE_MAX + 1) as usize];
+        std::fs::write(dir.path().join("big.bin"), &big).expect("write");
+        std::fs::write(dir.path().join("small.txt"), "small").expect("write");
+        let content = Content::open(Some(dir.path()), Duration::ZERO).expect("open");
+        // 16 descriptors: 8 in reserve, 1 for 503s, 7 for connections and files.
+        let budget = Budget::for_limit(Some(16));
+        let mut sending = Vec::new();
+        for _ in 0..7 {
+            let reply = content.reply("/flags/big.bin", &budget).await;
+            assert!(matches!(reply, Reply::File { .. }), "{reply:?}");
+            sending.push(reply);
+        }
+        for path in ["/flags/big.bin", "/flags/small.txt", "/flags/"] {
+            let reply = content.reply(path, &budget).await;
+            assert!(matches!(reply, Reply::Busy), "{path}: {reply:?}");
+        }
+        drop(sending.pop());
+        let reply = content.reply("/flags/small.txt", &budget).await;
+        assert!(matches!(reply, Reply::Body { .. }), "{reply:?}");
+        let reply = content.reply("/flags/big.bin", &budget).await;
+        assert!(matches!(reply, Reply::File { .. }), "{reply:?}");
+        // The small file is cached now: served without a descriptor.
+        let reply = content.reply("/flags/small.txt", &budget).await;
+        assert!(matches!(reply, Reply::Body { .. }), "{reply:?}");
+        assert!(matches!(
+            content.reply("/flags/big.bin", &budget).await,
+            Reply::Busy
+        ));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - HTML directory listings at `/`, `/flags/` and `/flags/{cc}/`, like `http.server`'s, and a
 //!   `301` to the slashed path for a directory asked for without its `/`;
 //! - `404` for anything else, `HEAD` as `GET` without the body, `405` for other methods;
+//!   `400` (and the connection closed) for an HTTP/1.1 request without `Host` or any request
+//!   with two, as RFC 9112 §3.2 asks;
 //! - a delay drawn uniformly from [`ServerConfig::delay`] before every `GET` or `HEAD` response
 //!   (errors and 404s included), and `418 I'm a Teapot` with the probability of
 //!   [`ServerConfig::error_rate`]; with a [seed](ServerConfig::seed) both are a function of the
@@ -72,25 +74,34 @@
 //!
 //! # Limits
 //!
-//! Files of a served directory are read whole and kept in memory (up to 1 MiB a file and
-//! 64 MiB in all). A cached file is served without touching the disk for up to
+//! Small files of a served directory are read whole and kept in memory (up to 1 MiB a file and
+//! 64 MiB in all); larger files, and those the cache has no room for, are sent as they are
+//! read, 64 KiB at a time and only as fast as the client takes them, so a connection holds
+//! about a chunk and hyper's 64 KiB buffer whatever the file's size. A cached file is served without touching the disk for up to
 //! [`ServerConfig::file_check_interval`] (1 s) after its last check; the check makes sure,
 //! with one `lstat` per path segment, that the path has no symbolic link and that the file has
 //! not changed (device, inode, length, modification time). Paths through links are resolved
-//! and checked against the root every time. The server is meant for small files such as flags.
+//! and checked against the root every time; the file is then opened without blocking and only
+//! served if the open descriptor is a regular file (never a FIFO or a device). The server is
+//! meant for small files such as flags.
 //!
 //! A client has 10 s to send its first byte, a request's headers, or to start its
 //! next request on a kept-alive connection ([`ServerConfig::header_read_timeout`]), and 30 s
 //! for a stalled response write; at most 16,384 connections are served at once
-//! ([`ServerConfig::max_connections`]).
+//! ([`ServerConfig::max_connections`]), and fewer if the descriptor limit does not allow as
+//! many: past either cap a connection gets `503` with `Retry-After`, it is not left waiting.
+//! [`raise_descriptor_limit`] raises the soft limit to the hard one before the first server
+//! starts.
 
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+mod body;
 mod config;
 mod content;
 mod countries;
+mod descriptors;
 mod error;
 mod image;
 mod listing;
@@ -102,6 +113,7 @@ mod trim;
 
 pub use config::ServerConfig;
 pub use countries::{country_codes, country_name};
+pub use descriptors::raise_descriptor_limit;
 pub use error::ServerError;
 pub use plan::{ResponsePlan, plan_for};
 pub use server::{Server, ServerHandle, start};

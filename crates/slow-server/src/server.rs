@@ -8,12 +8,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,8 +20,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::body::{Body, FileBody};
 use crate::config::ServerConfig;
 use crate::content::{Content, Reply};
+use crate::descriptors::Budget;
 use crate::error::ServerError;
 use crate::plan::plan_for;
 use crate::stall::StallGuard;
@@ -34,17 +35,19 @@ const BACKLOG: i32 = 65_535;
 const WRITE_STALL_LIMIT: Duration = Duration::from_secs(30);
 /// How long a stopping server lets requests in flight finish.
 const GRACE: Duration = Duration::from_secs(1);
-/// How many connections past the cap are answered with 503 at once; beyond, they are closed.
-const MAX_REJECTING: usize = 1024;
+/// The most bytes hyper buffers on a connection, each way. Hyper asks a response body for more
+/// only below it, so a client that stops reading a large file holds this and one chunk of it
+/// (hyper's default, about 400 KiB, is what most of such a connection's memory was). A request
+/// head must fit in it too: a larger one gets `431` (nginx's default limit is 32 KiB).
+const CONNECTION_BUFFER: usize = 64 * 1024;
 /// How long a connection past the cap is given to take its 503.
 const REJECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The body of the answer to a connection past the cap.
 const BUSY: &str = "too many connections: try again in a second.\n";
+/// The body of the answer to a request for a file when no descriptor is left to open it.
+const BUSY_FILES: &str = "too many open files: try again in a second.\n";
 /// The reason phrase of the book's errors (Python's spelling, not the `http` crate's).
 const TEAPOT: &[u8] = b"I'm a Teapot";
-
-/// The response body type.
-type Body = Full<Bytes>;
 
 /// What every connection of a server shares.
 #[derive(Debug)]
@@ -159,13 +162,14 @@ fn listen(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
 /// The accept loop and its shutdown.
 async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
-    let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
+    let budget = Budget::get();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.header_read_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        .max_buf_size(CONNECTION_BUFFER);
     let mut tasks = JoinSet::new();
     let mut trimmer = Trimmer::default();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -177,24 +181,28 @@ async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<O
                 let stream = match accepted {
                     Ok((stream, _peer)) => stream,
                     Err(error) => {
-                        // Out of file descriptors or memory: wait instead of spinning.
+                        // Out of memory, or of descriptors although the budget keeps a reserve
+                        // (something else in the process took it): wait instead of spinning.
                         if !is_connection_error(&error) {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                         continue;
                     }
                 };
-                match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(slot) => {
+                // A place under this server's cap, and the socket's descriptor in the budget of
+                // the process (shared with its other servers and the files they send).
+                let slot = Arc::clone(&slots).try_acquire_owned().ok();
+                match slot.zip(budget.serving()) {
+                    Some(permits) => {
                         let connection = serve_connection(&builder, stream, &shared, stop_rx.clone());
                         tasks.spawn(async move {
                             connection.await;
-                            drop(slot);
+                            drop(permits);
                         });
                         trimmer.observe(tasks.len());
                     }
-                    Err(_) => {
-                        if let Ok(permit) = Arc::clone(&rejecting).try_acquire_owned() {
+                    None => {
+                        if let Some(permit) = budget.rejecting() {
                             tasks.spawn(async move {
                                 reject(stream).await;
                                 drop(permit);
@@ -279,6 +287,14 @@ async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(problem) = host_problem(&request) {
+        let mut response = text(StatusCode::BAD_REQUEST, problem);
+        // As nginx does after a 400: what else the client sends is not worth reading.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(response);
+    }
     let method = request.method();
     if method != Method::GET && method != Method::HEAD {
         let mut response = text(
@@ -302,11 +318,29 @@ async fn handle(
             .insert(hyper::ext::ReasonPhrase::from_static(TEAPOT));
         return Ok(response);
     }
-    Ok(match shared.content.reply(path).await {
+    Ok(match shared.content.reply(path, Budget::get()).await {
         Reply::Body {
             bytes,
             content_type,
         } => body(StatusCode::OK, bytes, content_type),
+        Reply::File {
+            file,
+            descriptor,
+            len,
+            content_type,
+        } => response(
+            StatusCode::OK,
+            Body::File(FileBody::new(file, descriptor, len)),
+            len,
+            content_type,
+        ),
+        Reply::Busy => {
+            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, BUSY_FILES);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
         Reply::Redirect(location) => match HeaderValue::try_from(location) {
             Ok(location) => {
                 let mut response = text(StatusCode::MOVED_PERMANENTLY, "moved: add a slash\n");
@@ -317,6 +351,20 @@ async fn handle(
         },
         Reply::NotFound => not_found(),
     })
+}
+
+/// Why the request's `Host` header field lines make it a bad request, if they do: RFC 9112
+/// §3.2 asks for a 400 when an HTTP/1.1 request has none, or when any request has more than one
+/// (two hosts would let a proxy and this server disagree on what was asked for).
+fn host_problem(request: &Request<Incoming>) -> Option<&'static str> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if request.version() == Version::HTTP_11 => {
+            Some("bad request: HTTP/1.1 needs a Host header\n")
+        }
+        (Some(_), Some(_)) => Some("bad request: more than one Host header\n"),
+        _ => None,
+    }
 }
 
 fn not_found() -> Response<Body> {
@@ -331,10 +379,20 @@ fn text(status: StatusCode, message: &'static str) -> Response<Body> {
     )
 }
 
-/// A response with an explicit `Content-Length` (also sent, without the body, for `HEAD`).
 fn body(status: StatusCode, bytes: Bytes, content_type: &'static str) -> Response<Body> {
-    let length = bytes.len();
-    let mut response = Response::new(Full::new(bytes));
+    let length = bytes.len() as u64;
+    response(status, Body::bytes(bytes), length, content_type)
+}
+
+/// A response with an explicit `Content-Length` (also sent, without the body, for `HEAD`:
+/// hyper then drops the body unread).
+fn response(
+    status: StatusCode,
+    body: Body,
+    length: u64,
+    content_type: &'static str,
+) -> Response<Body> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

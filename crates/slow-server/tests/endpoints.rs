@@ -157,6 +157,56 @@ fn other_methods_are_405_with_allow() {
     }
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with two, is a 400 (as
+/// nginx answers), and the connection is closed after it.
+#[test]
+fn issue_17_a_missing_or_repeated_host_is_400() {
+    let server = start(ServerConfig::new()).expect("start");
+    let addr = server.local_addr();
+    for (raw, why) in [
+        (
+            &b"GET /flags/br/br.gif HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+            "HTTP/1.1 needs a Host header",
+        ),
+        (
+            b"GET /flags/br/br.gif HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+            "more than one Host header",
+        ),
+        (
+            b"GET /flags/br/br.gif HTTP/1.1\r\nHost: a\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "more than one Host header",
+        ),
+        (
+            b"GET /flags/br/br.gif HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+            "more than one Host header",
+        ),
+        // Without `Connection: close`: the server closes anyway, so `exchange` returns.
+        (
+            b"HEAD /flags/br/br.gif HTTP/1.1\r\n\r\n",
+            "HTTP/1.1 needs a Host header",
+        ),
+    ] {
+        let bytes = common::exchange(addr, raw);
+        let label = String::from_utf8_lossy(raw);
+        let head = raw.starts_with(b"HEAD");
+        let (response, used) = parse(&bytes, head).unwrap_or_else(|| panic!("{label}: no answer"));
+        assert_eq!(response.status, 400, "{label}");
+        assert_eq!(response.header("connection"), Some("close"), "{label}");
+        assert_eq!(used, bytes.len(), "{label}: more than one answer");
+        if !head {
+            assert!(
+                response.text().contains(why),
+                "{label}: {}",
+                response.text()
+            );
+        }
+    }
+    // HTTP/1.0 does not need the header; HTTP/1.1 with one is served.
+    let bytes = common::exchange(addr, b"GET /flags/br/br.gif HTTP/1.0\r\n\r\n");
+    assert_eq!(parse(&bytes, false).expect("an answer").0.status, 200);
+    assert_eq!(get(addr, "/flags/br/br.gif").status, 200);
+}
+
 #[test]
 fn keep_alive_serves_several_requests_on_one_connection() {
     let server = start(ServerConfig::new()).expect("start");
@@ -270,4 +320,76 @@ fn a_changed_file_is_served_anew() {
     assert_eq!(get(addr, "/flags/note.txt").text(), "second, longer");
     std::fs::remove_file(&file).expect("remove");
     assert_eq!(get(addr, "/flags/note.txt").status, 404);
+}
+
+/// Sends a keep-alive `method path` on `stream` and reads its whole answer.
+fn keep_alive_exchange(stream: &mut TcpStream, method: &str, path: &str) -> common::Response {
+    stream
+        .write_all(format!("{method} {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut bytes = Vec::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        if let Some((response, used)) = parse(&bytes, method == "HEAD") {
+            assert_eq!(used, bytes.len(), "bytes past the announced length");
+            return response;
+        }
+        let n = stream.read(&mut buffer).expect("receive");
+        assert!(n > 0, "closed before the end of the answer");
+        bytes.extend_from_slice(&buffer[..n]);
+    }
+}
+
+/// Files too large for the cache are sent as they are read (issue 17, point 7): byte for byte,
+/// with the length announced, for `GET` and `HEAD`, and the connection stays usable.
+#[test]
+fn a_large_file_is_streamed_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("big")).expect("mkdir");
+    // 3 MiB and a bit: several chunks, the last one short; a pattern that shows misplaced bytes.
+    let len = 3 * 1024 * 1024 + 12_345;
+    let data: Vec<u8> = (0..len).map(|i: usize| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("big/big.bin"), &data).expect("write");
+    let server = start(ServerConfig::new().dir(dir.path())).expect("start");
+    let mut stream = connect(server.local_addr());
+    for _ in 0..2 {
+        let response = keep_alive_exchange(&mut stream, "GET", "/flags/big/big.bin");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("content-length"), Some(&*len.to_string()));
+        assert!(response.body == data, "the body differs from the file");
+        let head = keep_alive_exchange(&mut stream, "HEAD", "/flags/big/big.bin");
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header("content-length"), Some(&*len.to_string()));
+    }
+}
+
+/// A file truncated while it is sent ends the connection early: the client sees fewer bytes
+/// than announced, never a padded or shortened body that looks whole.
+#[test]
+fn a_file_truncated_while_sent_cuts_the_connection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("big")).expect("mkdir");
+    let path = dir.path().join("big/big.bin");
+    // Sparse, and far larger than any socket buffers the server could fill before the cut.
+    let len: u64 = 1 << 30;
+    std::fs::File::create(&path)
+        .and_then(|file| file.set_len(len))
+        .expect("sparse file");
+    let server = start(ServerConfig::new().dir(dir.path())).expect("start");
+    let mut stream = connect(server.local_addr());
+    stream
+        .write_all(b"GET /flags/big/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    let mut first = [0u8; 1024];
+    let n = stream.read(&mut first).expect("the head");
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    // The server is at most a chunk and the socket buffers ahead of this client.
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|file| file.set_len(0))
+        .expect("truncate");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(((n + rest.len()) as u64) < len, "a whole body was sent");
 }

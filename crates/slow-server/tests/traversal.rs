@@ -203,3 +203,32 @@ fn within_the_check_interval_the_old_bytes_are_served_never_the_link() {
     assert_eq!(response.status, 200);
     assert_eq!(response.body, b"GIF89a-test");
 }
+
+/// Issue 17, point 8: special files in the served directory are refused at once, and the server
+/// goes on serving. (The race itself, a FIFO renamed over a file between the type check and
+/// `open()`, is `content::tests::issue_17_a_fifo_at_open_time_is_refused_without_blocking`:
+/// the server now opens first and checks the descriptor, so a FIFO is refused whenever it
+/// arrives.)
+#[cfg(unix)]
+#[test]
+fn a_fifo_in_the_served_directory_is_404_and_blocks_nothing() {
+    let layout = layout();
+    let fifo = layout.served.join("br/pipe.gif");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let link = layout.served.join("br/to-pipe.gif");
+    std::os::unix::fs::symlink("pipe.gif", &link).expect("link");
+    let config = ServerConfig::new()
+        .dir(&layout.served)
+        .file_check_interval(std::time::Duration::ZERO);
+    let server = start(config).expect("start");
+    let addr = server.local_addr();
+    for path in [
+        "/flags/br/pipe.gif",
+        "/flags/br/to-pipe.gif",
+        "/flags/br/pipe.gif/",
+    ] {
+        assert_eq!(get(addr, path).status, 404, "{path}");
+    }
+    assert_eq!(get(addr, "/flags/br/br.gif").body, b"GIF89a-test");
+    assert!(get(addr, "/flags/br/").text().contains("pipe.gif"));
+}
