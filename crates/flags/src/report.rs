@@ -1,5 +1,5 @@
-//! What a run reports: the outcome of each download, the counters, the flags2-style initial and
-//! final reports, the `--json` object and the exit status.
+//! What a run reports: the outcome and record of each download, the counters, the flags2-style
+//! initial and final reports, the `--json` object and the exit status.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::cli::Mode;
-use crate::download::Record;
 
 /// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 pub(crate) const EXIT_INTERRUPTED: u8 = 130;
@@ -38,6 +37,40 @@ impl Outcome {
             Self::Ok => "ok",
             Self::NotFound { .. } => "not_found",
             Self::Error { .. } => "error",
+        }
+    }
+}
+
+/// One finished download: what the report counts and what traces and `flags bench` draw.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    /// The country code, upper case.
+    pub(crate) code: String,
+    /// The connection (sequential, async) or worker thread or process (threads, processes)
+    /// that ran it, from 0.
+    pub(crate) lane: usize,
+    /// When the download started (before the first request).
+    pub(crate) start: Instant,
+    /// When it ended (after the save, or the last failure).
+    pub(crate) end: Instant,
+    /// Requests made for the flag (1 + retries used).
+    pub(crate) attempts: u32,
+    pub(crate) outcome: Outcome,
+}
+
+impl Record {
+    /// The record of a download task that panicked (a bug): counted as an error, not lost.
+    pub(crate) fn failed_task(error: &dyn std::fmt::Display) -> Self {
+        let now = Instant::now();
+        Self {
+            code: "??".into(),
+            lane: usize::MAX,
+            start: now,
+            end: now,
+            attempts: 0,
+            outcome: Outcome::Error {
+                message: format!("download task failed: {error}"),
+            },
         }
     }
 }

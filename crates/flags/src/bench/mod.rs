@@ -567,8 +567,8 @@ fn trace_line_ns() -> anyhow::Result<f64> {
     use std::io::Write as _;
     const LINES: u32 = 200;
     let start = Instant::now();
-    let records: Vec<crate::download::Record> = (0..LINES)
-        .map(|i| crate::download::Record {
+    let records: Vec<crate::report::Record> = (0..LINES)
+        .map(|i| crate::report::Record {
             code: format!(
                 "{}{}",
                 char::from(b'A' + (i / 26 % 26) as u8),

@@ -25,7 +25,7 @@ pub(crate) use self::cancel::Cancel;
 use self::http::{AsyncClient, BlockingClient};
 pub(crate) use self::save::exit_between_saves;
 use crate::cli::{Config, Mode, NameBy};
-use crate::report::Outcome;
+use crate::report::{Outcome, Record};
 
 /// First retry delay; doubles with each retry.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -33,40 +33,6 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// Longest `Retry-After` honoured; a server asking for more gets this.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
-
-/// One finished download: what the report counts and what traces and `flags bench` draw.
-#[derive(Debug, Clone)]
-pub(crate) struct Record {
-    /// The country code, upper case.
-    pub(crate) code: String,
-    /// The connection (sequential, async) or worker thread or process (threads, processes)
-    /// that ran it, from 0.
-    pub(crate) lane: usize,
-    /// When the download started (before the first request).
-    pub(crate) start: Instant,
-    /// When it ended (after the save, or the last failure).
-    pub(crate) end: Instant,
-    /// Requests made for the flag (1 + retries used).
-    pub(crate) attempts: u32,
-    pub(crate) outcome: Outcome,
-}
-
-impl Record {
-    /// The record of a download task that panicked (a bug): counted as an error, not lost.
-    pub(crate) fn failed_task(error: &dyn std::fmt::Display) -> Self {
-        let now = Instant::now();
-        Self {
-            code: "??".into(),
-            lane: usize::MAX,
-            start: now,
-            end: now,
-            attempts: 0,
-            outcome: Outcome::Error {
-                message: format!("download task failed: {error}"),
-            },
-        }
-    }
-}
 
 /// A response, with its body read in full.
 #[derive(Debug)]
