@@ -59,11 +59,12 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// The record of a download task that panicked (a bug): counted as an error, not lost.
-    pub(crate) fn failed_task(error: &dyn std::fmt::Display) -> Self {
+    /// The record of the download task for `code` that failed (a panic, which is a bug, or a
+    /// worker process that died): counted as an error of that code, not lost.
+    pub(crate) fn failed_task(code: &str, error: &dyn std::fmt::Display) -> Self {
         let now = Instant::now();
         Self {
-            code: "??".into(),
+            code: code.to_owned(),
             lane: usize::MAX,
             start: now,
             end: now,

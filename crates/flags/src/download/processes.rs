@@ -196,11 +196,7 @@ pub(super) fn run(
             }
             Err(FutureError::Cancelled) => {}
             // A worker that died or panicked, or a broken pool: that code failed.
-            Err(error) => {
-                let mut record = Record::failed_task(&error);
-                record.code.clone_from(code);
-                sink(record);
-            }
+            Err(error) => sink(Record::failed_task(code, &error)),
         }
     }
     pool.shutdown(true, false);
