@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod countries;
 mod download;
+mod plan;
 mod progress;
 mod report;
 mod serve;
@@ -19,8 +20,9 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Parser;
 
-use crate::cli::{Cli, Command, Config, Server, UsageError};
+use crate::cli::{Cli, Command, UsageError};
 use crate::download::{Cancel, Target};
+use crate::plan::{Plan, Server};
 use crate::progress::Progress;
 use crate::report::{JsonReport, Tally};
 
@@ -31,8 +33,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Serve(args)) => serve::main(args),
         Some(Command::Bench(args)) => bench::main(args),
-        None => match Config::try_from(cli.download) {
-            Ok(config) => run(config).unwrap_or_else(|error| {
+        None => match Plan::try_from(cli.download) {
+            Ok(plan) => run(plan).unwrap_or_else(|error| {
                 eprintln!("flags: {error:#}");
                 ExitCode::FAILURE
             }),
@@ -47,9 +49,9 @@ fn usage_error(error: &UsageError) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Downloads as `config` says, prints the reports and returns the exit status.
-fn run(config: Config) -> anyhow::Result<ExitCode> {
-    if let Err(error) = cli::prepare_dest(&config.dest) {
+/// Downloads as `plan` says, prints the reports and returns the exit status.
+fn run(plan: Plan) -> anyhow::Result<ExitCode> {
+    if let Err(error) = cli::prepare_dest(&plan.dest) {
         return Ok(usage_error(&error));
     }
     let cancel = Cancel::new();
@@ -68,7 +70,7 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
     .context("cannot install the Ctrl-C handler")?;
 
     // Keeps the built-in server running until the run ends.
-    let (label, base_url, _builtin) = match &config.server {
+    let (label, base_url, _builtin) = match &plan.server {
         Server::Builtin => {
             let server = slow_server::start(slow_server::ServerConfig::new())
                 .context("cannot start the built-in server")?;
@@ -76,29 +78,29 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
         }
         Server::Remote { label, base_url } => (*label, base_url.clone(), None),
     };
-    if !config.json {
-        let header = report::initial_report(label, &base_url, &config.codes, config.concurrency);
+    if !plan.json {
+        let header = report::initial_report(label, &base_url, &plan.codes, plan.concurrency);
         let _ = std::io::stdout().lock().write_all(header.as_bytes());
     }
 
-    let progress = Progress::new(config.codes.len(), config.verbose, config.json);
+    let progress = Progress::new(plan.codes.len(), plan.verbose, plan.json);
     cancel.on_cancel({
         let progress = progress.clone();
         move || progress.note("*** Interrupted: starting no more downloads")
     });
     let target = Target {
         base_url: base_url.clone(),
-        dest: config.dest.clone(),
-        name_by: config.name_by,
-        retries: config.retries,
-        timeout: config.timeout,
+        dest: plan.dest.clone(),
+        name_by: plan.name_by,
+        retries: plan.retries,
+        timeout: plan.timeout,
         cancel: Arc::clone(&cancel),
     };
     let mut tally = Tally::default();
     let start = Instant::now();
-    download::run(&config, target, &mut |record| {
+    download::run(&plan, target, &mut |record| {
         progress.inc();
-        if config.verbose {
+        if plan.verbose {
             progress.line(&report::verbose_line(&record));
         }
         tally.add(record);
@@ -107,7 +109,7 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
     cancel.wait_settled();
     progress.finish();
 
-    if let Some(path) = &config.trace {
+    if let Some(path) = &plan.trace {
         let mut file = std::io::BufWriter::new(
             std::fs::File::create(path)
                 .with_context(|| format!("cannot create --trace {}", path.display()))?,
@@ -117,13 +119,13 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write --trace {}", path.display()))?;
     }
     let interrupted = cancel.is_cancelled();
-    let total = config.codes.len();
-    let out = if config.json {
+    let total = plan.codes.len();
+    let out = if plan.json {
         let json = JsonReport::new(
             (label, &base_url),
-            config.mode,
+            plan.mode,
             total,
-            config.concurrency,
+            plan.concurrency,
             &tally,
             elapsed,
             interrupted,

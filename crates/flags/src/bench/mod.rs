@@ -17,11 +17,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Args, CommandFactory as _, ValueEnum as _};
+use clap::{Args, CommandFactory as _};
 
 use self::ideal::Ideal;
 use self::measure::Run;
-use crate::cli::{Cli, CodeArgs, MAX_CONCURRENT_REQ, Mode, UsageError};
+use crate::cli::{Cli, CodeArgs, ModeArg, UsageError};
+use crate::plan::Mode;
 
 /// Options of `flags bench`.
 #[derive(Debug, Args)]
@@ -47,7 +48,7 @@ pub(crate) struct BenchArgs {
         value_name = "MODE,...",
         value_delimiter = ','
     )]
-    pub(crate) modes: Vec<Mode>,
+    pub(crate) modes: Vec<ModeArg>,
 
     /// Runs of each mode and max_req; the table shows the median
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -181,10 +182,10 @@ impl TryFrom<BenchArgs> for Plan {
                 Source::Url(url.trim_end_matches('/').to_owned())
             }
         };
-        let modes = Mode::value_variants()
-            .iter()
-            .copied()
-            .filter(|m| args.modes.is_empty() || args.modes.contains(m))
+        let asked: Vec<Mode> = args.modes.into_iter().map(Mode::from).collect();
+        let modes = Mode::ALL
+            .into_iter()
+            .filter(|m| asked.is_empty() || asked.contains(m))
             .collect();
         Ok(Self {
             codes,
@@ -468,7 +469,7 @@ impl Row {
         Self {
             mode,
             max_req,
-            lanes: max_req.min(plan.codes.len()).clamp(1, MAX_CONCURRENT_REQ),
+            lanes: mode.concurrency(max_req, plan.codes.len()),
             runs: Vec::new(),
             untraced: Vec::new(),
             ideal: None,
@@ -486,14 +487,10 @@ fn measure_once(
     round: usize,
     no_proxy: bool,
 ) -> anyhow::Result<()> {
-    let mode_name = row
-        .mode
-        .to_possible_value()
-        .map(|v| v.get_name().to_owned())
-        .unwrap_or_default();
+    let mode_name = row.mode.name();
     let mut args = vec![
         "--mode".to_owned(),
-        mode_name.clone(),
+        mode_name.to_owned(),
         "-m".to_owned(),
         row.max_req.to_string(),
         "-s".to_owned(),

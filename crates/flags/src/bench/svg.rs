@@ -7,7 +7,6 @@
 
 use std::fmt::Display;
 
-use clap::ValueEnum as _;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -57,13 +56,6 @@ fn lanes(row: &Row) -> usize {
 fn panel_height(lanes: usize) -> u32 {
     let lanes = u32::try_from(lanes).unwrap_or(u32::MAX);
     90 + lanes.saturating_mul(8).clamp(40, 360)
-}
-
-fn mode_name(row: &Row) -> String {
-    row.mode
-        .to_possible_value()
-        .map(|v| v.get_name().to_owned())
-        .unwrap_or_default()
 }
 
 /// An axis label: as many decimals as the axis's span needs (`20`, `1.5`, `0.25`).
@@ -159,7 +151,7 @@ fn draw_timeline(area: &DrawingArea<SVGBackend<'_>, Shift>, row: &Row) -> anyhow
     let x_max = end.max(ideal.unwrap_or(0.0)).max(1e-3) * 1.03;
     let caption = format!(
         "{} (max_req {}, {} lane{}): {:.3} s{}",
-        mode_name(row),
+        row.mode.name(),
         row.max_req,
         lanes,
         if lanes == 1 { "" } else { "s" },
@@ -241,7 +233,7 @@ fn draw_bars(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyhow
     let names: Vec<String> = bench
         .rows
         .iter()
-        .map(|r| format!("{} -m {}", mode_name(r), r.max_req))
+        .map(|r| format!("{} -m {}", r.mode.name(), r.max_req))
         .collect();
     let mut chart = ChartBuilder::on(area)
         .caption(
@@ -313,7 +305,7 @@ fn draw_bars(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyhow
                 .map_err(failed)?;
         }
         let label = match bench.speedup(row) {
-            Some(s) if row.mode != crate::cli::Mode::Sequential => {
+            Some(s) if row.mode != crate::plan::Mode::Sequential => {
                 format!("{median:.3} s, {s:.1}× sequential")
             }
             _ => format!("{median:.3} s"),
@@ -336,7 +328,7 @@ mod tests {
     use super::super::ideal::Ideal;
     use super::super::measure::{Request, Run};
     use super::*;
-    use crate::cli::Mode;
+    use crate::plan::Mode;
 
     fn request(code: &str, lane: usize, start: f64, end: f64, status: Status) -> Request {
         Request {

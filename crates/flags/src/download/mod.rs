@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 pub(crate) use self::cancel::Cancel;
 use self::http::{AsyncClient, BlockingClient};
 pub(crate) use self::save::exit_between_saves;
-use crate::cli::{Config, Mode, NameBy};
+use crate::plan::{Mode, NameBy, Plan};
 use crate::report::{Outcome, Record};
 
 /// First retry delay; doubles with each retry.
@@ -242,7 +242,7 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Downloads `config.codes` from `target` in `config.mode`, handing each finished download to
+/// Downloads `plan.codes` from `target` in `plan.mode`, handing each finished download to
 /// `sink` on the calling thread, in completion order. Returns early (without error) when the
 /// run is cancelled; codes never started get no record.
 ///
@@ -250,31 +250,27 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 ///
 /// Failing to build the HTTP client, the thread pool or the runtime. Failed downloads are
 /// records, not errors.
-pub(crate) fn run(
-    config: &Config,
-    target: Target,
-    sink: &mut dyn FnMut(Record),
-) -> anyhow::Result<()> {
+pub(crate) fn run(plan: &Plan, target: Target, sink: &mut dyn FnMut(Record)) -> anyhow::Result<()> {
     let target = Arc::new(target);
-    match config.mode {
+    match plan.mode {
         Mode::Sequential => {
             let client = BlockingClient::new(target.timeout, 1, Arc::clone(&target.cancel))?;
-            sequential::run(&config.codes, &client, &target, sink);
+            sequential::run(&plan.codes, &client, &target, sink);
             Ok(())
         }
         Mode::Threads => {
             // The template of each worker's own client.
             let client = BlockingClient::new(target.timeout, 1, Arc::clone(&target.cancel))?;
             threads::run(
-                &config.codes,
-                config.concurrency,
+                &plan.codes,
+                plan.concurrency,
                 Arc::new(client),
                 target,
                 sink,
             )
         }
         // Each worker process builds its own client.
-        Mode::Processes => processes::run(&config.codes, config.concurrency, target, sink),
+        Mode::Processes => processes::run(&plan.codes, plan.concurrency, target, sink),
         Mode::Async => {
             // One thread runs the event loop, the scheduling and the saves: the scheduler refills
             // a lane on the thread that saw it free, with no cross-thread wake-up per download.
@@ -288,12 +284,12 @@ pub(crate) fn run(
                 let client = AsyncClient::new(
                     &target.base_url,
                     target.timeout,
-                    config.concurrency,
+                    plan.concurrency,
                     Arc::clone(&target.cancel),
                 )?;
                 asynchronous::run(
-                    &config.codes,
-                    config.concurrency,
+                    &plan.codes,
+                    plan.concurrency,
                     Arc::new(client),
                     target,
                     sink,

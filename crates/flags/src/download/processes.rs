@@ -26,7 +26,7 @@ use concurrent_futures::{FutureError, ProcessPoolExecutor, SubmitError, as_compl
 use serde::{Deserialize, Serialize};
 
 use super::{BlockingClient, Cancel, Record, Target, block_on, get_flag};
-use crate::cli::NameBy;
+use crate::plan::NameBy;
 use crate::report::Outcome;
 
 /// What every download of a run needs, sent to each worker once (the pool's initializer).
