@@ -11,6 +11,7 @@ mod plan;
 mod progress;
 mod report;
 mod serve;
+mod trace;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -114,7 +115,7 @@ fn run(plan: Plan) -> anyhow::Result<ExitCode> {
             std::fs::File::create(path)
                 .with_context(|| format!("cannot create --trace {}", path.display()))?,
         );
-        report::write_trace(&mut file, &tally.records, start)
+        trace::write_trace(&mut file, &tally.records, start)
             .and_then(|()| file.flush())
             .with_context(|| format!("cannot write --trace {}", path.display()))?;
     }

@@ -1,11 +1,12 @@
 //! What a run reports: the outcome and record of each download, the counters, the flags2-style
-//! initial and final reports, the `--json` object and the exit status.
+//! initial and final reports, the `--json` object (written by a run, read back by `flags bench`)
+//! and the exit status.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plan::Mode;
 
@@ -14,7 +15,7 @@ pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 /// How one download ended (the book's `DownloadStatus`, with the detail to print). Serde: it
 /// crosses from the worker processes of `--mode processes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Outcome {
     /// Saved.
     Ok,
@@ -31,14 +32,32 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome's name in the JSON report and traces.
-    pub(crate) fn label(&self) -> &'static str {
+    /// The outcome without its detail.
+    pub(crate) fn status(&self) -> DownloadStatus {
         match self {
-            Self::Ok => "ok",
-            Self::NotFound { .. } => "not_found",
-            Self::Error { .. } => "error",
+            Self::Ok => DownloadStatus::Ok,
+            Self::NotFound { .. } => DownloadStatus::NotFound,
+            Self::Error { .. } => DownloadStatus::Error,
         }
     }
+}
+
+/// How one download ended, without the detail: the book's `DownloadStatus`. A trace line's
+/// `outcome` (`ok`, `not_found`, `error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DownloadStatus {
+    /// Saved.
+    Ok,
+    /// 404.
+    NotFound,
+    /// Anything else.
+    Error,
+}
+
+impl DownloadStatus {
+    /// Every status, in the order reports list them.
+    pub(crate) const ALL: [Self; 3] = [Self::Ok, Self::NotFound, Self::Error];
 }
 
 /// One finished download: what the report counts and what traces and `flags bench` draw.
@@ -170,44 +189,52 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// The `--json` report: one object on stdout.
-#[derive(Debug, Serialize)]
-pub(crate) struct JsonReport<'a> {
+/// The `--json` report: one object on stdout. `flags bench` reads it back from each run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct JsonReport {
     /// `BUILTIN`, `LOCAL`, `DELAY`, `ERROR`, `REMOTE` or `URL`.
-    pub(crate) server: &'a str,
+    pub(crate) server: String,
     /// The base URL downloaded from.
-    pub(crate) url: &'a str,
+    pub(crate) url: String,
+    /// How the downloads were scheduled.
     pub(crate) mode: Mode,
     /// Codes requested.
     pub(crate) flags: usize,
     /// Connections (or workers) used.
     pub(crate) concurrency: usize,
+    /// Flags saved.
     pub(crate) downloaded: usize,
+    /// Codes the server answered 404 for.
     pub(crate) not_found: usize,
+    /// Codes that failed otherwise.
     pub(crate) errors: usize,
     /// Codes not attempted because of Ctrl-C.
     pub(crate) not_attempted: usize,
+    /// Whether Ctrl-C stopped the run.
     pub(crate) interrupted: bool,
+    /// From just before the first download to the end of the last, in seconds.
     pub(crate) elapsed_secs: f64,
     /// Each error, in completion order.
-    pub(crate) error_details: Vec<ErrorDetail<'a>>,
+    pub(crate) error_details: Vec<ErrorDetail>,
 }
 
 /// One failed code in the `--json` report.
-#[derive(Debug, Serialize)]
-pub(crate) struct ErrorDetail<'a> {
-    pub(crate) code: &'a str,
-    pub(crate) message: &'a str,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ErrorDetail {
+    /// The country code.
+    pub(crate) code: String,
+    /// Why it failed, in one line.
+    pub(crate) message: String,
 }
 
-impl<'a> JsonReport<'a> {
+impl JsonReport {
     /// The report of a run.
     pub(crate) fn new(
-        site: (&'a str, &'a str),
+        site: (&str, &str),
         mode: Mode,
         total: usize,
         concurrency: usize,
-        tally: &'a Tally,
+        tally: &Tally,
         elapsed: Duration,
         interrupted: bool,
     ) -> Self {
@@ -216,15 +243,15 @@ impl<'a> JsonReport<'a> {
             .iter()
             .filter_map(|r| match &r.outcome {
                 Outcome::Error { message } => Some(ErrorDetail {
-                    code: &r.code,
-                    message,
+                    code: r.code.clone(),
+                    message: message.clone(),
                 }),
                 _ => None,
             })
             .collect();
         Self {
-            server: site.0,
-            url: site.1,
+            server: site.0.to_owned(),
+            url: site.1.to_owned(),
             mode,
             flags: total,
             concurrency,
@@ -237,43 +264,6 @@ impl<'a> JsonReport<'a> {
             error_details,
         }
     }
-}
-
-/// One line of `--trace FILE` (JSON lines): times in seconds from the start of the run.
-#[derive(Debug, Serialize)]
-struct TraceLine<'a> {
-    code: &'a str,
-    lane: usize,
-    start: f64,
-    end: f64,
-    attempts: u32,
-    outcome: &'static str,
-}
-
-/// Writes every record as a JSON line, times relative to `run_start`.
-///
-/// # Errors
-///
-/// Writing to `out`.
-pub(crate) fn write_trace(
-    out: &mut dyn std::io::Write,
-    records: &[Record],
-    run_start: Instant,
-) -> std::io::Result<()> {
-    let secs = |t: Instant| t.saturating_duration_since(run_start).as_secs_f64();
-    for record in records {
-        let line = TraceLine {
-            code: &record.code,
-            lane: record.lane,
-            start: secs(record.start),
-            end: secs(record.end),
-            attempts: record.attempts,
-            outcome: record.outcome.label(),
-        };
-        serde_json::to_writer(&mut *out, &line)?;
-        out.write_all(b"\n")?;
-    }
-    Ok(())
 }
 
 /// 130 after Ctrl-C, 1 when any download failed, 0 otherwise (not found is not a failure).
@@ -406,32 +396,6 @@ mod tests {
     }
 
     #[test]
-    fn trace_lines() -> Result<(), Box<dyn std::error::Error>> {
-        let start = Instant::now();
-        let mut rec = record("BR", Outcome::Ok);
-        rec.start = start + Duration::from_millis(10);
-        rec.end = start + Duration::from_millis(250);
-        rec.lane = 4;
-        let mut out = Vec::new();
-        write_trace(
-            &mut out,
-            &[rec, record("AA", Outcome::NotFound { url: "u".into() })],
-            start,
-        )?;
-        let lines: Vec<serde_json::Value> = String::from_utf8(out)?
-            .lines()
-            .map(serde_json::from_str)
-            .collect::<Result<_, _>>()?;
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0]["code"], "BR");
-        assert_eq!(lines[0]["lane"], 4);
-        assert_eq!(lines[0]["outcome"], "ok");
-        assert!((lines[0]["end"].as_f64().unwrap_or_default() - 0.25).abs() < 1e-9);
-        assert_eq!(lines[1]["outcome"], "not_found");
-        Ok(())
-    }
-
-    #[test]
     fn json_report_fields() -> serde_json::Result<()> {
         let mut tally = Tally::default();
         tally.add(record("BR", Outcome::Ok));
@@ -460,6 +424,8 @@ mod tests {
             value["error_details"],
             serde_json::json!([{"code": "ZW", "message": "boom"}])
         );
+        // `flags bench` reads the report back with the same type.
+        assert_eq!(serde_json::from_value::<JsonReport>(value)?, report);
         Ok(())
     }
 }

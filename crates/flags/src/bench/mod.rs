@@ -584,7 +584,7 @@ fn trace_line_ns() -> anyhow::Result<f64> {
         let started = Instant::now();
         let mut file =
             std::io::BufWriter::new(std::fs::File::create(dir.path().join("trace.jsonl"))?);
-        crate::report::write_trace(&mut file, &records, start)?;
+        crate::trace::write_trace(&mut file, &records, start)?;
         file.flush()?;
         drop(file);
         best = best.min(started.elapsed());

@@ -10,8 +10,8 @@ use std::fmt::Display;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::measure::Status;
 use super::{Bench, Row};
+use crate::report::DownloadStatus;
 
 /// Width of the picture, in pixels.
 const WIDTH: u32 = 1000;
@@ -20,11 +20,20 @@ const HEADER: u32 = 70;
 const FONT: &str = "sans-serif";
 
 /// The fill of a request bar with this outcome.
-pub(crate) fn colour(status: Status) -> RGBColor {
+pub(crate) fn colour(status: DownloadStatus) -> RGBColor {
     match status {
-        Status::Ok => RGBColor(0x2c, 0xa0, 0x2c),
-        Status::NotFound => RGBColor(0xf0, 0xa0, 0x20),
-        Status::Error => RGBColor(0xd6, 0x27, 0x28),
+        DownloadStatus::Ok => RGBColor(0x2c, 0xa0, 0x2c),
+        DownloadStatus::NotFound => RGBColor(0xf0, 0xa0, 0x20),
+        DownloadStatus::Error => RGBColor(0xd6, 0x27, 0x28),
+    }
+}
+
+/// The legend's name of a request with this outcome.
+fn legend(status: DownloadStatus) -> &'static str {
+    match status {
+        DownloadStatus::Ok => "OK",
+        DownloadStatus::NotFound => "not found",
+        DownloadStatus::Error => "error",
     }
 }
 
@@ -128,8 +137,8 @@ fn draw_header(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyh
         x += 40 + 8 * i32::try_from(text.len()).unwrap_or(0);
         Ok(())
     };
-    for status in Status::ALL {
-        item(colour(status), 10, &format!("request: {}", status.label()))?;
+    for status in DownloadStatus::ALL {
+        item(colour(status), 10, &format!("request: {}", legend(status)))?;
     }
     item(IDEAL, 3, "ideal (greedy schedule)")?;
     item(BOUND, 3, "lower bound")?;
@@ -193,7 +202,7 @@ fn draw_timeline(area: &DrawingArea<SVGBackend<'_>, Shift>, row: &Row) -> anyhow
             let end = r.end.max(r.start + min_width);
             let mut bar = Rectangle::new(
                 [(r.start, lane - half), (end, lane + half)],
-                colour(r.status).filled(),
+                colour(r.outcome).filled(),
             );
             // A pixel of white between back-to-back requests on a lane.
             if end - r.start > 3.0 * min_width {
@@ -326,21 +335,24 @@ mod tests {
     use std::time::Duration;
 
     use super::super::ideal::Ideal;
-    use super::super::measure::{Request, Run};
+    use super::super::measure::Run;
     use super::*;
     use crate::plan::Mode;
+    use crate::report::DownloadStatus as Status;
+    use crate::trace::TraceLine;
 
-    fn request(code: &str, lane: usize, start: f64, end: f64, status: Status) -> Request {
-        Request {
+    fn request(code: &str, lane: usize, start: f64, end: f64, status: Status) -> TraceLine {
+        TraceLine {
             code: code.into(),
             lane,
             start,
             end,
-            status,
+            attempts: 1,
+            outcome: status,
         }
     }
 
-    fn run(elapsed_ms: u64, requests: Vec<Request>) -> Run {
+    fn run(elapsed_ms: u64, requests: Vec<TraceLine>) -> Run {
         Run {
             elapsed: Duration::from_millis(elapsed_ms),
             wall: Duration::from_millis(elapsed_ms + 5),
