@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Parser;
 
-use crate::cli::{Cli, Command, UsageError};
+use crate::cli::{BenchArgs, Cli, Command, UsageError};
 use crate::download::{Cancel, Target};
 use crate::plan::{Plan, Server};
 use crate::progress::Progress;
@@ -33,27 +33,41 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Serve(args)) => serve::main(args),
-        Some(Command::Bench(args)) => bench::main(args),
+        Some(Command::Bench(args)) => bench_main(args),
         None => match Plan::try_from(cli.download) {
             Ok(plan) => run(plan).unwrap_or_else(|error| {
                 eprintln!("flags: {error:#}");
                 ExitCode::FAILURE
             }),
-            Err(error) => usage_error(&error),
+            Err(error) => usage_error(&error, &cli::usage()),
         },
     }
 }
 
+/// `flags bench`: the probe of one measured run, or a whole bench.
+fn bench_main(args: BenchArgs) -> ExitCode {
+    if !args.probe.is_empty() {
+        return bench::probe(&args.probe);
+    }
+    match bench::Plan::try_from(args) {
+        Ok(plan) => bench::run(&plan).unwrap_or_else(|error| {
+            eprintln!("flags bench: {error:#}");
+            ExitCode::FAILURE
+        }),
+        Err(error) => usage_error(&error, &cli::bench_usage()),
+    }
+}
+
 /// Prints `*** Usage error: …` and the usage line; exit status 2.
-fn usage_error(error: &UsageError) -> ExitCode {
-    eprintln!("*** Usage error: {error}\n{}", cli::usage());
+fn usage_error(error: &UsageError, usage: &str) -> ExitCode {
+    eprintln!("*** Usage error: {error}\n{usage}");
     ExitCode::from(2)
 }
 
 /// Downloads as `plan` says, prints the reports and returns the exit status.
 fn run(plan: Plan) -> anyhow::Result<ExitCode> {
     if let Err(error) = cli::prepare_dest(&plan.dest) {
-        return Ok(usage_error(&error));
+        return Ok(usage_error(&error, &cli::usage()));
     }
     let cancel = Cancel::new();
     ctrlc::set_handler({

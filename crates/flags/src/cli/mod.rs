@@ -9,8 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod bench;
+
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+pub(crate) use self::bench::BenchArgs;
 use crate::countries;
 use crate::plan::{Mode, NameBy, Plan, Server};
 
@@ -40,7 +43,7 @@ pub(crate) enum Command {
     /// Run the test HTTP server (the book's LOCAL, DELAY and ERROR servers by default).
     Serve(crate::serve::ServeArgs),
     /// Compare the modes against the seeded test server and the ideal schedule; draw it
-    Bench(crate::bench::BenchArgs),
+    Bench(BenchArgs),
 }
 
 /// Which country codes, as typed: shared by the downloader and `flags bench`.
@@ -294,6 +297,14 @@ pub(crate) fn prepare_dest(dest: &Path) -> Result<(), UsageError> {
 /// The usage line clap prints, for `*** Usage error` messages.
 pub(crate) fn usage() -> String {
     Cli::command().render_usage().to_string()
+}
+
+/// The usage line of `flags bench`, for its `*** Usage error` messages.
+pub(crate) fn bench_usage() -> String {
+    Cli::command()
+        .find_subcommand_mut("bench")
+        .map(|bench| bench.render_usage().to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
