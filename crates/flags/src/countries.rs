@@ -1,9 +1,10 @@
-//! Country codes: the built-in lists and the expansion of the command line's `CC...`.
+//! Country codes: the built-in lists and the expansion of `CC...` arguments (one letter stands
+//! for the 26 codes that start with it).
 
 use std::collections::BTreeSet;
 
 /// The 20 most populous countries: the default set, as in the book's `POP20_CC`.
-pub(crate) const POP20: [&str; 20] = [
+pub const POP20: [&str; 20] = [
     "CN", "IN", "US", "ID", "BR", "PK", "NG", "BD", "RU", "JP", "MX", "PH", "VN", "ET", "EG", "DE",
     "IR", "TR", "CD", "FR",
 ];
@@ -11,10 +12,10 @@ pub(crate) const POP20: [&str; 20] = [
 /// Why a `CC` argument was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid country code {0:?}: expected one or two letters (A to Z)")]
-pub(crate) struct BadCode(pub(crate) String);
+pub struct BadCode(pub String);
 
 /// Every two-letter code, AA to ZZ (`--every`): 676 codes, sorted.
-pub(crate) fn every() -> Vec<String> {
+pub fn every() -> Vec<String> {
     letters()
         .flat_map(|a| letters().map(move |b| format!("{a}{b}")))
         .collect()
@@ -22,7 +23,7 @@ pub(crate) fn every() -> Vec<String> {
 
 /// The 194 codes of the flag set (`--all`), AD to ZW: the built-in server's list
 /// ([`slow_server::country_codes`]), so the two cannot disagree.
-pub(crate) fn all() -> Vec<String> {
+pub fn all() -> Vec<String> {
     slow_server::country_codes()
         .iter()
         .map(|&cc| cc.to_owned())
@@ -30,7 +31,7 @@ pub(crate) fn all() -> Vec<String> {
 }
 
 /// The default set: [`POP20`], sorted.
-pub(crate) fn pop20() -> Vec<String> {
+pub fn pop20() -> Vec<String> {
     let mut codes: Vec<String> = POP20.iter().map(|&cc| cc.to_owned()).collect();
     codes.sort();
     codes
@@ -42,7 +43,7 @@ pub(crate) fn pop20() -> Vec<String> {
 /// # Errors
 ///
 /// [`BadCode`] for an argument that is not one or two ASCII letters.
-pub(crate) fn expand(args: &[String]) -> Result<Vec<String>, BadCode> {
+pub fn expand(args: &[String]) -> Result<Vec<String>, BadCode> {
     let mut codes = BTreeSet::new();
     for arg in args {
         let upper = arg.to_ascii_uppercase();

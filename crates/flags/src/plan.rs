@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The most connections (or workers) a run will use, whatever it is asked for.
-pub(crate) const MAX_CONCURRENT_REQ: usize = 1000;
+pub const MAX_CONCURRENT_REQ: usize = 1000;
 
 /// How the downloads are scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Mode {
+pub enum Mode {
     /// One request after the other, on one keep-alive connection.
     Sequential,
     /// Our `ThreadPoolExecutor`, one worker thread per connection, a blocking HTTP client.
@@ -24,7 +24,7 @@ pub(crate) enum Mode {
 
 impl Mode {
     /// Every mode, in the order the command line and `flags bench` list them.
-    pub(crate) const ALL: [Self; 4] = [
+    pub const ALL: [Self; 4] = [
         Self::Sequential,
         Self::Threads,
         Self::Async,
@@ -32,7 +32,7 @@ impl Mode {
     ];
 
     /// The mode's name: `sequential`, `threads`, `async` or `processes`.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Sequential => "sequential",
             Self::Threads => "threads",
@@ -44,7 +44,7 @@ impl Mode {
     /// Connections (or workers) a run of `codes` downloads uses when `max_req` are allowed:
     /// 1 for the sequential mode, otherwise `min(max_req, codes)`, from 1 to
     /// [`MAX_CONCURRENT_REQ`].
-    pub(crate) fn concurrency(self, max_req: usize, codes: usize) -> usize {
+    pub fn concurrency(self, max_req: usize, codes: usize) -> usize {
         match self {
             Self::Sequential => 1,
             _ => max_req.min(codes).clamp(1, MAX_CONCURRENT_REQ),
@@ -54,7 +54,7 @@ impl Mode {
 
 /// How saved files are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) enum NameBy {
+pub enum NameBy {
     /// `{CC}.gif`.
     Code,
     /// `{Country_Name}.gif`, from the server's `{cc}/metadata.json`.
@@ -63,7 +63,7 @@ pub(crate) enum NameBy {
 
 /// Where to download from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Server {
+pub enum Server {
     /// The built-in test server, started in-process on an ephemeral loopback port.
     Builtin,
     /// A named server of the book (`LOCAL`, `DELAY`, `ERROR`, `REMOTE`) or a URL (label `URL`).
@@ -77,29 +77,29 @@ pub(crate) enum Server {
 
 /// The validated settings of a download run.
 #[derive(Debug, Clone)]
-pub(crate) struct Plan {
+pub struct Plan {
     /// The codes to download, upper case, sorted, without duplicates.
-    pub(crate) codes: Vec<String>,
+    pub codes: Vec<String>,
     /// Where to download from.
-    pub(crate) server: Server,
+    pub server: Server,
     /// How to schedule the downloads.
-    pub(crate) mode: Mode,
+    pub mode: Mode,
     /// Connections (or workers) to use: see [`Mode::concurrency`].
-    pub(crate) concurrency: usize,
+    pub concurrency: usize,
     /// The directory the flags are saved in (it must exist).
-    pub(crate) dest: PathBuf,
+    pub dest: PathBuf,
     /// The longest a request may take, body included.
-    pub(crate) timeout: Duration,
+    pub timeout: Duration,
     /// Retries of a transient error (timeout, connection failure, 429, 5xx).
-    pub(crate) retries: u32,
+    pub retries: u32,
     /// Print the final report as one JSON object, and no initial report.
-    pub(crate) json: bool,
+    pub json: bool,
     /// Print a line per finished download, and no progress bar.
-    pub(crate) verbose: bool,
+    pub verbose: bool,
     /// How saved files are named.
-    pub(crate) name_by: NameBy,
+    pub name_by: NameBy,
     /// Where to write the per-download trace (JSON lines), if anywhere.
-    pub(crate) trace: Option<PathBuf>,
+    pub trace: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::plan::Mode;
 
 /// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
-pub(crate) const EXIT_INTERRUPTED: u8 = 130;
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// How one download ended (the book's `DownloadStatus`, with the detail to print). Serde: it
 /// crosses from the worker processes of `--mode processes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Outcome {
+pub enum Outcome {
     /// Saved.
     Ok,
     /// The server answered 404 for this URL.
@@ -33,7 +33,7 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// The outcome without its detail.
-    pub(crate) fn status(&self) -> DownloadStatus {
+    pub fn status(&self) -> DownloadStatus {
         match self {
             Self::Ok => DownloadStatus::Ok,
             Self::NotFound { .. } => DownloadStatus::NotFound,
@@ -46,7 +46,7 @@ impl Outcome {
 /// `outcome` (`ok`, `not_found`, `error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum DownloadStatus {
+pub enum DownloadStatus {
     /// Saved.
     Ok,
     /// 404.
@@ -57,24 +57,25 @@ pub(crate) enum DownloadStatus {
 
 impl DownloadStatus {
     /// Every status, in the order reports list them.
-    pub(crate) const ALL: [Self; 3] = [Self::Ok, Self::NotFound, Self::Error];
+    pub const ALL: [Self; 3] = [Self::Ok, Self::NotFound, Self::Error];
 }
 
 /// One finished download: what the report counts and what traces and `flags bench` draw.
 #[derive(Debug, Clone)]
-pub(crate) struct Record {
+pub struct Record {
     /// The country code, upper case.
-    pub(crate) code: String,
+    pub code: String,
     /// The connection (sequential, async) or worker thread or process (threads, processes)
     /// that ran it, from 0.
-    pub(crate) lane: usize,
+    pub lane: usize,
     /// When the download started (before the first request).
-    pub(crate) start: Instant,
+    pub start: Instant,
     /// When it ended (after the save, or the last failure).
-    pub(crate) end: Instant,
+    pub end: Instant,
     /// Requests made for the flag (1 + retries used).
-    pub(crate) attempts: u32,
-    pub(crate) outcome: Outcome,
+    pub attempts: u32,
+    /// How it ended.
+    pub outcome: Outcome,
 }
 
 impl Record {
@@ -97,11 +98,15 @@ impl Record {
 
 /// The counters of a run, and every record in completion order.
 #[derive(Debug, Default)]
-pub(crate) struct Tally {
-    pub(crate) downloaded: usize,
-    pub(crate) not_found: usize,
-    pub(crate) errors: usize,
-    pub(crate) records: Vec<Record>,
+pub struct Tally {
+    /// Flags saved.
+    pub downloaded: usize,
+    /// Codes the server answered 404 for.
+    pub not_found: usize,
+    /// Codes that failed otherwise.
+    pub errors: usize,
+    /// Every finished download, in completion order.
+    pub records: Vec<Record>,
 }
 
 impl Tally {
@@ -191,40 +196,40 @@ fn plural(n: usize) -> &'static str {
 
 /// The `--json` report: one object on stdout. `flags bench` reads it back from each run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct JsonReport {
+pub struct JsonReport {
     /// `BUILTIN`, `LOCAL`, `DELAY`, `ERROR`, `REMOTE` or `URL`.
-    pub(crate) server: String,
+    pub server: String,
     /// The base URL downloaded from.
-    pub(crate) url: String,
+    pub url: String,
     /// How the downloads were scheduled.
-    pub(crate) mode: Mode,
+    pub mode: Mode,
     /// Codes requested.
-    pub(crate) flags: usize,
+    pub flags: usize,
     /// Connections (or workers) used.
-    pub(crate) concurrency: usize,
+    pub concurrency: usize,
     /// Flags saved.
-    pub(crate) downloaded: usize,
+    pub downloaded: usize,
     /// Codes the server answered 404 for.
-    pub(crate) not_found: usize,
+    pub not_found: usize,
     /// Codes that failed otherwise.
-    pub(crate) errors: usize,
+    pub errors: usize,
     /// Codes not attempted because of Ctrl-C.
-    pub(crate) not_attempted: usize,
+    pub not_attempted: usize,
     /// Whether Ctrl-C stopped the run.
-    pub(crate) interrupted: bool,
+    pub interrupted: bool,
     /// From just before the first download to the end of the last, in seconds.
-    pub(crate) elapsed_secs: f64,
+    pub elapsed_secs: f64,
     /// Each error, in completion order.
-    pub(crate) error_details: Vec<ErrorDetail>,
+    pub error_details: Vec<ErrorDetail>,
 }
 
 /// One failed code in the `--json` report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ErrorDetail {
+pub struct ErrorDetail {
     /// The country code.
-    pub(crate) code: String,
+    pub code: String,
     /// Why it failed, in one line.
-    pub(crate) message: String,
+    pub message: String,
 }
 
 impl JsonReport {
@@ -266,8 +271,25 @@ impl JsonReport {
     }
 }
 
+/// How a run ended: what it counted, and whether Ctrl-C stopped it.
+#[derive(Debug)]
+pub struct Summary {
+    /// The counters and the records.
+    pub tally: Tally,
+    /// Whether Ctrl-C stopped the run (codes not started were not attempted).
+    pub interrupted: bool,
+}
+
+impl Summary {
+    /// The exit status of the `flags` command after this run: 130 after Ctrl-C, 1 when any
+    /// download failed, 0 otherwise (not found is not a failure).
+    pub fn exit_code(&self) -> ExitCode {
+        exit_code(&self.tally, self.interrupted)
+    }
+}
+
 /// 130 after Ctrl-C, 1 when any download failed, 0 otherwise (not found is not a failure).
-pub(crate) fn exit_code(tally: &Tally, interrupted: bool) -> ExitCode {
+fn exit_code(tally: &Tally, interrupted: bool) -> ExitCode {
     if interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
     } else if tally.errors > 0 {

@@ -9,24 +9,24 @@ use crate::report::{DownloadStatus, Record};
 
 /// One line of a trace: a download, with times in seconds from the start of the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct TraceLine {
+pub struct TraceLine {
     /// The country code.
-    pub(crate) code: String,
+    pub code: String,
     /// The connection or worker that ran it (see [`Record::lane`]).
-    pub(crate) lane: usize,
+    pub lane: usize,
     /// When the download started, in seconds from the start of the run.
-    pub(crate) start: f64,
+    pub start: f64,
     /// When it ended, in seconds from the start of the run.
-    pub(crate) end: f64,
+    pub end: f64,
     /// Requests made (1 + retries used).
-    pub(crate) attempts: u32,
+    pub attempts: u32,
     /// How it ended.
-    pub(crate) outcome: DownloadStatus,
+    pub outcome: DownloadStatus,
 }
 
 impl TraceLine {
     /// The line of `record`, its times taken from `run_start`.
-    pub(crate) fn new(record: &Record, run_start: Instant) -> Self {
+    pub fn new(record: &Record, run_start: Instant) -> Self {
         let secs = |t: Instant| t.saturating_duration_since(run_start).as_secs_f64();
         Self {
             code: record.code.clone(),
@@ -44,7 +44,7 @@ impl TraceLine {
 /// # Errors
 ///
 /// Writing to `out`.
-pub(crate) fn write_trace(
+pub fn write_trace(
     out: &mut dyn std::io::Write,
     records: &[Record],
     run_start: Instant,
@@ -59,7 +59,7 @@ pub(crate) fn write_trace(
 /// A line of a trace that is not a [`TraceLine`].
 #[derive(Debug, thiserror::Error)]
 #[error("bad trace line: {line}")]
-pub(crate) struct BadTraceLine {
+pub struct BadTraceLine {
     line: String,
     #[source]
     source: serde_json::Error,
@@ -70,7 +70,7 @@ pub(crate) struct BadTraceLine {
 /// # Errors
 ///
 /// The first line that is not a [`TraceLine`].
-pub(crate) fn parse_trace(text: &str) -> Result<Vec<TraceLine>, BadTraceLine> {
+pub fn parse_trace(text: &str) -> Result<Vec<TraceLine>, BadTraceLine> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|line| {

@@ -12,10 +12,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use flags_engine::{JsonReport, TraceLine, parse_trace};
 use serde::Deserialize;
-
-use crate::report::JsonReport;
-use crate::trace::{TraceLine, parse_trace};
 
 /// Environment variables naming proxies: removed for runs against the in-process server.
 const PROXY_VARS: [&str; 6] = [

@@ -17,11 +17,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use flags_engine::Mode;
 
 use self::ideal::Ideal;
 use self::measure::Run;
 pub(crate) use self::measure::probe;
-use crate::plan::Mode;
 
 /// Where the bench downloads from.
 #[derive(Debug, Clone)]
@@ -400,8 +400,8 @@ fn trace_line_ns() -> anyhow::Result<f64> {
     use std::io::Write as _;
     const LINES: u32 = 200;
     let start = Instant::now();
-    let records: Vec<crate::report::Record> = (0..LINES)
-        .map(|i| crate::report::Record {
+    let records: Vec<flags_engine::Record> = (0..LINES)
+        .map(|i| flags_engine::Record {
             code: format!(
                 "{}{}",
                 char::from(b'A' + (i / 26 % 26) as u8),
@@ -411,7 +411,7 @@ fn trace_line_ns() -> anyhow::Result<f64> {
             start,
             end: start + Duration::from_millis(u64::from(i)),
             attempts: 1,
-            outcome: crate::report::Outcome::Ok,
+            outcome: flags_engine::Outcome::Ok,
         })
         .collect();
     let dir = tempfile::tempdir()?;
@@ -420,7 +420,7 @@ fn trace_line_ns() -> anyhow::Result<f64> {
         let started = Instant::now();
         let mut file =
             std::io::BufWriter::new(std::fs::File::create(dir.path().join("trace.jsonl"))?);
-        crate::trace::write_trace(&mut file, &records, start)?;
+        flags_engine::write_trace(&mut file, &records, start)?;
         file.flush()?;
         drop(file);
         best = best.min(started.elapsed());

@@ -7,11 +7,11 @@
 
 use std::fmt::Display;
 
+use flags_engine::DownloadStatus;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::{Bench, Row};
-use crate::report::DownloadStatus;
 
 /// Width of the picture, in pixels.
 const WIDTH: u32 = 1000;
@@ -314,7 +314,7 @@ fn draw_bars(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyhow
                 .map_err(failed)?;
         }
         let label = match bench.speedup(row) {
-            Some(s) if row.mode != crate::plan::Mode::Sequential => {
+            Some(s) if row.mode != flags_engine::Mode::Sequential => {
                 format!("{median:.3} s, {s:.1}× sequential")
             }
             _ => format!("{median:.3} s"),
@@ -334,12 +334,12 @@ fn draw_bars(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyhow
 mod tests {
     use std::time::Duration;
 
+    use flags_engine::DownloadStatus as Status;
+    use flags_engine::{Mode, TraceLine};
+
     use super::super::ideal::Ideal;
     use super::super::measure::Run;
     use super::*;
-    use crate::plan::Mode;
-    use crate::report::DownloadStatus as Status;
-    use crate::trace::TraceLine;
 
     fn request(code: &str, lane: usize, start: f64, end: f64, status: Status) -> TraceLine {
         TraceLine {

@@ -3,10 +3,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use flags_engine::Mode;
 use serde::Serialize;
 
 use super::{Bench, Row};
-use crate::plan::Mode;
 
 /// `1.234 s`.
 fn secs(d: Duration) -> String {

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use flags_engine::Mode;
 
 use super::{CodeArgs, ModeArg, UsageError};
 use crate::bench::{self, Source};
-use crate::plan::Mode;
 
 /// Options of `flags bench`.
 #[derive(Debug, Args)]

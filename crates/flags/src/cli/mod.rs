@@ -12,10 +12,10 @@ use std::time::Duration;
 mod bench;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use flags_engine::countries;
+use flags_engine::{Mode, NameBy, Plan, Server};
 
 pub(crate) use self::bench::BenchArgs;
-use crate::countries;
-use crate::plan::{Mode, NameBy, Plan, Server};
 
 /// Default `--max-req` for the concurrent modes.
 const DEFAULT_CONCURRENT_REQ: usize = 30;

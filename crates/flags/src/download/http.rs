@@ -14,6 +14,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use super::{Cancel, FetchError, Response, Transport};
+use crate::error::Error;
 
 /// Redirects followed before "too many redirects".
 const MAX_REDIRECTS: u32 = 10;
@@ -78,17 +79,8 @@ pub(crate) struct BlockingClient {
 
 impl BlockingClient {
     /// A client for `connections` concurrent requests.
-    pub(crate) fn new(
-        timeout: Duration,
-        connections: usize,
-        cancel: Arc<Cancel>,
-    ) -> anyhow::Result<Self> {
-        Ok(Self::build(
-            timeout,
-            connections,
-            cancel,
-            CachingResolver::default(),
-        ))
+    pub(crate) fn new(timeout: Duration, connections: usize, cancel: Arc<Cancel>) -> Self {
+        Self::build(timeout, connections, cancel, CachingResolver::default())
     }
 
     /// Another client with one connection of its own and the same settings and DNS answers
@@ -270,7 +262,7 @@ impl AsyncClient {
         timeout: Duration,
         connections: usize,
         cancel: Arc<Cancel>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, Error> {
         // reqwest is built without a default crypto provider; https needs one. Installing fails
         // only when one is installed already, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -296,9 +288,7 @@ impl AsyncClient {
         if !tls {
             builder = builder.tls_certs_only([]);
         }
-        let client = builder
-            .build()
-            .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {}", one_line(&e)))?;
+        let client = builder.build().map_err(Error::HttpClient)?;
         Ok(Self {
             client,
             timeout,
@@ -394,8 +384,7 @@ mod tests {
 
     #[test]
     fn a_head_over_the_limit_is_a_permanent_error() -> std::io::Result<()> {
-        let client = BlockingClient::new(Duration::from_secs(5), 1, Cancel::new())
-            .map_err(std::io::Error::other)?;
+        let client = BlockingClient::new(Duration::from_secs(5), 1, Cancel::new());
         let fits = client.get_blocking(&serve_head(MAX_HEAD - 200)?);
         assert!(
             matches!(&fits, Ok(r) if r.status == 200 && r.body == b"GIF89a"),

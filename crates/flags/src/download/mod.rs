@@ -21,9 +21,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-pub(crate) use self::cancel::Cancel;
+pub use self::cancel::Cancel;
 use self::http::{AsyncClient, BlockingClient};
-pub(crate) use self::save::exit_between_saves;
+pub use self::save::exit_between_saves;
+use crate::error::Error;
 use crate::plan::{Mode, NameBy, Plan};
 use crate::report::{Outcome, Record};
 
@@ -250,17 +251,17 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 ///
 /// Failing to build the HTTP client, the thread pool or the runtime. Failed downloads are
 /// records, not errors.
-pub(crate) fn run(plan: &Plan, target: Target, sink: &mut dyn FnMut(Record)) -> anyhow::Result<()> {
+pub(crate) fn run(plan: &Plan, target: Target, sink: &mut dyn FnMut(Record)) -> Result<(), Error> {
     let target = Arc::new(target);
     match plan.mode {
         Mode::Sequential => {
-            let client = BlockingClient::new(target.timeout, 1, Arc::clone(&target.cancel))?;
+            let client = BlockingClient::new(target.timeout, 1, Arc::clone(&target.cancel));
             sequential::run(&plan.codes, &client, &target, sink);
             Ok(())
         }
         Mode::Threads => {
             // The template of each worker's own client.
-            let client = BlockingClient::new(target.timeout, 1, Arc::clone(&target.cancel))?;
+            let client = BlockingClient::new(target.timeout, 1, Arc::clone(&target.cancel));
             threads::run(
                 &plan.codes,
                 plan.concurrency,
@@ -279,7 +280,7 @@ pub(crate) fn run(plan: &Plan, target: Target, sink: &mut dyn FnMut(Record)) -> 
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| anyhow::anyhow!("cannot start the tokio runtime: {e}"))?;
+                .map_err(Error::Runtime)?;
             runtime.block_on(async {
                 let client = AsyncClient::new(
                     &target.base_url,

@@ -10,7 +10,7 @@ use std::sync::{PoisonError, RwLock};
 static SAVES: RwLock<()> = RwLock::new(());
 
 /// Exits the process with `code` once no save is in progress (a second Ctrl-C).
-pub(crate) fn exit_between_saves(code: i32) -> ! {
+pub fn exit_between_saves(code: i32) -> ! {
     let _no_saves = SAVES.write().unwrap_or_else(PoisonError::into_inner);
     std::process::exit(code)
 }

@@ -11,10 +11,10 @@ use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::Context as _;
 use concurrent_futures::{FutureError, FutureHandle, ThreadPoolExecutor, as_completed};
 
 use super::{BlockingClient, Record, Target, block_on, get_flag};
+use crate::error::Error;
 
 thread_local! {
     /// This worker thread's lane in the run's records (the pool's threads serve one run).
@@ -45,12 +45,12 @@ pub(super) fn run(
     client: Arc<BlockingClient>,
     target: Arc<Target>,
     sink: &mut dyn FnMut(Record),
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let pool = ThreadPoolExecutor::builder()
         .max_workers(workers)
         .thread_name_prefix("flags")
         .build()
-        .context("cannot start the thread pool")?;
+        .map_err(Error::ThreadPool)?;
     let pool = Arc::new(pool);
     target.cancel.on_cancel({
         let pool = Arc::clone(&pool);
@@ -81,7 +81,7 @@ pub(super) fn run(
             Ok(handle) => handles.push((code.as_str(), handle)),
             // Shut down by Ctrl-C: schedule nothing more.
             Err(_) if target.cancel.is_cancelled() => break,
-            Err(_) => anyhow::bail!("the thread pool refused a task (broken pool)"),
+            Err(_) => return Err(Error::ThreadPoolRefused),
         }
     }
 
