@@ -56,6 +56,8 @@
 pub mod countries;
 mod download;
 mod error;
+#[cfg(test)]
+mod layering;
 mod plan;
 mod progress;
 mod report;
