@@ -274,9 +274,8 @@ pub(crate) fn run(plan: &Plan, target: Target, sink: &mut dyn FnMut(Record)) -> 
         Mode::Processes => processes::run(&plan.codes, plan.concurrency, target, sink),
         Mode::Async => {
             // One thread runs the event loop, the scheduling and the saves: the scheduler refills
-            // a lane on the thread that saw it free, with no cross-thread wake-up per download.
-            // Measured on 2 cores against nginx, interleaved, 25 rounds: -e median 52 ms
-            // against 60 ms with tokio's multi-threaded runtime, -a the same (36 ms).
+            // a lane on the thread that saw it free, with no cross-thread wake-up per download
+            // (the comparison with the multi-threaded runtime is in BENCHMARKS.md).
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -1,8 +1,7 @@
 //! `--mode threads`: our `ThreadPoolExecutor` with one worker per connection, `submit` for every
 //! code in order, `as_completed` for the results. Each worker thread has a blocking client of its
-//! own (one keep-alive connection; the DNS answers are shared): measured against nginx with
-//! `-e`, one agent shared by 30 threads contended on its connection pool's lock (~1,500 context
-//! switches per run, ~1,100 with an agent per thread).
+//! own (one keep-alive connection; the DNS answers are shared): with one agent shared by every
+//! thread, the threads contended on its connection pool's lock.
 //!
 //! Ctrl-C shuts the pool down with `cancel_futures`: codes not started are cancelled at once,
 //! downloads in flight finish (within `--timeout`), and `as_completed` ends when they have.
