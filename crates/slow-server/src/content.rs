@@ -299,7 +299,7 @@ fn read_file(path: &Path) -> io::Result<(Bytes, Version)> {
 }
 
 /// The built-in flag set: every answer keyed by its canonical path. Images are drawn on first
-/// request (a few hundred microseconds each), so that starting a server costs little.
+/// request, so that starting a server costs little.
 #[derive(Debug)]
 pub(crate) struct Builtin {
     replies: HashMap<String, Stored>,
