@@ -68,7 +68,7 @@ fn download(plan: &Plan) -> anyhow::Result<ExitCode> {
         move || {
             if cancel.is_cancelled() {
                 // A second Ctrl-C does not wait for the requests in flight; it only waits for
-                // a save in progress (microseconds), so no temporary file is left behind.
+                // a save in progress (a short write), so no temporary file is left behind.
                 eprintln!("*** Interrupted again: exiting now");
                 exit_between_saves(EXIT_INTERRUPTED.into());
             }

@@ -13,8 +13,8 @@ use crate::plan::Mode;
 /// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
-/// How one download ended (the book's `DownloadStatus`, with the detail to print). Serde: it
-/// crosses from the worker processes of `--mode processes`.
+/// How one download ended, with the detail to print ([`DownloadStatus`] is the same without
+/// it). Serde: it crosses from the worker processes of `--mode processes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Saved.

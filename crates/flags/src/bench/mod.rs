@@ -43,6 +43,7 @@ pub(crate) struct Plan {
     pub(crate) max_reqs: Vec<usize>,
     /// Runs of each mode and max_req.
     pub(crate) runs: usize,
+    /// Where the runs download from.
     pub(crate) source: Source,
     /// `--timeout` of each run, in seconds.
     pub(crate) timeout: f64,
