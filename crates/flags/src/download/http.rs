@@ -24,7 +24,7 @@ const MAX_BODY: u64 = 10 * 1024 * 1024;
 /// buffer, so [`MAX_HEAD`] is set just below it (a larger head is then "response header is
 /// too big", not a disconnection retried as transient). 16 KiB is four times what nginx
 /// accepts from a server it proxies by default (one 4 KiB page); every buffer is zeroed when
-/// its connection opens, so ureq's larger default cost page faults on every connection.
+/// its connection opens, so a larger one costs page faults on every connection.
 const INPUT_BUFFER: usize = 16 * 1024;
 /// The largest response head accepted.
 const MAX_HEAD: usize = INPUT_BUFFER - 1;
