@@ -239,13 +239,11 @@ fn serve_connection(
     let builder = builder.clone();
     let shared = Arc::clone(shared);
     async move {
-        // Hyper starts at once (its two 8 KiB buffers and its state: about 11 KiB resident per
-        // idle connection, 109 MiB for 10,000), and its header read timeout cuts off a client
-        // that sends nothing. Starting it only once the first byte arrived (a `peek` first) kept
-        // idle connections at 2.5 KiB, but it moved those allocations, and their page faults, onto
-        // the way to the first answer: 33,000 faults after the release of 10,000 held requests,
-        // against 10,000 now. In an A/B of six fresh servers each, the last answer came 1.18-1.27
-        // s after the release with the peek and 1.15-1.18 s without; the peak fell 6 MiB.
+        // Hyper starts at once (its two 8 KiB buffers and its state), and its header read timeout
+        // cuts off a client that sends nothing. Starting it only once the first byte arrived (a
+        // `peek` first) kept idle connections smaller, but moved those allocations, and their
+        // page faults, onto the way to the first answer, so a burst of held requests was
+        // answered later (the A/B is in BENCHMARKS.md).
         // Small responses go out at once rather than waiting for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(StallGuard::new(stream, WRITE_STALL_LIMIT));
