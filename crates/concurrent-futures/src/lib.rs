@@ -201,6 +201,7 @@ mod scope;
 mod shutdown;
 mod stats;
 mod sync;
+mod test_support;
 mod thread_pool;
 mod unwind;
 mod wait;

@@ -38,6 +38,8 @@ pub(super) fn command() -> Command {
     if let Some(arg0) = std::env::args_os().next() {
         command.arg0(arg0);
     }
+    // In a test binary, libtest then runs only the test that serves as a worker.
+    command.args(crate::test_support::WORKER_ARGS);
     command
         .process_group(0)
         .env(MARKER, std::process::id().to_string())
