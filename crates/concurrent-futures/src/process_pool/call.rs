@@ -38,23 +38,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::image;
-use super::wire::{Append, ChunkReplyRef, FailKind, Fault, ItemFailure};
+use super::wire::{Append, Callee, ChunkReplyRef, FailKind, Fault, ItemFailure, Status};
 use crate::error::{FutureError, PanicError, WorkerError, WorkerErrorKind, panic_message};
 use crate::map::ChunkOutput;
 use crate::panic_site;
-
-/// How a call ended in the worker; the message or result is in the output buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Status {
-    /// The result (postcard) was written.
-    Ok,
-    /// The function panicked; a [`Fault::Panicked`] was written (the initializer's
-    /// trampoline writes its message as text instead, for the handshake's reply).
-    Panicked,
-    /// The argument could not be decoded or the result encoded; a [`Fault::Failed`] was
-    /// written (or the initializer returned an error: its message as text).
-    Failed,
-}
 
 /// A trampoline: decodes `input`, calls the function at address `func`, writes the
 /// encoded result (or a message) to `out`.
@@ -84,53 +71,58 @@ fn addr_at(offset: u64) -> usize {
     anchor_addr().wrapping_add(offset as usize)
 }
 
-/// A call as the pool sends it: the offsets of the trampoline and of the function.
+/// Checks that `func` can be called in a worker, and names it with `trampoline`.
+fn callee(trampoline: Trampoline, func: usize) -> Result<Callee, FutureError> {
+    if !image::in_own_code(func) {
+        return Err(FutureError::WorkerFailed(WorkerError::new(
+            WorkerErrorKind::NotInExecutable,
+            "the task function is not in the executable's own code (is it in a shared \
+             library?), so it cannot be called in a worker process",
+        )));
+    }
+    Ok(Callee::new(offset_of(trampoline as usize), offset_of(func)))
+}
+
+/// `f` called on one argument, its result sent back.
+pub(super) fn one<A, R>(f: fn(A) -> R) -> Result<Callee, FutureError>
+where
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    callee(call_one::<A, R>, f as usize)
+}
+
+/// `f` called on each argument of a chunk (a `map` task).
+pub(super) fn chunk<A, R>(f: fn(A) -> R) -> Result<Callee, FutureError>
+where
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    callee(call_chunk::<A, R>, f as usize)
+}
+
+/// A worker initializer.
+pub(super) fn init<A, E>(f: fn(A) -> Result<(), E>) -> Result<Callee, FutureError>
+where
+    A: DeserializeOwned,
+    E: Display,
+{
+    callee(call_init::<A, E>, f as usize)
+}
+
+/// A call as the worker runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Entry {
-    pub(super) trampoline: u64,
-    pub(super) func: u64,
+    trampoline: u64,
+    func: u64,
 }
 
 impl Entry {
-    fn new(trampoline: Trampoline, func: usize) -> Result<Self, FutureError> {
-        if !image::in_own_code(func) {
-            return Err(FutureError::WorkerFailed(WorkerError::new(
-                WorkerErrorKind::NotInExecutable,
-                "the task function is not in the executable's own code (is it in a shared \
-                 library?), so it cannot be called in a worker process",
-            )));
+    pub(super) fn new(callee: Callee) -> Self {
+        Self {
+            trampoline: callee.trampoline(),
+            func: callee.function(),
         }
-        Ok(Self {
-            trampoline: offset_of(trampoline as usize),
-            func: offset_of(func),
-        })
-    }
-
-    /// `f` called on one argument, its result sent back.
-    pub(super) fn one<A, R>(f: fn(A) -> R) -> Result<Self, FutureError>
-    where
-        A: DeserializeOwned,
-        R: Serialize,
-    {
-        Self::new(call_one::<A, R>, f as usize)
-    }
-
-    /// `f` called on each argument of a chunk (a `map` task).
-    pub(super) fn chunk<A, R>(f: fn(A) -> R) -> Result<Self, FutureError>
-    where
-        A: DeserializeOwned,
-        R: Serialize,
-    {
-        Self::new(call_chunk::<A, R>, f as usize)
-    }
-
-    /// A worker initializer.
-    pub(super) fn init<A, E>(f: fn(A) -> Result<(), E>) -> Result<Self, FutureError>
-    where
-        A: DeserializeOwned,
-        E: Display,
-    {
-        Self::new(call_init::<A, E>, f as usize)
     }
 
     /// Runs this call in the worker process: resolves both addresses and calls the

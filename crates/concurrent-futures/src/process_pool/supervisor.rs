@@ -27,9 +27,8 @@ use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
 
 use super::StartMethod;
-use super::call::Entry;
 use super::fork_server::{ForkServer, WorkerPipes, send_pipes};
-use super::wire::{self, ChunkReply, Header};
+use super::wire::{self, Call, Callee, ChunkReply, Handshake, Reply};
 use super::worker;
 use crate::error::{
     BrokenPoolError, BrokenPoolKind, FutureError, PanicError, WorkerError, WorkerErrorKind,
@@ -64,8 +63,8 @@ pub(super) trait Sink: Send {
     fn set_running(&self) -> bool;
     fn set_stopper(&self, stop: Arc<dyn StopRunning>) -> bool;
     fn is_cancelled(&self) -> bool;
-    /// Completes the future from a worker's reply frame.
-    fn deliver(self: Box<Self>, tag: u8, body: &[u8]);
+    /// Completes the future from a worker's reply.
+    fn deliver(self: Box<Self>, reply: Reply<'_>);
     fn fail(self: Box<Self>, error: FutureError);
     /// Cancels a task that was never handed to a worker.
     fn cancel_pending(self: Box<Self>);
@@ -132,17 +131,19 @@ impl<T: Send> Sink for PromiseSink<T> {
         self.promise.is_cancelled()
     }
 
-    fn deliver(self: Box<Self>, tag: u8, body: &[u8]) {
+    fn deliver(self: Box<Self>, reply: Reply<'_>) {
         if self.promise.is_cancelled() {
             return;
         }
-        let outcome = match tag {
+        let outcome = match reply {
             // The result type's own `Deserialize` is user code and may panic: that fails
             // this task like a panic in the task itself, never the pool's reader thread.
-            wire::TAG_OK => catch_unwind(AssertUnwindSafe(|| (self.decode)(body)))
+            Reply::Ok(body) => catch_unwind(AssertUnwindSafe(|| (self.decode)(body)))
                 .unwrap_or_else(|payload| Err(FutureError::Panicked(PanicError::new(payload)))),
-            // `TAG_PANICKED` or `TAG_FAILED`: the body says which, and with what data.
-            _ => Err(wire::Fault::decode(body).map_or_else(FutureError::from, FutureError::from)),
+            // The fault says what happened, with its data.
+            Reply::Panicked(fault) | Reply::Failed(fault) => {
+                Err(wire::Fault::decode(fault).map_or_else(FutureError::from, FutureError::from))
+            }
         };
         self.promise.complete(outcome);
     }
@@ -163,7 +164,7 @@ impl<T: Send> Sink for PromiseSink<T> {
 /// A task: the call, its encoded argument and its future.
 pub(super) struct Job {
     id: u64,
-    entry: Entry,
+    callee: Callee,
     payload: Vec<u8>,
     sink: Box<dyn Sink>,
     /// Already moved to running (it went to a worker, which died before running it).
@@ -646,7 +647,7 @@ impl Inner {
     /// Queues a task and starts a worker if fewer than `max_workers` take tasks.
     pub(super) fn enqueue(
         self: &Arc<Self>,
-        entry: Entry,
+        callee: Callee,
         payload: Vec<u8>,
         sink: Box<dyn Sink>,
     ) -> Result<(), Refused> {
@@ -662,7 +663,7 @@ impl Inner {
             state.next_id += 1;
             state.queue.push_back(Job {
                 id,
-                entry,
+                callee,
                 payload,
                 sink,
                 dispatched: false,
@@ -955,14 +956,13 @@ impl Inner {
                     id: job.id,
                 }));
             }
-            let header = Header {
-                tag: wire::TAG_CALL,
+            let call = Call {
                 id: job.id,
-                x: job.entry.trampoline,
-                y: job.entry.func,
+                callee: job.callee,
+                argument: &job.payload,
             };
             // The payload size was checked at submit, so the frame fits.
-            let _ = wire::push_frame(out, header, &job.payload);
+            let _ = wire::push_call(out, &call);
             let worker = &mut state.workers[i];
             worker.in_flight.push_back(job);
             worker.sent += 1;
@@ -1014,7 +1014,7 @@ impl Inner {
         let mut body = Vec::new();
         let ending = match self.handshake(&mut input, &mut body) {
             Err(ending) => ending,
-            Ok(h) if h.tag == wire::TAG_READY => {
+            Ok(()) => {
                 self.state.lock().failed_starts = 0;
                 // Whatever goes wrong on this thread must end in `worker_gone` below:
                 // a reader that died here would strand its worker and its tasks.
@@ -1028,10 +1028,6 @@ impl Inner {
                     ))
                 })
             }
-            Ok(h) if h.tag == wire::TAG_INIT_FAILED => {
-                Ending::InitFailed(String::from_utf8_lossy(&body).into_owned())
-            }
-            Ok(h) => Ending::BadHandshake(format!("a message with tag {}", h.tag)),
         };
         // A worker whose stream made no sense, or that is silent, is stopped at once;
         // any other has ended its output because it is exiting, and gets the time to.
@@ -1045,33 +1041,31 @@ impl Inner {
         self.worker_gone(key, process.pid, ending, status, killed);
     }
 
-    /// Reads a new worker's answers to the handshake: `ACCEPTED` within the deadline,
-    /// then (after its initializer, unbounded) `READY` or `INIT_FAILED`, which it
-    /// returns. Handshake frames are small: a larger one is not the protocol.
-    fn handshake(&self, input: &mut BufReader<File>, body: &mut Vec<u8>) -> Result<Header, Ending> {
-        let read = |input: &mut BufReader<File>, body: &mut Vec<u8>| match wire::read_frame_within(
-            input,
-            body,
-            wire::MAX_HANDSHAKE_FRAME,
-        ) {
-            Ok(Some(h)) if h.tag == wire::TAG_REFUSED => {
-                Err(Ending::Refused(String::from_utf8_lossy(body).into_owned()))
-            }
-            Ok(Some(h)) => Ok(h),
-            Ok(None) => Err(Ending::NoHandshake),
-            Err(e) => Err(Ending::BadHandshake(e.to_string())),
-        };
+    /// Reads a new worker's answers to the handshake: `Accepted` within the deadline,
+    /// then (after its initializer, unbounded) `Ready`; anything else ends the worker.
+    fn handshake(&self, input: &mut BufReader<File>, body: &mut Vec<u8>) -> Result<(), Ending> {
         if !readable_within(input, self.config.handshake_timeout) {
             return Err(Ending::HandshakeTimeout);
         }
-        let first = read(input, body)?;
-        if first.tag != wire::TAG_ACCEPTED {
-            return Err(Ending::BadHandshake(format!(
-                "a message with tag {}",
-                first.tag
-            )));
+        let mut expect = Handshake::Accepted;
+        loop {
+            match wire::read_handshake(input, body) {
+                Ok(Some(answer)) if answer == expect => {}
+                Ok(Some(Handshake::Refused(why))) => return Err(Ending::Refused(why.into_owned())),
+                Ok(Some(Handshake::InitFailed(message))) if expect == Handshake::Ready => {
+                    return Err(Ending::InitFailed(message.into_owned()));
+                }
+                Ok(Some(other)) => {
+                    return Err(Ending::BadHandshake(format!("{other:?} out of turn")));
+                }
+                Ok(None) => return Err(Ending::NoHandshake),
+                Err(e) => return Err(Ending::BadHandshake(e.to_string())),
+            }
+            if expect == Handshake::Ready {
+                return Ok(());
+            }
+            expect = Handshake::Ready;
         }
-        read(input, body)
     }
 
     fn serve_results(
@@ -1081,17 +1075,11 @@ impl Inner {
         body: &mut Vec<u8>,
     ) -> Ending {
         loop {
-            let header = match wire::read_frame(input, body) {
-                Ok(Some(header)) => header,
+            let frame = match wire::read_reply(input, body) {
+                Ok(Some(frame)) => frame,
                 Ok(None) => return Ending::Closed,
                 Err(e) => return Ending::Protocol(e.to_string()),
             };
-            if !matches!(
-                header.tag,
-                wire::TAG_OK | wire::TAG_PANICKED | wire::TAG_FAILED
-            ) {
-                return Ending::Protocol(format!("unexpected message (tag {})", header.tag));
-            }
             let job = {
                 let mut state = self.state.lock();
                 let Some(i) = state.index(key) else {
@@ -1101,17 +1089,17 @@ impl Inner {
                 if worker
                     .in_flight
                     .front()
-                    .is_none_or(|job| job.id != header.id)
+                    .is_none_or(|job| job.id != frame.id)
                 {
                     return Ending::Protocol(format!(
                         "a result for task {} that the worker was not running",
-                        header.id
+                        frame.id
                     ));
                 }
-                state.took_result(i, header.x)
+                state.took_result(i, frame.nanos)
             };
             if let Some(job) = job {
-                contain("completing a task", || job.sink.deliver(header.tag, body));
+                contain("completing a task", || job.sink.deliver(frame.reply));
             }
         }
     }

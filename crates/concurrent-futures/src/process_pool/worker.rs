@@ -10,10 +10,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::call::{Entry, Status, probes};
+use super::call::{Entry, probes};
 use super::fork_server;
 use super::image;
-use super::wire::{self, Header, Hello};
+use super::wire::{self, Handshake, Hello, Status};
 
 /// The environment variable that marks a worker process; its value is the pid of the
 /// pool's process, so that a process started by a task (whose parent is the worker) is
@@ -159,60 +159,37 @@ impl Pipes {
         }
     }
 
-    fn reply(&mut self, tag: u8, id: u64, body: &[u8]) -> io::Result<()> {
-        wire::push_frame(
-            &mut self.out,
-            Header {
-                tag,
-                id,
-                x: 0,
-                y: 0,
-            },
-            body,
-        )?;
+    /// Sends a handshake answer at once.
+    fn answer(&mut self, answer: &Handshake<'_>) -> io::Result<()> {
+        wire::push_handshake(&mut self.out, answer)?;
         self.flush()
     }
 
     fn serve(&mut self) -> io::Result<i32> {
         let mut body = Vec::new();
-        let pid = u64::from(std::process::id());
-        let Some(first) = wire::read_frame(&mut self.input, &mut body)? else {
-            return Ok(0);
-        };
-        if first.tag != wire::TAG_HELLO {
-            self.reply(
-                wire::TAG_REFUSED,
-                pid,
-                b"the first message was not a handshake",
-            )?;
-            return Ok(EXIT_REFUSED);
-        }
-        let hello: Hello = match postcard::from_bytes(&body) {
-            Ok(hello) => hello,
-            Err(e) => {
-                let message = format!("undecodable handshake: {e}");
-                self.reply(wire::TAG_REFUSED, pid, message.as_bytes())?;
+        let hello = match wire::read_hello(&mut self.input, &mut body)? {
+            None => return Ok(0),
+            Some(Ok(hello)) => hello,
+            Some(Err(why)) => {
+                self.answer(&Handshake::Refused(why.into()))?;
                 return Ok(EXIT_REFUSED);
             }
         };
         if let Err(why) = check(&hello) {
-            self.reply(wire::TAG_REFUSED, pid, why.as_bytes())?;
+            self.answer(&Handshake::Refused(why.into()))?;
             return Ok(EXIT_REFUSED);
         }
         // Ends the pool's handshake deadline: the initializer may take its time.
-        self.reply(wire::TAG_ACCEPTED, pid, &[])?;
-        if let Some((trampoline, func, arg)) = &hello.init {
-            let entry = Entry {
-                trampoline: *trampoline,
-                func: *func,
-            };
+        self.answer(&Handshake::Accepted)?;
+        if let Some((callee, arg)) = &hello.init {
             let mut message = Vec::new();
-            if entry.invoke(arg, &mut message) != Status::Ok {
-                self.reply(wire::TAG_INIT_FAILED, pid, &message)?;
+            if Entry::new(*callee).invoke(arg, &mut message) != Status::Ok {
+                let message = String::from_utf8_lossy(&message);
+                self.answer(&Handshake::InitFailed(message))?;
                 return Ok(EXIT_INIT_FAILED);
             }
         }
-        self.reply(wire::TAG_READY, pid, &[])?;
+        self.answer(&Handshake::Ready)?;
 
         let mut done: u64 = 0;
         loop {
@@ -221,48 +198,25 @@ impl Pipes {
             // of the tasks before, so the task it lost is exactly the one running.
             // Tasks still arrive many per read, so the pool's side stays batched.
             self.flush()?;
-            let Some(header) = wire::read_frame(&mut self.input, &mut body)? else {
+            let Some(call) = wire::read_call(&mut self.input, &mut body)? else {
                 self.flush()?;
                 return Ok(0);
             };
-            if header.tag != wire::TAG_CALL {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unexpected message tag {}", header.tag),
-                ));
-            }
-            let entry = Entry {
-                trampoline: header.x,
-                func: header.y,
-            };
-            let start = wire::begin_frame(
-                &mut self.out,
-                Header {
-                    tag: 0,
-                    id: header.id,
-                    x: 0,
-                    y: 0,
-                },
-            );
+            let reply = wire::begin_reply(&mut self.out, call.id);
             let began = Instant::now();
-            let status = entry.invoke(&body, &mut self.out);
+            let status = Entry::new(call.callee).invoke(call.argument, &mut self.out);
             let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            let tag = match status {
-                Status::Ok => wire::TAG_OK,
-                Status::Panicked => wire::TAG_PANICKED,
-                Status::Failed => wire::TAG_FAILED,
-            };
-            if let Err(e) = wire::end_frame(&mut self.out, start, Some((tag, nanos))) {
+            if let Err(e) = reply.finish(&mut self.out, status, nanos) {
                 // Too large to send: report that instead.
                 let message = format!("the worker could not send the result: {e}");
-                let failed = Header {
-                    tag: wire::TAG_FAILED,
-                    id: header.id,
-                    x: nanos,
-                    y: 0,
-                };
                 let fault = wire::Fault::failed(wire::FailKind::ResultTooLarge, message);
-                wire::push_frame(&mut self.out, failed, &fault.encode())?;
+                wire::push_reply(
+                    &mut self.out,
+                    call.id,
+                    Status::Failed,
+                    nanos,
+                    &fault.encode(),
+                )?;
             }
             done += 1;
             if hello.max_tasks != 0 && done >= hello.max_tasks {

@@ -29,7 +29,7 @@ impl Sink for NullSink {
     fn is_cancelled(&self) -> bool {
         false
     }
-    fn deliver(self: Box<Self>, _: u8, _: &[u8]) {}
+    fn deliver(self: Box<Self>, _: Reply<'_>) {}
     fn fail(self: Box<Self>, _: FutureError) {}
     fn cancel_pending(self: Box<Self>) {}
     fn cancel_unstarted(self: Box<Self>) {}
@@ -106,10 +106,7 @@ impl Run {
             for id in 0..scenario.tasks {
                 state.queue.push_back(Job {
                     id,
-                    entry: Entry {
-                        trampoline: 0,
-                        func: 0,
-                    },
+                    callee: Callee::new(0, 0),
                     payload: Vec::new(),
                     sink: Box::new(NullSink),
                     dispatched: false,
