@@ -10,10 +10,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::call::{Entry, probes};
+use super::call::{self, Entry};
 use super::fork_server;
 use super::image;
-use super::wire::{self, Handshake, Hello, Status};
+use super::wire::{self, Handshake, Status};
 
 /// The environment variable that marks a worker process; its value is the pid of the
 /// pool's process, so that a process started by a task (whose parent is the worker) is
@@ -175,15 +175,25 @@ impl Pipes {
                 return Ok(EXIT_REFUSED);
             }
         };
-        if let Err(why) = check(&hello) {
-            self.answer(&Handshake::Refused(why.into()))?;
-            return Ok(EXIT_REFUSED);
-        }
+        let image = match call::check_handshake(&hello) {
+            Ok(image) => image,
+            Err(why) => {
+                self.answer(&Handshake::Refused(why.into()))?;
+                return Ok(EXIT_REFUSED);
+            }
+        };
         // Ends the pool's handshake deadline: the initializer may take its time.
         self.answer(&Handshake::Accepted)?;
         if let Some((callee, arg)) = &hello.init {
             let mut message = Vec::new();
-            if Entry::new(*callee).invoke(arg, &mut message) != Status::Ok {
+            let ran = match Entry::resolve(*callee, &image) {
+                Ok(entry) => entry.invoke(arg, &mut message) == Status::Ok,
+                Err(why) => {
+                    message = why.into_bytes();
+                    false
+                }
+            };
+            if !ran {
                 let message = String::from_utf8_lossy(&message);
                 self.answer(&Handshake::InitFailed(message))?;
                 return Ok(EXIT_INIT_FAILED);
@@ -204,7 +214,14 @@ impl Pipes {
             };
             let reply = wire::begin_reply(&mut self.out, call.id);
             let began = Instant::now();
-            let status = Entry::new(call.callee).invoke(call.argument, &mut self.out);
+            let status = match Entry::resolve(call.callee, &image) {
+                Ok(entry) => entry.invoke(call.argument, &mut self.out),
+                Err(why) => {
+                    let fault = wire::Fault::failed(wire::FailKind::NotInExecutable, why);
+                    self.out.extend_from_slice(&fault.encode());
+                    Status::Failed
+                }
+            };
             let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
             if let Err(e) = reply.finish(&mut self.out, status, nanos) {
                 // Too large to send: report that instead.
@@ -225,23 +242,4 @@ impl Pipes {
             }
         }
     }
-}
-
-/// The handshake's checks: same protocol, same executable file, same code layout.
-fn check(hello: &Hello) -> Result<(), String> {
-    if hello.version != wire::PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version {} but the worker speaks {}",
-            hello.version,
-            wire::PROTOCOL_VERSION
-        ));
-    }
-    let exe = image::identity().map_err(|e| format!("cannot identify the executable: {e}"))?;
-    if exe != hello.exe {
-        return Err("the worker runs a different executable file than the pool".to_owned());
-    }
-    if probes() != hello.probes {
-        return Err("the worker's code layout differs from the pool's".to_owned());
-    }
-    Ok(())
 }
