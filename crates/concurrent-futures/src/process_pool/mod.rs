@@ -6,6 +6,7 @@ mod call;
 mod fork_server;
 mod image;
 mod supervisor;
+mod sys;
 mod wire;
 mod worker;
 
@@ -576,7 +577,9 @@ pub enum StartMethod {
     /// [`Spawn`](Self::Spawn) takes 257–260 ms, which matters when a pool starts
     /// hundreds. The server takes the pool's environment and working directory once,
     /// when it starts: later changes to them do not reach later workers. If
-    /// the server cannot start or dies, the pool starts workers as with `Spawn`.
+    /// the server cannot start or dies, the pool starts workers as with `Spawn`; so it
+    /// does on targets other than x86_64 and aarch64 Linux, where the server's raw
+    /// `clone` is not built.
     #[default]
     ForkServer,
     /// Python's `spawn`: every worker is the executable started again (`execve`).

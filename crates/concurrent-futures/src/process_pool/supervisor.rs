@@ -27,7 +27,8 @@ use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
 
 use super::StartMethod;
-use super::fork_server::{ForkServer, WorkerPipes, send_pipes};
+use super::fork_server::{ForkServer, WorkerPipes};
+use super::sys;
 use super::wire::{self, Call, Callee, ChunkReply, Handshake, Reply};
 use super::worker;
 use crate::error::{
@@ -1362,7 +1363,7 @@ fn spawn_process() -> io::Result<(Process, File, File)> {
     // A worker that ended before it could read this (a `main` without the guard) has
     // closed its socket: the message and its descriptors go with it, the reader sees
     // the result pipe end, and says what the exit status was.
-    let _ = send_pipes(&control, pipes.theirs);
+    let _ = sys::send_fds(&control, pipes.theirs);
     // Dropping `child` neither kills nor waits: `Process` reaps the pid itself.
     Ok((Process::new(child.id()), pipes.tasks, pipes.results))
 }

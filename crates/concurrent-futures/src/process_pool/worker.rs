@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::call::{self, Entry};
-use super::fork_server;
 use super::image;
+use super::sys;
 use super::wire::{self, Handshake, Status};
 
 /// The environment variable that marks a worker process; its value is the pid of the
@@ -122,8 +122,8 @@ impl Pipes {
     fn receive() -> io::Result<Self> {
         let control = UnixStream::from(io::stdin().as_fd().try_clone_to_owned()?);
         nix::unistd::dup2_stdin(File::open("/dev/null")?).map_err(io::Error::from)?;
-        let [tasks, results] = fork_server::receive(&control)?
-            .ok_or_else(|| io::Error::other("the pool sent no pipes"))?;
+        let [tasks, results] =
+            sys::recv_fds(&control)?.ok_or_else(|| io::Error::other("the pool sent no pipes"))?;
         drop(control);
         Self::given(tasks, results)
     }
