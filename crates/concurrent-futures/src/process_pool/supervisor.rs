@@ -10,11 +10,10 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Write};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,15 +21,11 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
-use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
 
 use super::StartMethod;
-use super::fork_server::{ForkServer, WorkerPipes};
-use super::sys;
+use super::process::{Launcher, Process, describe_status};
 use super::wire::{self, Call, Callee, ChunkReply, Handshake, Reply};
-use super::worker;
 use crate::error::{
     BrokenPoolError, BrokenPoolKind, FutureError, PanicError, WorkerError, WorkerErrorKind,
 };
@@ -225,103 +220,6 @@ pub(super) struct Config {
     pub(super) hello: Vec<u8>,
     /// How long a new worker may take to accept it.
     pub(super) handshake_timeout: Duration,
-}
-
-/// A worker process, signalled and reaped under one lock so that a signal never
-/// reaches a reused pid.
-///
-/// Every worker is this process's child, a forked one too (the fork server forks with
-/// `CLONE_PARENT`), so its pid stays ours until we reap it: both kinds are signalled
-/// with `kill` and reaped with `waitpid`.
-struct Process {
-    pid: u32,
-    reaped: Mutex<bool>,
-}
-
-impl Process {
-    fn new(pid: u32) -> Self {
-        Self {
-            pid,
-            reaped: Mutex::new(false),
-        }
-    }
-
-    fn nix_pid(&self) -> Pid {
-        Pid::from_raw(self.pid.cast_signed())
-    }
-
-    fn signal(&self, signal: Signal) {
-        let reaped = self.reaped.lock();
-        if !*reaped {
-            // An error means the process is already gone (a zombie until we reap it).
-            let _ = nix::sys::signal::kill(self.nix_pid(), signal);
-        }
-    }
-
-    /// Waits for the process, which closed its result pipe and so is exiting, and
-    /// returns how it ended. A process that does not exit within `grace` (zero: at
-    /// once) is killed first; the returned flag says whether the pool killed it, so its
-    /// own exit status or signal is never mistaken for the pool's SIGKILL.
-    ///
-    /// The wait for the exit does not hold the `reaped` lock (a `signal` must not block
-    /// for the grace period): `waitid(WNOWAIT)` watches without reaping, so the pid
-    /// stays ours until the final `waitpid` under the lock.
-    fn reap(&self, grace: Duration) -> (io::Result<ExitStatus>, bool) {
-        let exited = grace > Duration::ZERO && self.exits_within(grace);
-        let mut reaped = self.reaped.lock();
-        let killed = !exited && nix::sys::signal::kill(self.nix_pid(), Signal::SIGKILL).is_ok();
-        let status = wait_for(self.nix_pid());
-        *reaped = true;
-        // A process that was already a zombie ignores the signal: it ended by itself.
-        let killed =
-            killed && matches!(&status, Ok(s) if s.signal() == Some(Signal::SIGKILL as i32));
-        (status, killed)
-    }
-
-    /// Polls (without reaping) until the process has ended or `limit` passed.
-    fn exits_within(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut pause = Duration::from_micros(50);
-        loop {
-            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-            match waitid(Id::Pid(self.nix_pid()), flags) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
-                // Ended (or not ours to wait for, which `wait_for` reports).
-                Ok(_) | Err(_) => return true,
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            std::thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
-    }
-}
-
-/// `waitpid`, with the status in `ExitStatus`'s raw form.
-fn wait_for(pid: Pid) -> io::Result<ExitStatus> {
-    loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::from_raw((code & 0xff) << 8)),
-            Ok(WaitStatus::Signaled(_, signal, core)) => {
-                let core = if core { 0x80 } else { 0 };
-                return Ok(ExitStatus::from_raw(signal as i32 | core));
-            }
-            // Stops and continues are not reported without WUNTRACED/WCONTINUED.
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// The pool's fork server, started with the first worker.
-enum ForkServerSlot {
-    Unstarted,
-    Running(ForkServer),
-    /// It could not start, failed or the pool is done: workers are started from the
-    /// executable.
-    Unusable,
 }
 
 /// How a writer that waits is woken.
@@ -555,8 +453,8 @@ pub(super) struct Inner {
     state: Mutex<State>,
     /// Notified when a worker is gone or failed to start (for `shutdown(wait)`).
     gone: Condvar,
-    /// Taken alone, never with `state`.
-    fork_server: Mutex<ForkServerSlot>,
+    /// Starts worker processes; its lock is taken alone, never with `state`.
+    launcher: Launcher,
 }
 
 impl fmt::Debug for Inner {
@@ -570,7 +468,7 @@ impl fmt::Debug for Inner {
                 &state
                     .workers
                     .iter()
-                    .map(|w| w.process.pid)
+                    .map(|w| w.process.pid())
                     .collect::<Vec<_>>(),
             )
             .field("workers_started", &state.started)
@@ -601,6 +499,7 @@ enum Ending {
 impl Inner {
     pub(super) fn new(config: Config) -> Arc<Self> {
         Arc::new(Self {
+            launcher: Launcher::new(config.start_method, config.handshake_timeout),
             config,
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -618,7 +517,6 @@ impl Inner {
                 failed_starts: 0,
             }),
             gone: Condvar::new(),
-            fork_server: Mutex::new(ForkServerSlot::Unstarted),
         })
     }
 
@@ -688,37 +586,13 @@ impl Inner {
             .lock()
             .workers
             .iter()
-            .map(|w| w.process.pid)
+            .map(|w| w.process.pid())
             .collect()
-    }
-
-    /// A new worker process with its task and result pipes: forked by the fork server
-    /// if the pool uses one and it works, else started from the executable.
-    fn launch(&self) -> io::Result<(Process, File, File)> {
-        if self.config.start_method == StartMethod::ForkServer {
-            let mut slot = self.fork_server.lock();
-            if matches!(*slot, ForkServerSlot::Unstarted) {
-                *slot = ForkServer::start(self.config.handshake_timeout)
-                    .map_or(ForkServerSlot::Unusable, ForkServerSlot::Running);
-            }
-            if let ForkServerSlot::Running(server) = &mut *slot {
-                match server.fork() {
-                    Ok(forked) => {
-                        let process = Process::new(forked.pid);
-                        return Ok((process, forked.tasks, forked.results));
-                    }
-                    // The server is gone or cannot fork: stop it and start workers
-                    // from the executable from now on.
-                    Err(_) => *slot = ForkServerSlot::Unusable,
-                }
-            }
-        }
-        spawn_process()
     }
 
     /// Starts one worker process and its two threads; `state.starting` was raised for it.
     fn start_worker(self: &Arc<Self>) {
-        let spawned = self.launch();
+        let spawned = self.launcher.launch();
         let mut failures = Vec::new();
         let mut orphan = None;
         {
@@ -727,11 +601,13 @@ impl Inner {
             // Writers may hold back for a worker being started (`writer_step`).
             state.wake_writers();
             match spawned {
-                Ok((process, stdin, stdout)) => {
-                    let process = Arc::new(process);
+                Ok(started) => {
+                    let process = Arc::new(started.process);
                     if state.terminating || state.broken.is_some() {
                         orphan = Some(process);
-                    } else if let Err(e) = self.add_worker(&mut state, &process, stdin, stdout) {
+                    } else if let Err(e) =
+                        self.add_worker(&mut state, &process, started.tasks, started.results)
+                    {
                         orphan = Some(process);
                         if state.workers.is_empty() && state.starting == 0 {
                             failures = state.break_pool(BrokenPoolError::new(
@@ -1039,7 +915,7 @@ impl Inner {
             _ => EXIT_GRACE,
         };
         let (status, killed) = process.reap(grace);
-        self.worker_gone(key, process.pid, ending, status, killed);
+        self.worker_gone(key, process.pid(), ending, status, killed);
     }
 
     /// Reads a new worker's answers to the handshake: `Accepted` within the deadline,
@@ -1284,9 +1160,8 @@ impl Inner {
             // bug in the pool and there is nobody to hand it to during shutdown.
             let _ = thread.join();
         }
-        // No worker will start again: stop the fork server (its drop reaps it).
-        let server = std::mem::replace(&mut *self.fork_server.lock(), ForkServerSlot::Unusable);
-        drop(server);
+        // No worker will start again.
+        self.launcher.stop_fork_server();
     }
 
     /// `terminate_workers` / `kill_workers`: shut down, cancel the queue, and signal
@@ -1327,45 +1202,6 @@ fn readable_within(input: &BufReader<File>, limit: Duration) -> bool {
             Ok(_) | Err(_) => return true,
         }
     }
-}
-
-/// "exited with status 3", "was killed by signal 9 (SIGKILL)".
-pub(super) fn describe_status(pid: u32, status: &io::Result<ExitStatus>) -> String {
-    match status {
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => format!("(pid {pid}) exited with status {code}"),
-            (None, Some(signal)) => {
-                let name = Signal::try_from(signal).map_or("unknown signal", Signal::as_str);
-                let core = if s.core_dumped() { ", core dumped" } else { "" };
-                format!("(pid {pid}) was killed by signal {signal} ({name}{core})")
-            }
-            (None, None) => format!("(pid {pid}) ended with {s}"),
-        },
-        Err(e) => format!("(pid {pid}) ended; its status is unknown: {e}"),
-    }
-}
-
-/// Starts the pool's executable again as a worker. Its pipes travel over a Unix socket
-/// on its stdin (as to the fork server), never as stdin and stdout: a `main` that
-/// prints before `process_worker_main` writes to the pool's stderr, not into the
-/// protocol.
-fn spawn_process() -> io::Result<(Process, File, File)> {
-    let (control, theirs) = UnixStream::pair()?;
-    let pipes = WorkerPipes::new()?;
-    let child = {
-        let mut command = worker::command();
-        command
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
-        command.spawn()?
-        // The command holds the worker's end of the socket until it is dropped here.
-    };
-    // A worker that ended before it could read this (a `main` without the guard) has
-    // closed its socket: the message and its descriptors go with it, the reader sees
-    // the result pipe end, and says what the exit status was.
-    let _ = sys::send_fds(&control, pipes.theirs);
-    // Dropping `child` neither kills nor waits: `Process` reaps the pid itself.
-    Ok((Process::new(child.id()), pipes.tasks, pipes.results))
 }
 
 #[cfg(all(test, not(cf_loom)))]

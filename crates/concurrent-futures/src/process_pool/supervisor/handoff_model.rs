@@ -77,10 +77,7 @@ fn new_worker(key: u64) -> Worker {
     Worker {
         key,
         // Already "reaped": a signal to it is a no-op, never a real `kill`.
-        process: Arc::new(Process {
-            pid: 0,
-            reaped: Mutex::new(true),
-        }),
+        process: Arc::new(Process::reaped()),
         in_flight: VecDeque::new(),
         sent: 0,
         waiting: false,
