@@ -5,6 +5,7 @@
 mod call;
 mod fork_server;
 mod image;
+mod pipeline;
 mod process;
 mod supervisor;
 mod sys;

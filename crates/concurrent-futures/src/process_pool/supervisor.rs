@@ -24,6 +24,7 @@ use nix::sys::signal::Signal;
 use serde::de::DeserializeOwned;
 
 use super::StartMethod;
+use super::pipeline::{self, Load, Pipeline, coarse_now};
 use super::process::{Launcher, Process, describe_status};
 use super::wire::{self, Call, Callee, ChunkReply, Handshake, Reply};
 use crate::error::{
@@ -34,12 +35,6 @@ use crate::map::ChunkOutput;
 use crate::sync::{Condvar, Mutex, MutexGuard};
 use crate::unwind::contain;
 
-/// How much work (in nanoseconds of measured task time) is queued in each worker's pipe
-/// ahead of what it is running: enough to hide the round trip and to batch system calls
-/// for tiny tasks, little enough to balance slow tasks across workers (one at a time).
-const PIPELINE_NANOS: u64 = 2_000_000;
-/// The most tasks queued in one worker's pipe.
-const MAX_DEPTH: u64 = 1024;
 /// Workers in a row that may die before their handshake before the pool gives up
 /// (instead of restarting them in a busy loop).
 const MAX_FAILED_STARTS: u32 = 3;
@@ -262,30 +257,10 @@ struct Worker {
 }
 
 impl Worker {
-    /// True when the task it runs has run for long ([`STALL_NANOS`] at `now`): nothing
-    /// more is queued behind it (it may run much longer; a free worker should take the
-    /// next tasks).
+    /// True when the task it runs has run for long at `now` ([`pipeline::is_stalled`]).
     fn is_stalled(&self, now: u64) -> bool {
-        self.front_since
-            .is_some_and(|since| now.saturating_sub(since) >= STALL_NANOS)
+        pipeline::is_stalled(self.front_since, now)
     }
-}
-
-/// How long a task may run before nothing more is queued behind it: a few pipelines'
-/// worth of work, and two ticks of the coarse clock, which ticks every few milliseconds.
-const STALL_NANOS: u64 = 8_000_000;
-
-/// A monotonic clock that costs a few nanoseconds to read, but ticks only every few
-/// milliseconds (`CLOCK_MONOTONIC_COARSE`): it is read once per result, where the precise
-/// clock's cost showed in the throughput of tiny tasks, and the long-task rule needs
-/// only to tell milliseconds from microseconds.
-fn coarse_now() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).map_or(0, |t| {
-        u64::try_from(t.tv_sec())
-            .unwrap_or(0)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::try_from(t.tv_nsec()).unwrap_or(0))
-    })
 }
 
 struct State {
@@ -298,12 +273,8 @@ struct State {
     next_id: u64,
     next_key: u64,
     threads: Vec<JoinHandle<()>>,
-    /// Moving average of the measured task time, in nanoseconds.
-    avg_nanos: Option<u64>,
-    /// The most the pipeline depth may be now: doubles with each result and falls back
-    /// to 1 after a slow one, so that a few quick first results (the average of one
-    /// tiny task) cannot queue a batch of slow tasks behind one worker.
-    ramp: u64,
+    /// What the pool has learnt of its tasks' run time, which sets the depth.
+    pipeline: Pipeline,
     started: u64,
     /// Workers in a row that died (by a signal) before their handshake.
     failed_starts: u32,
@@ -348,32 +319,6 @@ impl State {
             || (self.shutdown && self.queue.is_empty())
     }
 
-    fn depth(&self) -> usize {
-        let depth = match self.avg_nanos {
-            None => 1,
-            Some(nanos) => (PIPELINE_NANOS / nanos.max(1)).clamp(1, self.ramp),
-        };
-        usize::try_from(depth).unwrap_or(1)
-    }
-
-    /// A waiting writer is woken only once its worker's pipe holds fewer tasks than
-    /// this, so that it refills many at once instead of one write per result.
-    fn low_water(&self) -> usize {
-        (self.depth() / 2).max(1)
-    }
-
-    fn observe(&mut self, nanos: u64) {
-        self.ramp = if nanos >= PIPELINE_NANOS {
-            1
-        } else {
-            self.ramp.saturating_mul(2).min(MAX_DEPTH)
-        };
-        self.avg_nanos = Some(match self.avg_nanos {
-            None => nanos,
-            Some(avg) => (avg.saturating_mul(7) / 8).saturating_add(nanos / 8),
-        });
-    }
-
     /// Worker `i` answered its front task, which ran for `nanos`: takes that task off
     /// its pipe, and wakes its writer if the pipe fell below the low-water mark while
     /// work waits.
@@ -382,8 +327,8 @@ impl State {
         let job = worker.in_flight.pop_front();
         worker.front_since = (!worker.in_flight.is_empty()).then(coarse_now);
         let (waiting, len) = (worker.waiting, worker.in_flight.len());
-        self.observe(nanos);
-        if waiting && len < self.low_water() && !self.queue.is_empty() {
+        self.pipeline.observe(nanos);
+        if waiting && len < self.pipeline.low_water() && !self.queue.is_empty() {
             self.workers[i].wake.notify();
         }
         job
@@ -391,7 +336,7 @@ impl State {
 
     /// Wakes the waiting writers that have room (after the queue grew).
     fn wake_writers(&self) {
-        let depth = self.depth();
+        let depth = self.pipeline.depth();
         for w in &self.workers {
             if w.waiting && w.in_flight.len() < depth {
                 w.wake.notify();
@@ -402,7 +347,7 @@ impl State {
     /// Wakes one waiting writer with room (after one task was queued): the one with the
     /// fewest tasks in its pipe, so that an idle worker gets the task first.
     fn wake_one_writer(&self) {
-        let low = self.low_water();
+        let low = self.pipeline.low_water();
         if let Some(w) = self
             .workers
             .iter()
@@ -422,7 +367,11 @@ impl State {
         self.workers
             .iter()
             .enumerate()
-            .filter(|&(j, w)| j != i && !w.closed && w.in_flight.len() < mine && !w.is_stalled(now))
+            .filter(|&(j, w)| {
+                j != i
+                    && !w.closed
+                    && pipeline::defers_to(mine, w.in_flight.len(), w.is_stalled(now))
+            })
             .min_by_key(|(_, w)| w.in_flight.len())
             .map(|(_, w)| w)
     }
@@ -511,8 +460,7 @@ impl Inner {
                 next_id: 0,
                 next_key: 0,
                 threads: Vec::new(),
-                avg_nanos: None,
-                ramp: 1,
+                pipeline: Pipeline::new(),
                 started: 0,
                 failed_starts: 0,
             }),
@@ -750,7 +698,7 @@ impl Inner {
             let Some(i) = state.index(key) else {
                 return WriterStep::Gone;
             };
-            let depth = state.depth();
+            let depth = state.pipeline.depth();
             let worker = &state.workers[i];
             let left = self
                 .config
@@ -768,19 +716,22 @@ impl Inner {
                 }
                 return WriterStep::Close { respawn };
             }
-            let room = depth.saturating_sub(worker.in_flight.len());
-            let room = usize::try_from(left).map_or(room, |left| room.min(left));
-            // No more than a fair share of the queue, so that the other workers (and
-            // those starting) get tasks too.
-            let share = state.queue.len().div_ceil(state.open_workers().max(1));
-            let mut room = room.min(share.max(1));
-            // Nothing waits behind a running task while a worker is being started, or
-            // behind one that has run for long already (a deep pipeline learnt from tiny
-            // tasks would otherwise queue the first slow ones behind each other).
             let now = coarse_now();
-            if !worker.in_flight.is_empty() && (state.starting > 0 || worker.is_stalled(now)) {
-                room = 0;
-            }
+            let mine = Load {
+                in_flight: worker.in_flight.len(),
+                tasks_left: left,
+                stalled: worker.is_stalled(now),
+            };
+            // How many tasks the depth, the worker's limit and a fair share of the queue
+            // leave room for; none behind a running task while a worker is being started
+            // or behind one that has run for long (`pipeline::room`).
+            let mut room = pipeline::room(
+                depth,
+                mine,
+                state.queue.len(),
+                state.open_workers(),
+                state.starting,
+            );
             // Nor while another worker has fewer tasks in its pipe (an idle one first):
             // its writer takes this one (woken here; one that is writing looks at the
             // queue after). Whoever ends a hold-back wakes the writers (a free worker's

@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering as AtomicOrdering;
 
+use super::pipeline::PIPELINE_NANOS;
 use super::*;
 
 /// A task's future, for the model: always runs, never cancelled.
@@ -199,9 +200,8 @@ impl Run {
             state.queue.len() as u64,
             state.starting as u64,
             u64::from(state.shutdown),
-            state.avg_nanos.unwrap_or(u64::MAX),
-            state.ramp,
         ];
+        print.extend(state.pipeline.fingerprint());
         for writer in &self.writers {
             print.push(u64::from(writer.done));
             if let Some(i) = state.index(writer.key) {
