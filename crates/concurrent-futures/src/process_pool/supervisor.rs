@@ -263,18 +263,45 @@ impl Worker {
     }
 }
 
+/// Where the pool is in its life. It only moves forward, one way: `Open`, then
+/// `Draining` (`shutdown`), then `Terminating` (`terminate_workers`/`kill_workers`
+/// while workers live). Whether the pool is broken is apart from it
+/// ([`State::broken`]): a broken pool may be in any phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Phase {
+    /// Submits are taken.
+    Open,
+    /// `shutdown` was called: submits are refused; queued tasks still run (unless
+    /// `cancel_futures` cancelled them), replacements still start for them, and each
+    /// writer closes its worker's input once the queue is empty.
+    Draining,
+    /// The live workers were signalled: nothing starts any more, writers close their
+    /// workers' input, tasks left in a dead worker's pipe are cancelled, not requeued,
+    /// and a worker killed before its handshake is no failed start.
+    Terminating,
+}
+
+/// The pool's bookkeeping, all under [`Inner::state`]: what each field means and who
+/// changes it is in the state table of the `README.md` beside this file.
 struct State {
+    /// Tasks not handed to a worker yet, in order (requeued ones at the front).
     queue: VecDeque<Job>,
+    /// The worker processes that are up, from `add_worker` until their reader's
+    /// `worker_gone`.
     workers: Vec<Worker>,
+    /// Workers being started: raised by [`State::claim_start`], lowered by
+    /// `start_worker` once the process is up (and in `workers`) or failed.
     starting: usize,
-    shutdown: bool,
-    terminating: bool,
+    phase: Phase,
+    /// Why the pool is broken: set once by [`State::break_pool`], never cleared.
     broken: Option<BrokenPoolError>,
     next_id: u64,
     next_key: u64,
+    /// The reader and writer threads, joined by `shutdown(wait = true)`.
     threads: Vec<JoinHandle<()>>,
     /// What the pool has learnt of its tasks' run time, which sets the depth.
     pipeline: Pipeline,
+    /// Workers started so far (for `Debug`).
     started: u64,
     /// Workers in a row that died (by a signal) before their handshake.
     failed_starts: u32,
@@ -296,9 +323,9 @@ impl State {
     /// reuse one idle worker, as the thread pool and CPython (bpo-39207) do, while a
     /// burst of submits still starts up to `max_workers`. Queued work keeps a
     /// replacement coming during `shutdown(wait)` too; a broken or terminating pool
-    /// starts nothing.
+    /// starts nothing. Asked only through [`claim_start`](Self::claim_start).
     fn wants_worker(&self, max_workers: usize) -> bool {
-        if self.terminating || self.broken.is_some() || self.queue.is_empty() {
+        if self.phase == Phase::Terminating || self.broken.is_some() || self.queue.is_empty() {
             return false;
         }
         let idle = self
@@ -309,14 +336,26 @@ impl State {
         self.open_workers() < max_workers && self.queue.len() > idle + self.starting
     }
 
+    /// Decides whether to start another worker ([`wants_worker`](Self::wants_worker))
+    /// and, if so, counts it as starting; the caller must then call
+    /// `Inner::start_worker`, which lowers the count. Every worker start goes through
+    /// here: a submit (`enqueue`), a retiring worker's writer, a worker's end.
+    fn claim_start(&mut self, max_workers: usize) -> bool {
+        let start = self.wants_worker(max_workers);
+        if start {
+            self.starting += 1;
+        }
+        start
+    }
+
     /// True when a writer must close its worker's input: the worker may take no more
     /// tasks (`tasks_left`), the pool is stopping, or it is shut down with nothing left
     /// to hand out.
     fn must_close(&self, tasks_left: u64) -> bool {
         tasks_left == 0
-            || self.terminating
+            || self.phase == Phase::Terminating
             || self.broken.is_some()
-            || (self.shutdown && self.queue.is_empty())
+            || (self.phase == Phase::Draining && self.queue.is_empty())
     }
 
     /// Worker `i` answered its front task, which ran for `nanos`: takes that task off
@@ -422,7 +461,7 @@ impl fmt::Debug for Inner {
             )
             .field("workers_started", &state.started)
             .field("queued", &state.queue.len())
-            .field("shut_down", &state.shutdown)
+            .field("shut_down", &(state.phase != Phase::Open))
             .field("broken", &state.broken)
             .finish()
     }
@@ -454,8 +493,7 @@ impl Inner {
                 queue: VecDeque::new(),
                 workers: Vec::new(),
                 starting: 0,
-                shutdown: false,
-                terminating: false,
+                phase: Phase::Open,
                 broken: None,
                 next_id: 0,
                 next_key: 0,
@@ -484,7 +522,7 @@ impl Inner {
         let state = self.state.lock();
         if let Some(reason) = &state.broken {
             Some(Refused::Broken(reason.clone()))
-        } else if state.shutdown {
+        } else if state.phase != Phase::Open {
             Some(Refused::ShutDown)
         } else {
             None
@@ -503,7 +541,7 @@ impl Inner {
             if let Some(reason) = &state.broken {
                 return Err(Refused::Broken(reason.clone()));
             }
-            if state.shutdown {
+            if state.phase != Phase::Open {
                 return Err(Refused::ShutDown);
             }
             let id = state.next_id;
@@ -516,11 +554,7 @@ impl Inner {
                 dispatched: false,
             });
             state.wake_one_writer();
-            let start = state.wants_worker(self.config.max_workers);
-            if start {
-                state.starting += 1;
-            }
-            start
+            state.claim_start(self.config.max_workers)
         };
         if start {
             self.start_worker();
@@ -551,7 +585,7 @@ impl Inner {
             match spawned {
                 Ok(started) => {
                     let process = Arc::new(started.process);
-                    if state.terminating || state.broken.is_some() {
+                    if state.phase == Phase::Terminating || state.broken.is_some() {
                         orphan = Some(process);
                     } else if let Err(e) =
                         self.add_worker(&mut state, &process, started.tasks, started.results)
@@ -710,10 +744,7 @@ impl Inner {
                 state.wake_writers();
                 // A retiring worker (`max_tasks_per_child`) is replaced at once when
                 // work waits, not only after its process ends.
-                let respawn = state.wants_worker(self.config.max_workers);
-                if respawn {
-                    state.starting += 1;
-                }
+                let respawn = state.claim_start(self.config.max_workers);
                 return WriterStep::Close { respawn };
             }
             let now = coarse_now();
@@ -800,7 +831,7 @@ impl Inner {
         // worker's input. One asleep with a full pipe would otherwise wait for a wake-up
         // that its reader gives only while work is queued, and `shutdown(wait)` would
         // wait for its worker for ever.
-        if state.shutdown && state.queue.is_empty() {
+        if state.phase != Phase::Open && state.queue.is_empty() {
             state.wake_all_writers();
         }
         if was_free && taken > 0 {
@@ -995,7 +1026,8 @@ impl Inner {
                 ))),
                 // Killed by the pool (cancel, terminate_workers/kill_workers): not a
                 // failed start.
-                Ending::NoHandshake if worker.killed_for_cancel || state.terminating => {}
+                Ending::NoHandshake
+                    if worker.killed_for_cancel || state.phase == Phase::Terminating => {}
                 Ending::NoHandshake => {
                     // Killed while starting (the OOM killer, say): replace it, unless
                     // every start dies that way.
@@ -1051,16 +1083,13 @@ impl Inner {
                 }
                 if let Some(reason) = &state.broken {
                     failures.push((job.sink, FutureError::BrokenPool(reason.clone())));
-                } else if state.terminating {
+                } else if state.phase == Phase::Terminating {
                     cancels.push(job.sink);
                 } else {
                     state.queue.push_front(job);
                 }
             }
-            let start = state.wants_worker(self.config.max_workers);
-            if start {
-                state.starting += 1;
-            }
+            let start = state.claim_start(self.config.max_workers);
             state.wake_writers();
             self.gone.notify_all();
             start
@@ -1080,7 +1109,7 @@ impl Inner {
     pub(super) fn shutdown(&self, wait: bool, cancel_futures: bool) {
         let cancelled: Vec<Job> = {
             let mut state = self.state.lock();
-            state.shutdown = true;
+            state.phase = state.phase.max(Phase::Draining);
             let cancelled = if cancel_futures {
                 state.queue.drain(..).collect()
             } else {
@@ -1123,7 +1152,7 @@ impl Inner {
         if state.workers.is_empty() {
             return;
         }
-        state.terminating = true;
+        state.phase = Phase::Terminating;
         for worker in &state.workers {
             worker.process.signal(signal);
         }

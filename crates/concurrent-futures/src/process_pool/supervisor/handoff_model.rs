@@ -199,7 +199,7 @@ impl Run {
         let mut print = vec![
             state.queue.len() as u64,
             state.starting as u64,
-            u64::from(state.shutdown),
+            state.phase as u64,
         ];
         print.extend(state.pipeline.fingerprint());
         for writer in &self.writers {
