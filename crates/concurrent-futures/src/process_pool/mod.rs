@@ -7,6 +7,7 @@ mod fork_server;
 mod image;
 mod pipeline;
 mod process;
+mod sink;
 mod supervisor;
 mod sys;
 mod wire;
@@ -20,7 +21,8 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use self::supervisor::{Config, Inner, PromiseSink, Refused, decode_chunk, decode_one};
+use self::sink::{PromiseSink, decode_chunk, decode_one};
+use self::supervisor::{Config, Inner, Refused};
 use self::wire::Callee;
 use crate::error::{
     BrokenPoolError, BrokenPoolKind, BuildError, FutureError, MapError, SubmitError, WorkerError,

@@ -3,7 +3,9 @@
 //!
 //! Locks: `Inner::state` (the bookkeeping) may be held while taking a future's own lock
 //! (`set_running`) or a worker's `Process` lock (to signal it); never the other way
-//! round, and never while a future is completed (completion runs user callbacks).
+//! round, and never while a future is completed (completion runs user callbacks). The
+//! state table of the `README.md` beside this file says, for each piece of `State` and
+//! `Worker`, who changes it and what a reader may assume.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -21,17 +23,14 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
-use serde::de::DeserializeOwned;
 
 use super::StartMethod;
 use super::pipeline::{self, Load, Pipeline, coarse_now};
 use super::process::{Launcher, Process, describe_status};
-use super::wire::{self, Call, Callee, ChunkReply, Handshake, Reply};
-use crate::error::{
-    BrokenPoolError, BrokenPoolKind, FutureError, PanicError, WorkerError, WorkerErrorKind,
-};
-use crate::future::{Promise, StopRunning};
-use crate::map::ChunkOutput;
+use super::sink::Sink;
+use super::wire::{self, Call, Callee, Handshake};
+use crate::error::{BrokenPoolError, BrokenPoolKind, FutureError, WorkerError, WorkerErrorKind};
+use crate::future::StopRunning;
 use crate::sync::{Condvar, Mutex, MutexGuard};
 use crate::unwind::contain;
 
@@ -47,109 +46,6 @@ thread_local! {
     /// Set in the pool's own threads, where `shutdown(wait = true)` must not wait for
     /// the thread itself (a done-callback may call it).
     static IN_POOL_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The completing side of one task, typed by its result; the supervisor sees it erased.
-pub(super) trait Sink: Send {
-    fn set_running(&self) -> bool;
-    fn set_stopper(&self, stop: Arc<dyn StopRunning>) -> bool;
-    fn is_cancelled(&self) -> bool;
-    /// Completes the future from a worker's reply.
-    fn deliver(self: Box<Self>, reply: Reply<'_>);
-    fn fail(self: Box<Self>, error: FutureError);
-    /// Cancels a task that was never handed to a worker.
-    fn cancel_pending(self: Box<Self>);
-    /// Cancels a task handed to a worker that never started it.
-    fn cancel_unstarted(self: Box<Self>);
-}
-
-/// A [`Sink`] around a promise and the function that decodes the reply.
-pub(super) struct PromiseSink<T> {
-    promise: Promise<T>,
-    decode: fn(&[u8]) -> Result<T, FutureError>,
-}
-
-impl<T> PromiseSink<T> {
-    pub(super) fn new(promise: Promise<T>, decode: fn(&[u8]) -> Result<T, FutureError>) -> Self {
-        Self { promise, decode }
-    }
-}
-
-/// Decodes a single call's result.
-pub(super) fn decode_one<R: DeserializeOwned>(body: &[u8]) -> Result<R, FutureError> {
-    postcard::from_bytes(body).map_err(|e| {
-        FutureError::WorkerFailed(WorkerError::new(
-            WorkerErrorKind::ResultDecode,
-            format!("the pool could not decode the result: {e}"),
-        ))
-    })
-}
-
-/// Decodes a map chunk's results.
-pub(super) fn decode_chunk<R: DeserializeOwned>(
-    body: &[u8],
-) -> Result<ChunkOutput<R>, FutureError> {
-    let reply: ChunkReply<R> = postcard::from_bytes(body).map_err(|e| {
-        FutureError::WorkerFailed(WorkerError::new(
-            WorkerErrorKind::ResultDecode,
-            format!("the pool could not decode the chunk's results: {e}"),
-        ))
-    })?;
-    Ok(ChunkOutput {
-        values: reply.values,
-        failures: reply
-            .failures
-            .into_iter()
-            .map(|f| {
-                let position = usize::try_from(f.position).unwrap_or(usize::MAX);
-                (position, FutureError::from(f.fault))
-            })
-            .collect(),
-        nanos_per_item: reply.nanos_per_item,
-    })
-}
-
-impl<T: Send> Sink for PromiseSink<T> {
-    fn set_running(&self) -> bool {
-        self.promise.set_running()
-    }
-
-    fn set_stopper(&self, stop: Arc<dyn StopRunning>) -> bool {
-        self.promise.set_stop_running(stop)
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.promise.is_cancelled()
-    }
-
-    fn deliver(self: Box<Self>, reply: Reply<'_>) {
-        if self.promise.is_cancelled() {
-            return;
-        }
-        let outcome = match reply {
-            // The result type's own `Deserialize` is user code and may panic: that fails
-            // this task like a panic in the task itself, never the pool's reader thread.
-            Reply::Ok(body) => catch_unwind(AssertUnwindSafe(|| (self.decode)(body)))
-                .unwrap_or_else(|payload| Err(FutureError::Panicked(PanicError::new(payload)))),
-            // The fault says what happened, with its data.
-            Reply::Panicked(fault) | Reply::Failed(fault) => {
-                Err(wire::Fault::decode(fault).map_or_else(FutureError::from, FutureError::from))
-            }
-        };
-        self.promise.complete(outcome);
-    }
-
-    fn fail(self: Box<Self>, error: FutureError) {
-        self.promise.complete(Err(error));
-    }
-
-    fn cancel_pending(self: Box<Self>) {
-        self.promise.cancel();
-    }
-
-    fn cancel_unstarted(self: Box<Self>) {
-        self.promise.cancel_unstarted();
-    }
 }
 
 /// A task: the call, its encoded argument and its future.
@@ -238,13 +134,17 @@ impl Wake {
 
 /// What the pool knows about one worker.
 struct Worker {
+    /// Names the worker to its reader and writer threads (its index changes as others
+    /// leave `State::workers`).
     key: u64,
     process: Arc<Process>,
     /// Tasks written to the worker, in order; the front one is running.
     in_flight: VecDeque<Job>,
+    /// Tasks handed to it so far (for `max_tasks_per_child`).
     sent: u64,
     /// The writer thread waits for work.
     waiting: bool,
+    /// Where its writer waits.
     wake: Arc<Wake>,
     /// The writer closed the worker's input: it takes no more tasks.
     closed: bool,

@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering as AtomicOrdering;
 
 use super::pipeline::PIPELINE_NANOS;
+use super::wire::Reply;
 use super::*;
 
 /// A task's future, for the model: always runs, never cancelled.
