@@ -11,36 +11,23 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, Write};
-use std::os::fd::AsFd;
-use std::os::unix::process::ExitStatusExt;
+use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::process::ExitStatus;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
 use super::StartMethod;
-use super::pipeline::{self, Load, Pipeline, coarse_now};
-use super::process::{Launcher, Process, describe_status};
+use super::pipeline::{self, Pipeline, coarse_now};
+use super::process::{Launcher, Process};
 use super::sink::Sink;
-use super::wire::{self, Call, Callee, Handshake};
-use crate::error::{BrokenPoolError, BrokenPoolKind, FutureError, WorkerError, WorkerErrorKind};
+use super::wire::Callee;
+use crate::error::{BrokenPoolError, BrokenPoolKind, FutureError};
 use crate::future::StopRunning;
 use crate::sync::{Condvar, Mutex, MutexGuard};
 use crate::unwind::contain;
-
-/// Workers in a row that may die before their handshake before the pool gives up
-/// (instead of restarting them in a busy loop).
-const MAX_FAILED_STARTS: u32 = 3;
-/// How long a worker that closed its result pipe may take to exit by itself before the
-/// pool kills it: the exit status is then the worker's own (a panic's 101, a task's
-/// `exit(3)`), not the pool's SIGKILL.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 thread_local! {
     /// Set in the pool's own threads, where `shutdown(wait = true)` must not wait for
@@ -78,20 +65,6 @@ impl StopRunning for TaskStopper {
             pool.stop_running(self.id);
         }
     }
-}
-
-/// A writer's next move ([`Inner::writer_step`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WriterStep {
-    /// The worker is gone: nothing to do.
-    Gone,
-    /// Close the worker's input (it was marked `closed`); start a replacement first
-    /// when `respawn` (its `starting` was counted).
-    Close { respawn: bool },
-    /// Write the tasks moved into the buffer.
-    Write,
-    /// Nothing to do until woken (the worker was marked `waiting`).
-    Wait,
 }
 
 /// Why `enqueue` refused a task.
@@ -367,23 +340,6 @@ impl fmt::Debug for Inner {
     }
 }
 
-/// How a worker's result stream ended.
-enum Ending {
-    /// The stream ended between frames (the worker exited or was killed).
-    Closed,
-    /// The handshake never came: the process ended first.
-    NoHandshake,
-    InitFailed(String),
-    Refused(String),
-    /// Something that is not a handshake came first.
-    BadHandshake(String),
-    /// Nothing came within the handshake deadline (a `main` that blocks or runs on
-    /// before `process_worker_main`, say).
-    HandshakeTimeout,
-    /// The stream broke or made no sense.
-    Protocol(String),
-}
-
 impl Inner {
     pub(super) fn new(config: Config) -> Arc<Self> {
         Arc::new(Self {
@@ -574,176 +530,6 @@ impl Inner {
         Ok(())
     }
 
-    /// The writer thread: moves queued tasks into the worker's pipe, many per write.
-    fn write_tasks(self: &Arc<Self>, key: u64, mut stdin: File, wake: &Wake) {
-        let mut out = Vec::with_capacity(64 * 1024);
-        out.extend_from_slice(&self.config.hello);
-        loop {
-            if !out.is_empty() {
-                if stdin.write_all(&out).is_err() {
-                    // The worker is gone; its reader reports it.
-                    return;
-                }
-                out.clear();
-                if out.capacity() > 1 << 20 {
-                    out.shrink_to(64 * 1024);
-                }
-            }
-            let step = {
-                let mut state = self.state.lock();
-                loop {
-                    match self.writer_step(&mut state, key, &mut out) {
-                        WriterStep::Wait => {}
-                        step => break step,
-                    }
-                    state = wake.condvar.wait(state);
-                    if let Some(i) = state.index(key) {
-                        state.workers[i].waiting = false;
-                    }
-                }
-            };
-            let respawn = match step {
-                WriterStep::Gone => return,
-                WriterStep::Close { respawn } => respawn,
-                WriterStep::Write | WriterStep::Wait => false,
-            };
-            if out.is_empty() {
-                // Closing the pipe tells the worker to finish what it has and exit.
-                drop(stdin);
-                if respawn {
-                    self.start_worker();
-                }
-                return;
-            }
-        }
-    }
-
-    /// What worker `key`'s writer does next, decided under the state lock: close the
-    /// worker's input, write the tasks it moved into `out`, or wait (then it is marked
-    /// `waiting`, and whoever changes what this decision depends on must wake it: see
-    /// `must_close`, `dispatch`, the reader, `shutdown` and `worker_gone`).
-    fn writer_step(
-        self: &Arc<Self>,
-        state: &mut MutexGuard<'_, State>,
-        key: u64,
-        out: &mut Vec<u8>,
-    ) -> WriterStep {
-        loop {
-            let Some(i) = state.index(key) else {
-                return WriterStep::Gone;
-            };
-            let depth = state.pipeline.depth();
-            let worker = &state.workers[i];
-            let left = self
-                .config
-                .max_tasks_per_child
-                .map_or(u64::MAX, |max| max.saturating_sub(worker.sent));
-            if state.must_close(left) {
-                state.workers[i].closed = true;
-                // Writers that held back for this worker while it was free.
-                state.wake_writers();
-                // A retiring worker (`max_tasks_per_child`) is replaced at once when
-                // work waits, not only after its process ends.
-                let respawn = state.claim_start(self.config.max_workers);
-                return WriterStep::Close { respawn };
-            }
-            let now = coarse_now();
-            let mine = Load {
-                in_flight: worker.in_flight.len(),
-                tasks_left: left,
-                stalled: worker.is_stalled(now),
-            };
-            // How many tasks the depth, the worker's limit and a fair share of the queue
-            // leave room for; none behind a running task while a worker is being started
-            // or behind one that has run for long (`pipeline::room`).
-            let mut room = pipeline::room(
-                depth,
-                mine,
-                state.queue.len(),
-                state.open_workers(),
-                state.starting,
-            );
-            // Nor while another worker has fewer tasks in its pipe (an idle one first):
-            // its writer takes this one (woken here; one that is writing looks at the
-            // queue after). Whoever ends a hold-back wakes the writers (a free worker's
-            // first dispatch, a start that ended), but liveness does not rest on that:
-            // a writer that holds back has a task in flight, and its reader wakes it.
-            if room > 0
-                && !state.queue.is_empty()
-                && let Some(other) = state.less_loaded_writer(i, now)
-            {
-                other.wake.notify();
-                room = 0;
-            }
-            if room > 0 && !state.queue.is_empty() {
-                self.dispatch(state, i, room, out);
-                if !out.is_empty() {
-                    return WriterStep::Write;
-                }
-                continue;
-            }
-            state.workers[i].waiting = true;
-            return WriterStep::Wait;
-        }
-    }
-
-    /// Moves up to `room` queued tasks to worker `i`, encoding them into `out`.
-    fn dispatch(
-        self: &Arc<Self>,
-        state: &mut MutexGuard<'_, State>,
-        i: usize,
-        room: usize,
-        out: &mut Vec<u8>,
-    ) {
-        let was_free = state.workers[i].in_flight.is_empty();
-        let mut taken = 0;
-        while taken < room {
-            let Some(mut job) = state.queue.pop_front() else {
-                break;
-            };
-            if job.dispatched {
-                if job.sink.is_cancelled() {
-                    continue;
-                }
-            } else {
-                if !job.sink.set_running() {
-                    continue; // cancelled while queued
-                }
-                job.dispatched = true;
-                job.sink.set_stopper(Arc::new(TaskStopper {
-                    pool: Arc::downgrade(self),
-                    id: job.id,
-                }));
-            }
-            let call = Call {
-                id: job.id,
-                callee: job.callee,
-                argument: &job.payload,
-            };
-            // The payload size was checked at submit, so the frame fits.
-            let _ = wire::push_call(out, &call);
-            let worker = &mut state.workers[i];
-            worker.in_flight.push_back(job);
-            worker.sent += 1;
-            taken += 1;
-        }
-        // The queue ran dry during a shutdown: every other writer must now close its
-        // worker's input. One asleep with a full pipe would otherwise wait for a wake-up
-        // that its reader gives only while work is queued, and `shutdown(wait)` would
-        // wait for its worker for ever.
-        if state.phase != Phase::Open && state.queue.is_empty() {
-            state.wake_all_writers();
-        }
-        if was_free && taken > 0 {
-            state.workers[i].front_since = Some(coarse_now());
-            // A free worker became busy: the writers that held back for it (as the
-            // less-loaded one) may take what is left.
-            if !state.queue.is_empty() {
-                state.wake_writers();
-            }
-        }
-    }
-
     /// True when task `id` is what its worker runs now (the front of its pipe).
     fn is_running_now(&self, id: u64) -> bool {
         let state = self.state.lock();
@@ -763,245 +549,6 @@ impl Inner {
                 worker.process.signal(Signal::SIGKILL);
                 return;
             }
-        }
-    }
-
-    /// The reader thread: completes futures from the worker's replies, then handles
-    /// the worker's end.
-    fn read_results(self: &Arc<Self>, key: u64, stdout: File, process: &Process) {
-        let mut input = BufReader::with_capacity(256 * 1024, stdout);
-        let mut body = Vec::new();
-        let ending = match self.handshake(&mut input, &mut body) {
-            Err(ending) => ending,
-            Ok(()) => {
-                self.state.lock().failed_starts = 0;
-                // Whatever goes wrong on this thread must end in `worker_gone` below:
-                // a reader that died here would strand its worker and its tasks.
-                catch_unwind(AssertUnwindSafe(|| {
-                    self.serve_results(key, &mut input, &mut body)
-                }))
-                .unwrap_or_else(|payload| {
-                    Ending::Protocol(format!(
-                        "the pool's reader thread panicked: {}",
-                        crate::error::panic_message(&*payload)
-                    ))
-                })
-            }
-        };
-        // A worker whose stream made no sense, or that is silent, is stopped at once;
-        // any other has ended its output because it is exiting, and gets the time to.
-        let grace = match ending {
-            Ending::Protocol(_) | Ending::BadHandshake(_) | Ending::HandshakeTimeout => {
-                Duration::ZERO
-            }
-            _ => EXIT_GRACE,
-        };
-        let (status, killed) = process.reap(grace);
-        self.worker_gone(key, process.pid(), ending, status, killed);
-    }
-
-    /// Reads a new worker's answers to the handshake: `Accepted` within the deadline,
-    /// then (after its initializer, unbounded) `Ready`; anything else ends the worker.
-    fn handshake(&self, input: &mut BufReader<File>, body: &mut Vec<u8>) -> Result<(), Ending> {
-        if !readable_within(input, self.config.handshake_timeout) {
-            return Err(Ending::HandshakeTimeout);
-        }
-        let mut expect = Handshake::Accepted;
-        loop {
-            match wire::read_handshake(input, body) {
-                Ok(Some(answer)) if answer == expect => {}
-                Ok(Some(Handshake::Refused(why))) => return Err(Ending::Refused(why.into_owned())),
-                Ok(Some(Handshake::InitFailed(message))) if expect == Handshake::Ready => {
-                    return Err(Ending::InitFailed(message.into_owned()));
-                }
-                Ok(Some(other)) => {
-                    return Err(Ending::BadHandshake(format!("{other:?} out of turn")));
-                }
-                Ok(None) => return Err(Ending::NoHandshake),
-                Err(e) => return Err(Ending::BadHandshake(e.to_string())),
-            }
-            if expect == Handshake::Ready {
-                return Ok(());
-            }
-            expect = Handshake::Ready;
-        }
-    }
-
-    fn serve_results(
-        self: &Arc<Self>,
-        key: u64,
-        input: &mut BufReader<File>,
-        body: &mut Vec<u8>,
-    ) -> Ending {
-        loop {
-            let frame = match wire::read_reply(input, body) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return Ending::Closed,
-                Err(e) => return Ending::Protocol(e.to_string()),
-            };
-            let job = {
-                let mut state = self.state.lock();
-                let Some(i) = state.index(key) else {
-                    return Ending::Closed;
-                };
-                let worker = &mut state.workers[i];
-                if worker
-                    .in_flight
-                    .front()
-                    .is_none_or(|job| job.id != frame.id)
-                {
-                    return Ending::Protocol(format!(
-                        "a result for task {} that the worker was not running",
-                        frame.id
-                    ));
-                }
-                state.took_result(i, frame.nanos)
-            };
-            if let Some(job) = job {
-                contain("completing a task", || job.sink.deliver(frame.reply));
-            }
-        }
-    }
-
-    /// A worker's result stream ended: fail the task it was running (if it did not
-    /// end normally), give the tasks it never started to other workers, and start a
-    /// replacement if work is left.
-    fn worker_gone(
-        self: &Arc<Self>,
-        key: u64,
-        pid: u32,
-        ending: Ending,
-        status: io::Result<ExitStatus>,
-        killed_by_pool: bool,
-    ) {
-        let mut failures: Vec<(Box<dyn Sink>, FutureError)> = Vec::new();
-        let mut cancels: Vec<Box<dyn Sink>> = Vec::new();
-        let start = {
-            let mut state = self.state.lock();
-            let Some(i) = state.index(key) else {
-                return;
-            };
-            let worker = state.workers.remove(i);
-            // Its writer may wait for work: let it see the worker is gone.
-            worker.wake.notify();
-            let how = describe_status(pid, &status);
-            let signalled = matches!(&status, Ok(s) if s.signal().is_some());
-            let end = status.as_ref().ok().copied();
-            let broken = |kind, message| BrokenPoolError::new(kind, message).with_process(pid, end);
-            match &ending {
-                Ending::InitFailed(message) => failures.extend(state.break_pool(broken(
-                    BrokenPoolKind::InitializerFailed,
-                    format!(
-                        "A process initializer failed, the process pool is not usable \
-                         anymore: {message}"
-                    ),
-                ))),
-                Ending::Refused(message) => failures.extend(state.break_pool(broken(
-                    BrokenPoolKind::HandshakeRefused,
-                    format!("a worker process refused to serve the pool: {message}"),
-                ))),
-                Ending::BadHandshake(what) => failures.extend(state.break_pool(broken(
-                    BrokenPoolKind::BadHandshake,
-                    format!(
-                        "a worker process {how} after writing something other than a \
-                         handshake ({what}); does main() call \
-                         concurrent_futures::process_worker_main() first?"
-                    ),
-                ))),
-                Ending::HandshakeTimeout => failures.extend(state.break_pool(broken(
-                    BrokenPoolKind::HandshakeTimeout,
-                    format!(
-                        "a worker process (pid {pid}) did not answer its handshake within \
-                         {:?}, so the pool stopped it; does main() call \
-                         concurrent_futures::process_worker_main() first?",
-                        self.config.handshake_timeout
-                    ),
-                ))),
-                Ending::NoHandshake if !signalled => failures.extend(state.break_pool(broken(
-                    BrokenPoolKind::NoHandshake,
-                    format!(
-                        "a worker process ended before its handshake ({how}); does main() \
-                         call concurrent_futures::process_worker_main() first?"
-                    ),
-                ))),
-                // Killed by the pool (cancel, terminate_workers/kill_workers): not a
-                // failed start.
-                Ending::NoHandshake
-                    if worker.killed_for_cancel || state.phase == Phase::Terminating => {}
-                Ending::NoHandshake => {
-                    // Killed while starting (the OOM killer, say): replace it, unless
-                    // every start dies that way.
-                    state.failed_starts += 1;
-                    if state.failed_starts >= MAX_FAILED_STARTS {
-                        failures.extend(state.break_pool(broken(
-                            BrokenPoolKind::RepeatedStartDeaths,
-                            format!(
-                                "{MAX_FAILED_STARTS} worker processes in a row died before \
-                                 their handshake (the last one {how})"
-                            ),
-                        )));
-                    }
-                }
-                Ending::Closed | Ending::Protocol(_) => {}
-            }
-            let mut in_flight = worker.in_flight;
-            // Only a worker past its handshake ran anything.
-            let ran_tasks = matches!(ending, Ending::Closed | Ending::Protocol(_));
-            if ran_tasks
-                && !worker.killed_for_cancel
-                && let Some(job) = in_flight.pop_front()
-                && !job.sink.is_cancelled()
-            {
-                let (kind, message) = match &ending {
-                    Ending::Protocol(e) => (
-                        WorkerErrorKind::Protocol,
-                        format!(
-                            "the pool could not read the worker's messages ({e}), so it \
-                             stopped the worker process {how} while it ran this task"
-                        ),
-                    ),
-                    _ if killed_by_pool => (
-                        WorkerErrorKind::KilledByPool,
-                        format!(
-                            "the worker process (pid {pid}) closed its result pipe while \
-                             running this task and did not exit within {EXIT_GRACE:?}, so the \
-                             pool killed it"
-                        ),
-                    ),
-                    _ => (
-                        WorkerErrorKind::Died,
-                        format!("the worker process {how} while running this task"),
-                    ),
-                };
-                let error = WorkerError::new(kind, message).with_process(pid, end);
-                failures.push((job.sink, FutureError::WorkerFailed(error)));
-            }
-            // The rest never started: they go back to the front of the queue, in order.
-            for job in in_flight.into_iter().rev() {
-                if job.sink.is_cancelled() {
-                    continue;
-                }
-                if let Some(reason) = &state.broken {
-                    failures.push((job.sink, FutureError::BrokenPool(reason.clone())));
-                } else if state.phase == Phase::Terminating {
-                    cancels.push(job.sink);
-                } else {
-                    state.queue.push_front(job);
-                }
-            }
-            let start = state.claim_start(self.config.max_workers);
-            state.wake_writers();
-            self.gone.notify_all();
-            start
-        };
-        for (sink, error) in failures {
-            contain("failing a task", || sink.fail(error));
-        }
-        for sink in cancels {
-            contain("cancelling a task", || sink.cancel_unstarted());
-        }
-        if start {
-            self.start_worker();
         }
     }
 
@@ -1060,29 +607,8 @@ impl Inner {
     }
 }
 
-/// Waits until `input` has bytes to read (or its end) for at most `limit`; false when
-/// the time ran out first.
-fn readable_within(input: &BufReader<File>, limit: Duration) -> bool {
-    if !input.buffer().is_empty() {
-        return true;
-    }
-    // A limit too large to add to the clock is no limit.
-    let deadline = Instant::now().checked_add(limit);
-    loop {
-        let left = deadline.map_or(Duration::MAX, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        // Whole milliseconds, rounded up, within what `poll` takes.
-        let millis = u16::try_from(left.as_millis().saturating_add(1)).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(input.get_ref().as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(0) if left.is_zero() => return false,
-            Ok(0) | Err(Errno::EINTR) => {}
-            // Readable, closed, or an error the read will report.
-            Ok(_) | Err(_) => return true,
-        }
-    }
-}
+mod reader;
+mod writer;
 
 #[cfg(all(test, not(cf_loom)))]
 mod handoff_model;

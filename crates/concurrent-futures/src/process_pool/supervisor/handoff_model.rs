@@ -15,8 +15,9 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering as AtomicOrdering;
 
 use super::pipeline::PIPELINE_NANOS;
-use super::wire::Reply;
+use super::writer::WriterStep;
 use super::*;
+use crate::process_pool::wire::Reply;
 
 /// A task's future, for the model: always runs, never cancelled.
 struct NullSink;
