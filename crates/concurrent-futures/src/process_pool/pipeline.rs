@@ -72,7 +72,7 @@ impl Pipeline {
     }
 
     /// What the hand-off model compares states by.
-    #[cfg(test)]
+    #[cfg(all(test, not(cf_loom)))]
     pub(super) fn fingerprint(&self) -> [u64; 2] {
         [self.avg_nanos.unwrap_or(u64::MAX), self.ramp]
     }
