@@ -1,7 +1,9 @@
 //! ProcessPoolExecutor tests. A `harness = false` binary: worker processes are this
 //! executable started again, so `main` must hand over to `process_worker_main` before
-//! anything else, which libtest's generated `main` cannot do. The tests run one after
-//! another (so the "no leftover children" checks see only their own pool).
+//! anything else, which libtest's generated `main` cannot do. libtest-mimic gives it
+//! libtest's command line all the same (`--list`, filters, `--exact`, `--ignored`), so
+//! `cargo test` and `cargo nextest` both run it. The tests run one after another (so the
+//! "no leftover children" checks see only their own pool).
 //!
 //! Tasks are held in known states through a Unix socket in a temporary directory: a
 //! task connects, sends its pid and blocks reading; the test accepts, so it knows the
@@ -16,6 +18,8 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
 
 use concurrent_futures::{
     BrokenPoolKind, FutureError, MapError, MapItemError, MapOptions, ProcessPoolExecutor,
@@ -1343,6 +1347,33 @@ fn the_executor_trait_runs_the_same_function_on_both_pools() {
 
 // ---------------------------------------------------------------- harness
 
+/// Where the pool has a fork server: the targets of the raw `clone` in the crate's
+/// `process_pool/sys.rs`. Elsewhere it spawns every worker, and the tests that look for a
+/// server are ignored.
+const HAS_FORK_SERVER: bool = cfg!(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+));
+
+/// One trial per test function, named after it, so that each test is listed once.
+macro_rules! trials {
+    ($($test:ident),* $(,)?) => {
+        vec![$(Trial::test(stringify!($test), || alone($test))),*]
+    };
+}
+
+/// Runs a test, then fails it if it left a child process behind (each test runs alone,
+/// so every child is its pool's).
+fn alone(test: fn()) -> Result<(), Failed> {
+    test();
+    let leftovers = children();
+    if leftovers.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("child processes left: {leftovers:?}").into())
+    }
+}
+
 fn main() -> ExitCode {
     if std::env::var_os(PRINT_BEFORE_GUARD).is_some() {
         // Enough to fill a pipe, were the protocol still on stdout.
@@ -1378,177 +1409,60 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // Before the arguments are parsed: a worker's are not the harness's.
     concurrent_futures::process_worker_main();
     if let Some(at) = std::env::args().position(|a| a == PROBE_POOL) {
         run_probe(&std::env::args().nth(at + 1).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    let tests: &[(&str, fn())] = &[
-        (
-            "process_pool_new_uses_the_defaults",
-            process_pool_new_uses_the_defaults,
-        ),
-        (
-            "the_executor_trait_runs_the_same_function_on_both_pools",
-            the_executor_trait_runs_the_same_function_on_both_pools,
-        ),
-        (
-            "issue_12_no_task_waits_behind_a_long_task_while_a_worker_is_free",
-            issue_12_no_task_waits_behind_a_long_task_while_a_worker_is_free,
-        ),
-        (
-            "issue_12_cancel_of_a_task_waiting_in_a_pipe_returns_false",
-            issue_12_cancel_of_a_task_waiting_in_a_pipe_returns_false,
-        ),
-        (
-            "issue_12_kill_workers_during_initializers_does_not_break_the_pool",
-            issue_12_kill_workers_during_initializers_does_not_break_the_pool,
-        ),
-        (
-            "issue_12_output_before_the_guard_does_not_disturb_the_pool",
-            issue_12_output_before_the_guard_does_not_disturb_the_pool,
-        ),
-        (
-            "issue_12_a_silent_worker_breaks_the_pool_after_the_handshake_deadline",
-            issue_12_a_silent_worker_breaks_the_pool_after_the_handshake_deadline,
-        ),
-        (
-            "issue_12_shutdown_wait_never_strands_a_writer",
-            issue_12_shutdown_wait_never_strands_a_writer,
-        ),
-        (
-            "issue_12_a_panic_while_decoding_a_result_fails_only_that_task",
-            issue_12_a_panic_while_decoding_a_result_fails_only_that_task,
-        ),
-        (
-            "issue_12_a_worker_that_exits_by_itself_is_reported_with_its_own_status",
-            issue_12_a_worker_that_exits_by_itself_is_reported_with_its_own_status,
-        ),
-        (
-            "issue_12_sequential_submits_reuse_one_idle_worker",
-            issue_12_sequential_submits_reuse_one_idle_worker,
-        ),
-        (
-            "issue_12_dropping_a_process_map_lets_running_tasks_finish",
-            issue_12_dropping_a_process_map_lets_running_tasks_finish,
-        ),
-        ("submit_and_result", submit_and_result),
-        (
-            "map_orders_results_for_every_chunksize",
-            map_orders_results_for_every_chunksize,
-        ),
-        ("map_reports_panics_per_item", map_reports_panics_per_item),
-        (
-            "panic_fails_only_its_task_and_the_worker_lives",
-            panic_fails_only_its_task_and_the_worker_lives,
-        ),
-        (
-            "encoding_and_decoding_failures_fail_one_task",
-            encoding_and_decoding_failures_fail_one_task,
-        ),
-        (
-            "dying_workers_fail_only_their_task",
-            dying_workers_fail_only_their_task,
-        ),
-        (
-            "sigkill_mid_run_fails_exactly_its_task",
-            sigkill_mid_run_fails_exactly_its_task,
-        ),
-        (
-            "slow_tasks_after_a_quick_one_spread_over_the_workers",
-            slow_tasks_after_a_quick_one_spread_over_the_workers,
-        ),
-        (
-            "issue_12_slow_items_after_fast_ones_run_on_every_worker",
-            issue_12_slow_items_after_fast_ones_run_on_every_worker,
-        ),
-        ("issue_12_lazy_maps_are_send", issue_12_lazy_maps_are_send),
-        ("cancel_stops_a_running_task", cancel_stops_a_running_task),
-        (
-            "max_tasks_per_child_replaces_workers",
-            max_tasks_per_child_replaces_workers,
-        ),
-        (
-            "initializer_runs_in_each_worker",
-            initializer_runs_in_each_worker,
-        ),
-        (
-            "failing_initializer_breaks_the_pool",
-            failing_initializer_breaks_the_pool,
-        ),
-        (
-            "shutdown_with_pending_work_does_not_hang",
-            shutdown_with_pending_work_does_not_hang,
-        ),
-        ("terminate_and_kill_workers", terminate_and_kill_workers),
-        (
-            "handles_mix_with_the_thread_pool",
-            handles_mix_with_the_thread_pool,
-        ),
-        (
-            "zero_options_are_build_errors",
-            zero_options_are_build_errors,
-        ),
-        (
-            "a_worker_without_the_guard_refuses_to_build_a_pool",
-            a_worker_without_the_guard_refuses_to_build_a_pool,
-        ),
-        ("no_children_left_after_drop", no_children_left_after_drop),
-        (
-            "a_program_without_the_guard_gets_a_broken_pool_with_a_hint",
-            a_program_without_the_guard_gets_a_broken_pool_with_a_hint,
-        ),
-        (
-            "fork_server_forks_every_worker_as_our_child",
-            fork_server_forks_every_worker_as_our_child,
-        ),
-        (
-            "spawn_starts_every_worker_from_the_executable",
-            spawn_starts_every_worker_from_the_executable,
-        ),
-        (
-            "a_dead_fork_server_only_slows_worker_starts",
-            a_dead_fork_server_only_slows_worker_starts,
-        ),
-        (
-            "a_forked_worker_can_start_workers_from_the_executable",
-            a_forked_worker_can_start_workers_from_the_executable,
-        ),
+    let mut trials = trials![
+        process_pool_new_uses_the_defaults,
+        the_executor_trait_runs_the_same_function_on_both_pools,
+        issue_12_no_task_waits_behind_a_long_task_while_a_worker_is_free,
+        issue_12_cancel_of_a_task_waiting_in_a_pipe_returns_false,
+        issue_12_kill_workers_during_initializers_does_not_break_the_pool,
+        issue_12_output_before_the_guard_does_not_disturb_the_pool,
+        issue_12_a_silent_worker_breaks_the_pool_after_the_handshake_deadline,
+        issue_12_shutdown_wait_never_strands_a_writer,
+        issue_12_a_panic_while_decoding_a_result_fails_only_that_task,
+        issue_12_a_worker_that_exits_by_itself_is_reported_with_its_own_status,
+        issue_12_sequential_submits_reuse_one_idle_worker,
+        issue_12_dropping_a_process_map_lets_running_tasks_finish,
+        submit_and_result,
+        map_orders_results_for_every_chunksize,
+        map_reports_panics_per_item,
+        panic_fails_only_its_task_and_the_worker_lives,
+        encoding_and_decoding_failures_fail_one_task,
+        dying_workers_fail_only_their_task,
+        sigkill_mid_run_fails_exactly_its_task,
+        slow_tasks_after_a_quick_one_spread_over_the_workers,
+        issue_12_slow_items_after_fast_ones_run_on_every_worker,
+        issue_12_lazy_maps_are_send,
+        cancel_stops_a_running_task,
+        max_tasks_per_child_replaces_workers,
+        initializer_runs_in_each_worker,
+        failing_initializer_breaks_the_pool,
+        shutdown_with_pending_work_does_not_hang,
+        terminate_and_kill_workers,
+        handles_mix_with_the_thread_pool,
+        zero_options_are_build_errors,
+        a_worker_without_the_guard_refuses_to_build_a_pool,
+        no_children_left_after_drop,
+        a_program_without_the_guard_gets_a_broken_pool_with_a_hint,
+        spawn_starts_every_worker_from_the_executable,
+        a_forked_worker_can_start_workers_from_the_executable,
     ];
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for (name, test) in tests {
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        ran += 1;
-        let outcome = catch_unwind(AssertUnwindSafe(test));
-        let leftovers = children();
-        match (outcome, leftovers.is_empty()) {
-            (Ok(()), true) => println!("test {name} ... ok"),
-            (Ok(()), false) => {
-                println!("test {name} ... FAILED (child processes left: {leftovers:?})");
-                failed.push(*name);
-            }
-            (Err(_), _) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-        }
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        ran - failed.len(),
-        failed.len()
+    trials.extend(
+        trials![
+            fork_server_forks_every_worker_as_our_child,
+            a_dead_fork_server_only_slows_worker_starts,
+        ]
+        .into_iter()
+        .map(|trial| trial.with_ignored_flag(!HAS_FORK_SERVER)),
     );
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    let mut args = Arguments::from_args();
+    // One at a time, whatever `--test-threads` says: a test's checks of this process's
+    // children (and of its workers' count) hold only while no other pool runs.
+    args.test_threads = Some(1);
+    libtest_mimic::run(&args, trials).exit_code()
 }

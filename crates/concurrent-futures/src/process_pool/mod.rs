@@ -5,7 +5,11 @@
 mod call;
 mod fork_server;
 mod image;
+mod pipeline;
+mod process;
+mod sink;
 mod supervisor;
+mod sys;
 mod wire;
 mod worker;
 
@@ -17,8 +21,9 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use self::call::Entry;
-use self::supervisor::{Config, Inner, PromiseSink, Refused, decode_chunk, decode_one};
+use self::sink::{PromiseSink, decode_chunk, decode_one};
+use self::supervisor::{Config, Inner, Refused};
+use self::wire::Callee;
 use crate::error::{
     BrokenPoolError, BrokenPoolKind, BuildError, FutureError, MapError, SubmitError, WorkerError,
     WorkerErrorKind,
@@ -239,8 +244,8 @@ impl ProcessPoolExecutor {
         }
         let (promise, handle) = future::pending::<R>();
         let prepared =
-            Entry::one(f).and_then(|entry| Ok((entry, encode(&arg, size_of::<A>() + 8)?)));
-        let (entry, payload) = match prepared {
+            call::one(f).and_then(|callee| Ok((callee, encode(&arg, size_of::<A>() + 8)?)));
+        let (callee, payload) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
                 promise.complete(Err(error));
@@ -248,7 +253,7 @@ impl ProcessPoolExecutor {
             }
         };
         let sink = Box::new(PromiseSink::new(promise, decode_one::<R>));
-        match self.inner.enqueue(entry, payload, sink) {
+        match self.inner.enqueue(callee, payload, sink) {
             Ok(()) => Ok(handle),
             Err(refused) => Err(refusal(refused, arg)),
         }
@@ -453,13 +458,13 @@ where
             return Err(map_refusal(refused));
         }
         let (promise, handle) = future::pending::<ChunkResults<R>>();
-        let prepared = Entry::chunk(self.f).and_then(|entry| {
+        let prepared = call::chunk(self.f).and_then(|callee| {
             Ok((
-                entry,
+                callee,
                 encode(&chunk, chunk.len() * (size_of::<A>() + 1) + 8)?,
             ))
         });
-        let (entry, payload) = match prepared {
+        let (callee, payload) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
                 promise.complete(Err(error));
@@ -468,7 +473,7 @@ where
         };
         let sink = Box::new(PromiseSink::new(promise, decode_results::<R>));
         inner
-            .enqueue(entry, payload, sink)
+            .enqueue(callee, payload, sink)
             .map(|()| handle)
             .map_err(map_refusal)
     }
@@ -540,7 +545,7 @@ pub struct ProcessPoolBuilder {
     max_workers: Option<usize>,
     max_tasks_per_child: Option<usize>,
     start_method: StartMethod,
-    initializer: Option<Result<(Entry, Vec<u8>), String>>,
+    initializer: Option<Result<(Callee, Vec<u8>), String>>,
     handshake_timeout: Duration,
 }
 
@@ -576,7 +581,9 @@ pub enum StartMethod {
     /// [`Spawn`](Self::Spawn) takes 257–260 ms, which matters when a pool starts
     /// hundreds. The server takes the pool's environment and working directory once,
     /// when it starts: later changes to them do not reach later workers. If
-    /// the server cannot start or dies, the pool starts workers as with `Spawn`.
+    /// the server cannot start or dies, the pool starts workers as with `Spawn`; so it
+    /// does on targets other than x86_64 and aarch64 Linux, where the server's raw
+    /// `clone` is not built.
     #[default]
     ForkServer,
     /// Python's `spawn`: every worker is the executable started again (`execve`).
@@ -636,8 +643,8 @@ impl ProcessPoolBuilder {
         A: Serialize + DeserializeOwned + 'static,
         E: Display + 'static,
     {
-        let prepared = Entry::init(f)
-            .and_then(|entry| Ok((entry, encode(&arg, size_of::<A>() + 8)?)))
+        let prepared = call::init(f)
+            .and_then(|callee| Ok((callee, encode(&arg, size_of::<A>() + 8)?)))
             .map_err(|e| format!("invalid initializer: {e}"));
         self.initializer = Some(prepared);
         self
@@ -672,7 +679,7 @@ impl ProcessPoolBuilder {
         panic_site::install();
         let init = match self.initializer {
             None => None,
-            Some(Ok((entry, arg))) => Some((entry.trampoline, entry.func, arg)),
+            Some(Ok(init)) => Some(init),
             Some(Err(message)) => return Err(BuildError::new(message)),
         };
         let exe = image::identity()
@@ -684,16 +691,7 @@ impl ProcessPoolBuilder {
             init,
             max_tasks: self.max_tasks_per_child.map_or(0, |n| n as u64),
         };
-        let body = postcard::to_allocvec(&hello)
-            .map_err(|e| BuildError::new(format!("cannot encode the handshake: {e}")))?;
-        let mut frame = Vec::new();
-        let header = wire::Header {
-            tag: wire::TAG_HELLO,
-            id: 0,
-            x: 0,
-            y: 0,
-        };
-        wire::push_frame(&mut frame, header, &body)
+        let frame = wire::hello_frame(&hello)
             .map_err(|e| BuildError::new(format!("cannot encode the handshake: {e}")))?;
         Ok(ProcessPoolExecutor {
             inner: Inner::new(Config {
