@@ -7,7 +7,7 @@
 //! dropped (run or not): each closure is wrapped in a [`Scoped`] whose `Drop` drops the
 //! closure first and only then counts it out, and `scope` waits, in a guard's `Drop`,
 //! for the count to reach zero. A leaked handle does not matter: the count follows the
-//! closures, not the handles.
+//! closures, not the handles. (The root README lists every file with `unsafe`.)
 
 #![allow(
     unsafe_code,

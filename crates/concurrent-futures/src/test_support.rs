@@ -28,6 +28,7 @@ pub(crate) const WORKER_ARGS: [&str; 4] = [WORKER_TEST, "--nocapture", "--test-t
 /// # Examples
 ///
 /// ```
+/// # #![allow(dead_code)] // a doctest compiles the #[test] functions out
 /// // tests/pool.rs
 /// concurrent_futures::process_test_support!();
 ///
@@ -42,6 +43,8 @@ pub(crate) const WORKER_ARGS: [&str; 4] = [WORKER_TEST, "--nocapture", "--test-t
 /// }
 /// # fn main() {}
 /// ```
+// The example shows a test file; the crate's own `tests/process_test_support.rs` runs it.
+#[allow(clippy::test_attr_in_doctest)]
 #[macro_export]
 macro_rules! process_test_support {
     () => {

@@ -23,8 +23,8 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 use concurrent_futures::{
     BrokenPoolKind, FutureError, MapError, MapItemError, MapOptions, ProcessPoolExecutor,
-    ReturnWhen, StartMethod, SubmitError, ThreadPoolExecutor, WorkerError, WorkerErrorKind,
-    as_completed, wait,
+    ReturnWhen, ShutdownOptions, StartMethod, SubmitError, ThreadPoolExecutor, WorkerError,
+    WorkerErrorKind, as_completed, wait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1345,6 +1345,76 @@ fn the_executor_trait_runs_the_same_function_on_both_pools() {
     assert_eq!(refused.into_inner(), 3);
 }
 
+/// Issue 13, points 2, 8 and 10: a shutdown with a deadline kills what still runs and
+/// reports it; stats count the tasks; the pool is `Clone` and the last clone shuts it
+/// down; an initializer can be a plain `fn()`.
+fn issue_13_shutdown_timeout_kills_what_runs_and_stats_count_every_task() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
+    assert_eq!(pool.submit(square, 4).unwrap().result().unwrap(), 16);
+    let failed = pool.submit(odd_panics, 3).unwrap();
+    assert!(failed.result().is_err());
+    let holder = Holder::new();
+    let held = pool.submit(hold, holder.arg()).unwrap();
+    let (_stream, _pid) = holder.accept_within(Duration::from_secs(60));
+    let queued: Vec<_> = (0..3).map(|i| pool.submit(square, i).unwrap()).collect();
+    let stats = pool.stats();
+    assert_eq!((stats.completed, stats.failed), (1, 1), "{stats:?}");
+    assert_eq!(stats.queued + stats.running, 4, "{stats:?}");
+    assert_eq!(stats.workers, 1, "{stats:?}");
+    let report = pool.shutdown_timeout(Duration::from_millis(50));
+    assert!(report.timed_out(), "{report:?}");
+    assert_eq!(report.killed() + report.cancelled(), 4, "{report:?}");
+    assert!(matches!(held.result(), Err(FutureError::WorkerFailed(_))));
+    for handle in queued {
+        assert!(
+            handle.result().is_err(),
+            "nothing queued runs after the deadline"
+        );
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.done(), 6, "{stats:?}");
+    assert_eq!(
+        (stats.running, stats.queued, stats.workers),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+}
+
+fn issue_13_a_shutdown_within_its_deadline_finishes_the_work() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..10).map(|i| pool.submit(square, i).unwrap()).collect();
+    let report = pool.shutdown_with(ShutdownOptions::new().timeout(Duration::from_secs(600)));
+    assert!(report.finished(), "{report:?}");
+    let total: u64 = handles.into_iter().map(|h| h.result().unwrap()).sum();
+    assert_eq!(total, 285);
+    assert_eq!(pool.stats().completed, 10);
+}
+
+fn quiet_init() {}
+
+fn issue_13_process_pools_are_clone_and_take_plain_fn_initializers() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .initializer_fn(quiet_init)
+        .build()
+        .unwrap();
+    let clone = pool.clone();
+    let from_thread = std::thread::spawn(move || clone.submit(square, 5).unwrap().result());
+    assert_eq!(from_thread.join().unwrap().unwrap(), 25);
+    assert_eq!(
+        pool.submit(square, 6).unwrap().result().unwrap(),
+        36,
+        "still open"
+    );
+    drop(pool);
+}
+
 // ---------------------------------------------------------------- harness
 
 /// Where the pool has a fork server: the targets of the raw `clone` in the crate's
@@ -1416,6 +1486,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut trials = trials![
+        issue_13_shutdown_timeout_kills_what_runs_and_stats_count_every_task,
+        issue_13_a_shutdown_within_its_deadline_finishes_the_work,
+        issue_13_process_pools_are_clone_and_take_plain_fn_initializers,
         process_pool_new_uses_the_defaults,
         the_executor_trait_runs_the_same_function_on_both_pools,
         issue_12_no_task_waits_behind_a_long_task_while_a_worker_is_free,

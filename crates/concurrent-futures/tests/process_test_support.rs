@@ -32,7 +32,10 @@ fn issue_13_a_test_function_can_use_the_default_pool() {
 fn issue_13_workers_run_tasks_not_the_other_tests() {
     // If a worker ran this binary's tests, it would build pools of its own and the
     // task below would never be reached; each pid is a worker, not this process.
-    let pool = ProcessPoolExecutor::builder().max_workers(2).build().unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .build()
+        .unwrap();
     let handles: Vec<_> = (0..6).map(|_| pool.submit(pid, ()).unwrap()).collect();
     let pids: HashSet<u32> = as_completed(handles, None)
         .map(|h| h.unwrap().result().unwrap())
@@ -53,7 +56,10 @@ fn issue_13_the_spawn_start_method_works_in_tests_too() {
 
 #[test]
 fn issue_13_a_panicking_task_is_its_handles_error_in_tests() {
-    let pool = ProcessPoolExecutor::builder().max_workers(1).build().unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
     match pool.submit(fails, 1).unwrap().result() {
         Err(FutureError::Panicked(p)) => assert!(p.message().contains("too small: 1")),
         other => panic!("{other:?}"),

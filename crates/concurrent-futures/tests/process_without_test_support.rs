@@ -9,7 +9,10 @@ fn square(x: u64) -> u64 {
 
 #[test]
 fn issue_13_without_the_macro_a_task_fails_with_a_hint_not_a_hang() {
-    let pool = ProcessPoolExecutor::builder().max_workers(1).build().unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .build()
+        .unwrap();
     let outcome = pool.submit(square, 3).map(|h| h.result());
     let message = match outcome {
         Ok(Err(FutureError::BrokenPool(e))) => e.to_string(),

@@ -37,7 +37,8 @@
     reason = "see the module docs: the one place functions cross processes"
 )]
 
-use std::fmt::Display;
+use crate::thread_pool::InitResult;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::Serialize;
@@ -115,12 +116,17 @@ where
 }
 
 /// A worker initializer.
-pub(super) fn init<A, E>(f: fn(A) -> Result<(), E>) -> Result<Callee, FutureError>
+pub(super) fn init<A, R>(f: fn(A) -> R) -> Result<Callee, FutureError>
 where
     A: DeserializeOwned,
-    E: Display,
+    R: InitResult,
 {
-    callee(call_init::<A, E>, f as *const ())
+    callee(call_init::<A, R>, f as *const ())
+}
+
+/// A worker initializer without an argument (its argument on the wire is `()`).
+pub(super) fn init_no_arg<R: InitResult>(f: fn() -> R) -> Result<Callee, FutureError> {
+    callee(call_init_no_arg::<R>, f as *const ())
 }
 
 /// Offsets of known functions, compared in the handshake: they differ when the worker
@@ -129,7 +135,8 @@ pub(super) fn probes() -> Vec<u64> {
     vec![
         offset_of(call_one::<u64, u64> as Trampoline as *const ()),
         offset_of(call_chunk::<u64, String> as Trampoline as *const ()),
-        offset_of(call_init::<(), String> as Trampoline as *const ()),
+        offset_of(call_init::<(), Result<(), String>> as Trampoline as *const ()),
+        offset_of(call_init_no_arg::<()> as Trampoline as *const ()),
         offset_of(super::process_worker_main as fn() as *const ()),
     ]
 }
@@ -380,14 +387,14 @@ unsafe fn call_chunk<A: DeserializeOwned, R: Serialize>(
 
 /// # Safety
 ///
-/// `function` must point to a `fn(A) -> Result<(), E>` in this process.
-unsafe fn call_init<A: DeserializeOwned, E: Display>(
+/// `function` must point to a `fn(A) -> R` in this process.
+unsafe fn call_init<A: DeserializeOwned, R: InitResult>(
     function: *const (),
     input: &[u8],
     out: &mut Vec<u8>,
 ) -> Status {
     // SAFETY: our own contract.
-    let f = unsafe { task_fn::<A, Result<(), E>>(function) };
+    let f = unsafe { task_fn::<A, R>(function) };
     let arg: A = match postcard::from_bytes(input) {
         Ok(arg) => arg,
         Err(e) => {
@@ -395,9 +402,27 @@ unsafe fn call_init<A: DeserializeOwned, E: Display>(
             return fail(out, Status::Failed, &message);
         }
     };
-    match catch_unwind(AssertUnwindSafe(move || f(arg))) {
+    init_outcome(out, move || f(arg).into_result())
+}
+
+/// # Safety
+///
+/// `function` must point to a `fn() -> R` in this process.
+unsafe fn call_init_no_arg<R: InitResult>(
+    function: *const (),
+    _input: &[u8],
+    out: &mut Vec<u8>,
+) -> Status {
+    // SAFETY: our own contract; a fn pointer and `*const ()` have the same size.
+    let f = unsafe { std::mem::transmute::<*const (), fn() -> R>(function) };
+    init_outcome(out, move || f().into_result())
+}
+
+/// Runs an initializer and writes its failure (an `Err` or a panic) as text.
+fn init_outcome(out: &mut Vec<u8>, init: impl FnOnce() -> Result<(), String>) -> Status {
+    match catch_unwind(AssertUnwindSafe(init)) {
         Ok(Ok(())) => Status::Ok,
-        Ok(Err(e)) => fail(out, Status::Failed, &e.to_string()),
+        Ok(Err(e)) => fail(out, Status::Failed, &e),
         Err(payload) => fail(
             out,
             Status::Panicked,

@@ -4,6 +4,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::de::DeserializeOwned;
 
@@ -26,15 +27,59 @@ pub(super) trait Sink: Send {
     fn cancel_unstarted(self: Box<Self>);
 }
 
+/// How the pool's tasks ended, for `stats()`: each sink counts its task once.
+#[derive(Debug, Default)]
+pub(super) struct Ended {
+    pub(super) completed: AtomicUsize,
+    pub(super) failed: AtomicUsize,
+    pub(super) cancelled: AtomicUsize,
+}
+
 /// A [`Sink`] around a promise and the function that decodes the reply.
 pub(super) struct PromiseSink<T> {
     promise: Promise<T>,
     decode: fn(&[u8]) -> Result<T, FutureError>,
+    ended: CountOnce,
+}
+
+/// Counts a task's end once: the first `count` wins, and a sink dropped without being
+/// completed (a cancelled task the writer skips) counts as cancelled.
+struct CountOnce(Option<Arc<Ended>>);
+
+impl CountOnce {
+    fn count(&mut self, counter: fn(&Ended) -> &AtomicUsize) {
+        if let Some(ended) = self.0.take() {
+            counter(&ended).fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for CountOnce {
+    fn drop(&mut self) {
+        self.count(|e| &e.cancelled);
+    }
 }
 
 impl<T> PromiseSink<T> {
-    pub(super) fn new(promise: Promise<T>, decode: fn(&[u8]) -> Result<T, FutureError>) -> Self {
-        Self { promise, decode }
+    pub(super) fn new(
+        promise: Promise<T>,
+        decode: fn(&[u8]) -> Result<T, FutureError>,
+        ended: Arc<Ended>,
+    ) -> Self {
+        Self {
+            promise,
+            decode,
+            ended: CountOnce(Some(ended)),
+        }
+    }
+
+    /// Counts a failure, or a cancellation when the future was cancelled meanwhile.
+    fn count_failure(&mut self) {
+        if self.promise.is_cancelled() {
+            self.ended.count(|e| &e.cancelled);
+        } else {
+            self.ended.count(|e| &e.failed);
+        }
     }
 }
 
@@ -85,7 +130,7 @@ impl<T: Send> Sink for PromiseSink<T> {
         self.promise.is_cancelled()
     }
 
-    fn deliver(self: Box<Self>, reply: Reply<'_>) {
+    fn deliver(mut self: Box<Self>, reply: Reply<'_>) {
         if self.promise.is_cancelled() {
             return;
         }
@@ -99,18 +144,26 @@ impl<T: Send> Sink for PromiseSink<T> {
                 Err(wire::Fault::decode(fault).map_or_else(FutureError::from, FutureError::from))
             }
         };
+        if outcome.is_ok() {
+            self.ended.count(|e| &e.completed);
+        } else {
+            self.count_failure();
+        }
         self.promise.complete(outcome);
     }
 
-    fn fail(self: Box<Self>, error: FutureError) {
+    fn fail(mut self: Box<Self>, error: FutureError) {
+        self.count_failure();
         self.promise.complete(Err(error));
     }
 
-    fn cancel_pending(self: Box<Self>) {
+    fn cancel_pending(mut self: Box<Self>) {
+        self.ended.count(|e| &e.cancelled);
         self.promise.cancel();
     }
 
-    fn cancel_unstarted(self: Box<Self>) {
+    fn cancel_unstarted(mut self: Box<Self>) {
+        self.ended.count(|e| &e.cancelled);
         self.promise.cancel_unstarted();
     }
 }

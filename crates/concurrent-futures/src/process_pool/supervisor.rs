@@ -15,18 +15,20 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use super::StartMethod;
 use super::pipeline::{self, Pipeline, coarse_now};
 use super::process::{Launcher, Process};
-use super::sink::Sink;
+use super::sink::{Ended, Sink};
 use super::wire::Callee;
 use crate::error::{BrokenPoolError, BrokenPoolKind, FutureError};
 use crate::future::StopRunning;
-use crate::sync::{Condvar, Mutex, MutexGuard};
+use crate::shutdown::{ShutdownOptions, ShutdownReport};
+use crate::stats::PoolStats;
+use crate::sync::{Condvar, Mutex, MutexGuard, Ordering};
 use crate::unwind::contain;
 
 thread_local! {
@@ -316,6 +318,8 @@ pub(super) struct Inner {
     gone: Condvar,
     /// Starts worker processes; its lock is taken alone, never with `state`.
     launcher: Launcher,
+    /// How tasks ended, counted by their sinks (no lock).
+    ended: Arc<Ended>,
 }
 
 impl fmt::Debug for Inner {
@@ -359,6 +363,7 @@ impl Inner {
                 failed_starts: 0,
             }),
             gone: Condvar::new(),
+            ended: Arc::new(Ended::default()),
         })
     }
 
@@ -552,8 +557,63 @@ impl Inner {
         }
     }
 
-    /// Python's `shutdown(wait, cancel_futures)`; see the executor's docs.
-    pub(super) fn shutdown(&self, wait: bool, cancel_futures: bool) {
+    /// Where a new task's sink counts how it ended.
+    pub(super) fn ended(&self) -> Arc<Ended> {
+        Arc::clone(&self.ended)
+    }
+
+    /// The executor's `stats()`.
+    pub(super) fn stats(&self) -> PoolStats {
+        let (queued, running, workers) = {
+            let state = self.state.lock();
+            let running: usize = state.workers.iter().map(|w| w.in_flight.len()).sum();
+            (state.queue.len(), running, state.workers.len())
+        };
+        PoolStats {
+            queued,
+            running,
+            workers,
+            completed: self.ended.completed.load(Ordering::Relaxed),
+            failed: self.ended.failed.load(Ordering::Relaxed),
+            cancelled: self.ended.cancelled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The executor's `shutdown_with`: Python's `shutdown(wait, cancel_futures)` with a
+    /// deadline, after which the workers still running are killed.
+    pub(super) fn shutdown_with(&self, options: ShutdownOptions) -> ShutdownReport {
+        let deadline = options.timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut report = ShutdownReport {
+            cancelled: self.shutdown(false, options.cancel_futures),
+            ..ShutdownReport::default()
+        };
+        if !options.wait || IN_POOL_THREAD.get() {
+            return report;
+        }
+        let mut deadline = deadline;
+        let mut state = self.state.lock();
+        while !state.workers.is_empty() || state.starting > 0 {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                // Killed workers die at once: from here on, wait without a deadline.
+                deadline = None;
+                report.timed_out = true;
+                report.killed = state.workers.iter().map(|w| w.in_flight.len()).sum();
+                report.cancelled += state.queue.len();
+                drop(state);
+                self.signal_workers(Signal::SIGKILL);
+                state = self.state.lock();
+                continue;
+            }
+            state = self.gone.wait_until(state, deadline).0;
+        }
+        drop(state);
+        self.shutdown(true, false);
+        report
+    }
+
+    /// Python's `shutdown(wait, cancel_futures)`; see the executor's docs. Returns how
+    /// many queued tasks it cancelled.
+    pub(super) fn shutdown(&self, wait: bool, cancel_futures: bool) -> usize {
         let cancelled: Vec<Job> = {
             let mut state = self.state.lock();
             state.phase = state.phase.max(Phase::Draining);
@@ -565,6 +625,7 @@ impl Inner {
             state.wake_all_writers();
             cancelled
         };
+        let count = cancelled.len();
         for job in cancelled {
             if job.dispatched {
                 job.sink.cancel_unstarted();
@@ -573,7 +634,7 @@ impl Inner {
             }
         }
         if !wait || IN_POOL_THREAD.get() {
-            return;
+            return count;
         }
         let threads = {
             let mut state = self.state.lock();
@@ -589,6 +650,7 @@ impl Inner {
         }
         // No worker will start again.
         self.launcher.stop_fork_server();
+        count
     }
 
     /// `terminate_workers` / `kill_workers`: shut down, cancel the queue, and signal

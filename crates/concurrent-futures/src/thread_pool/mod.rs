@@ -294,7 +294,8 @@ impl Inner {
     /// how many queued tasks it cancelled.
     fn cancel_queued(&self) -> usize {
         self.cancelling.store(true, Ordering::Release);
-        self.tokens.cancel();
+        // The queue first: a running task that stops on its token frees a worker, which
+        // would otherwise take (and cancel) a queued task before this count sees it.
         let mut cancelled = 0;
         for job in self.queue.try_iter() {
             job.cancel();
@@ -302,6 +303,7 @@ impl Inner {
         }
         self.cancelled_in_queue
             .fetch_add(cancelled, Ordering::Relaxed);
+        self.tokens.cancel();
         cancelled
     }
 

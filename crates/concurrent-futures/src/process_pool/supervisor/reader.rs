@@ -13,6 +13,11 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What a worker that never answered its handshake most likely lacks.
+const GUARD_HINT: &str = "does main() call concurrent_futures::process_worker_main() first (in \
+                          a #[test] binary: is concurrent_futures::process_test_support!() \
+                          invoked)?";
+
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -187,25 +192,20 @@ impl Inner {
                     BrokenPoolKind::BadHandshake,
                     format!(
                         "a worker process {how} after writing something other than a \
-                         handshake ({what}); does main() call \
-                         concurrent_futures::process_worker_main() first?"
+                         handshake ({what}); {GUARD_HINT}"
                     ),
                 ))),
                 Ending::HandshakeTimeout => failures.extend(state.break_pool(broken(
                     BrokenPoolKind::HandshakeTimeout,
                     format!(
                         "a worker process (pid {pid}) did not answer its handshake within \
-                         {:?}, so the pool stopped it; does main() call \
-                         concurrent_futures::process_worker_main() first?",
+                         {:?}, so the pool stopped it; {GUARD_HINT}",
                         self.config.handshake_timeout
                     ),
                 ))),
                 Ending::NoHandshake if !signalled => failures.extend(state.break_pool(broken(
                     BrokenPoolKind::NoHandshake,
-                    format!(
-                        "a worker process ended before its handshake ({how}); does main() \
-                         call concurrent_futures::process_worker_main() first?"
-                    ),
+                    format!("a worker process ended before its handshake ({how}); {GUARD_HINT}"),
                 ))),
                 // Killed by the pool (cancel, terminate_workers/kill_workers): not a
                 // failed start.
