@@ -1,4 +1,4 @@
-//! [`process_test_support!`]: the process pool in ordinary `#[test]` functions.
+//! [`process_test_support!`](crate::process_test_support): the process pool in ordinary `#[test]` functions.
 //!
 //! A worker is this executable started again. In a test binary that means libtest's
 //! `main`, which would run every test again in each worker (or, with output captured,

@@ -711,7 +711,7 @@ impl ProcessPoolBuilder {
     /// submits are refused.
     ///
     /// `f` returns `()` (it cannot fail) or `Result<(), E>` for any error that can be
-    /// shown ([`InitResult`](crate::InitResult)); see
+    /// shown ([`InitResult`]); see
     /// [`initializer_fn`](Self::initializer_fn) for one without an argument.
     ///
     /// # Examples

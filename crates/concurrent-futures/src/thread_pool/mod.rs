@@ -357,6 +357,11 @@ impl Inner {
 ///     .collect::<Result<_, _>>()?;
 /// let total: i32 = handles.into_iter().map(|h| h.result()).sum::<Result<_, _>>()?;
 /// assert_eq!(total, 60);
+///
+/// // A clone is the same pool, for another thread: no Arc needed.
+/// let shared = pool.clone();
+/// let from_thread = std::thread::spawn(move || shared.submit(|| 7)?.result().map_err(anyhow::Error::from));
+/// assert_eq!(from_thread.join().unwrap()?, 7);
 /// # Ok::<(), anyhow::Error>(())
 /// ```
 #[derive(Clone)]
