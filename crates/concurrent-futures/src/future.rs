@@ -957,6 +957,32 @@ impl<T> FutureHandle<T> {
         })
     }
 
+    /// Waits for the task and returns a clone of its value, leaving the value in place:
+    /// Python's `result()` exactly, for values that are `Clone`.
+    ///
+    /// # Errors
+    ///
+    /// The failure, as [`exception`](Self::exception) describes it;
+    /// [`FutureError::ResultTaken`] when the value was taken already.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new();
+    /// let handle = pool.submit(|| String::from("BR"))?;
+    /// println!("{handle:?} result: '{}'", handle.result_cloned()?);
+    /// assert_eq!(handle.result()?, "BR");
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
+    pub fn result_cloned(&self) -> Result<T, FutureError>
+    where
+        T: Clone,
+    {
+        self.with_result(|r| r.cloned().map_err(FutureError::describe))
+    }
+
     /// [`with_result`](Self::with_result) without blocking: `None` (and `f` is not
     /// called) while the task is not done. In a done-callback the future is done and its
     /// value is still there: it cannot be taken before the callbacks ran.

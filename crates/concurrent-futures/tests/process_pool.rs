@@ -376,7 +376,7 @@ fn submit_and_result() {
         Err("-1 is negative".to_owned())
     );
     assert_eq!(pool.submit(reenter, 1).unwrap().result().unwrap(), 2);
-    // Printing to stdout goes to stderr, not into the protocol.
+    // Printing to stdout goes to the pool's stdout, not into the protocol.
     assert_eq!(
         pool.submit(print_to_stdout, 5).unwrap().result().unwrap(),
         5

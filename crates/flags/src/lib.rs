@@ -53,6 +53,7 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod book;
 pub mod countries;
 mod download;
 mod error;

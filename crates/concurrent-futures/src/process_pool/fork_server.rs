@@ -92,8 +92,7 @@ impl ForkServer {
             let mut command = worker::command();
             command
                 .env(FORK_SERVER, "1")
-                .stdin(Stdio::from(OwnedFd::from(theirs)))
-                .stdout(Stdio::null());
+                .stdin(Stdio::from(OwnedFd::from(theirs)));
             command.spawn()?
             // The command holds the server's end of the socket until it is dropped here:
             // kept, it would hide the server's exit (no end of stream) from the read below.

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -213,16 +213,14 @@ pub(super) fn describe_status(pid: u32, status: &io::Result<ExitStatus>) -> Stri
 
 /// Starts the pool's executable again as a worker. Its pipes travel over a Unix socket
 /// on its stdin (as to the fork server), never as stdin and stdout: a `main` that
-/// prints before `process_worker_main` writes to the pool's stderr, not into the
-/// protocol.
+/// prints before `process_worker_main`, or a task that prints, writes to the pool's
+/// stdout (as Python's workers do), not into the protocol.
 fn spawn() -> io::Result<Started> {
     let (control, theirs) = UnixStream::pair()?;
     let pipes = WorkerPipes::new()?;
     let child = {
         let mut command = worker::command();
-        command
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
+        command.stdin(Stdio::from(OwnedFd::from(theirs)));
         command.spawn()?
         // The command holds the worker's end of the socket until it is dropped here.
     };

@@ -119,8 +119,8 @@ impl Pipes {
     /// Receives the pipes the pool sends over the Unix socket on fd 0: the protocol
     /// never runs on stdin or stdout, so whatever `main` printed or read before
     /// `process_worker_main` cannot be taken for a frame, and a task that prints or
-    /// starts a program cannot disturb it. Then stdin is emptied (`/dev/null`) and
-    /// stdout goes to stderr.
+    /// starts a program cannot disturb it. Then stdin is emptied (`/dev/null`); stdout
+    /// stays the pool's, as Python's workers print to their parent's stdout.
     fn receive() -> io::Result<Self> {
         let control = UnixStream::from(io::stdin().as_fd().try_clone_to_owned()?);
         nix::unistd::dup2_stdin(File::open("/dev/null")?).map_err(io::Error::from)?;
@@ -130,9 +130,8 @@ impl Pipes {
         Self::given(tasks, results)
     }
 
-    /// The pipes as close-on-exec descriptors already; stdout goes to stderr.
+    /// The pipes as close-on-exec descriptors already.
     fn given(input: OwnedFd, output: OwnedFd) -> io::Result<Self> {
-        nix::unistd::dup2_stdout(io::stderr()).map_err(io::Error::from)?;
         Ok(Self {
             input: BufReader::with_capacity(256 * 1024, File::from(input)),
             output: File::from(output),
