@@ -648,9 +648,9 @@ pub enum StartMethod {
     /// it a *fork server*; every worker is then a fork of that small single-threaded
     /// process (its limits, such as no `pthread_atfork` handlers in a forked worker, are
     /// in the crate's `src/process_pool/README.md`).
-    /// On our 2-core test machine it starts 194 workers in 68–80 ms where
-    /// [`Spawn`](Self::Spawn) takes 257–260 ms, which matters when a pool starts
-    /// hundreds. The server takes the pool's environment and working directory once,
+    /// A fork skips the executable's start-up (loading, relocations, CPU-feature probes),
+    /// which matters when a pool starts hundreds of workers (figures in the crate's
+    /// `BENCHMARKS.md`, "start methods"). The server takes the pool's environment and working directory once,
     /// when it starts: later changes to them do not reach later workers. If
     /// the server cannot start or dies, the pool starts workers as with `Spawn`; so it
     /// does on targets other than x86_64 and aarch64 Linux, where the server's raw

@@ -76,8 +76,8 @@ pub(super) fn is_unserved_worker() -> bool {
 /// Work that every worker would repeat, done once by the fork server before it forks
 /// them: reading where the executable's code is mapped, and the standard library's CPU
 /// feature detection (its `cpuid` instructions trap to the hypervisor in a VM; httparse,
-/// for one, asks for AVX2 on its first parse). Measured with `flags -a --mode processes
-/// -m 194`: 2% of the workers' CPU samples when each one detected for itself.
+/// for one, asks for AVX2 on its first parse), a visible share of short-lived workers'
+/// CPU when each one detected for itself (see the crate's `BENCHMARKS.md`).
 pub(super) fn prepare() {
     image::prepare();
     // A feature outside the x86-64 baseline: one the compiler cannot answer (`sse2` is
