@@ -37,7 +37,8 @@ const WRITE_STALL_LIMIT: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(1);
 /// The most bytes hyper buffers on a connection, each way. Hyper asks a response body for more
 /// only below it, so a client that stops reading a large file holds this and one chunk of it
-/// (hyper's default, about 400 KiB, is what most of such a connection's memory was). A request
+/// (hyper's default buffer, several times larger, was most of such a connection's memory;
+/// figures in `BENCHMARKS.md`). A request
 /// head must fit in it too: a larger one gets `431` (nginx's default limit is 32 KiB).
 const CONNECTION_BUFFER: usize = 64 * 1024;
 /// How long a connection past the cap is given to take its 503.
