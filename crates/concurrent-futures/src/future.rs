@@ -1720,6 +1720,56 @@ mod loom_tests {
         });
     }
 
+    /// Attack 13 (DEFECT 5): `cancel()` that sees the task pending, then loses the race
+    /// to `set_running_with`, takes `try_cancel`'s non-cooperative `Stop` path and marks
+    /// the future `Cancelled` while the cancellable task still runs (the docs say it
+    /// stays running until the task returns). Fails on the code it was written against.
+    #[test]
+    #[ignore = "DEFECT 5: cancel() racing set_running_with marks a running cancellable task done at once"]
+    fn loom_cooperative_cancel_racing_start_keeps_the_future_running() {
+        struct SetToken(CancelToken);
+        impl StopRunning for SetToken {
+            fn can_stop(&self) -> bool {
+                true
+            }
+            fn stop(&self) {
+                self.0.cancel();
+            }
+            fn is_cooperative(&self) -> bool {
+                true
+            }
+        }
+        loom::model(|| {
+            let (promise, handle) = pending::<u32>();
+            let token = CancelToken::new();
+            let started = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let returned = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let (s, r, t) = (Arc::clone(&started), Arc::clone(&returned), token.clone());
+            let worker = thread::spawn(move || {
+                if promise.set_running_with(Arc::new(SetToken(t.clone()))) {
+                    s.store(true, Ordering::SeqCst);
+                    // The task runs here, then returns.
+                    r.store(true, Ordering::SeqCst);
+                    promise.complete_cooperative(Ok(9), &t);
+                }
+            });
+            let cancelled = handle.cancel();
+            let done_now = handle.is_done();
+            let returned_now = returned.load(Ordering::SeqCst);
+            worker.join().unwrap();
+            if started.load(Ordering::SeqCst) && cancelled {
+                assert!(
+                    !done_now || returned_now,
+                    "the future ended while its cancellable task still ran"
+                );
+            }
+            assert_eq!(
+                matches!(handle.result(), Err(FutureError::Cancelled)),
+                cancelled
+            );
+        });
+    }
+
     #[test]
     fn loom_result_waits_for_done_callbacks_that_read_the_value() {
         loom::model(|| {
