@@ -582,6 +582,23 @@ fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notic
             None
         } else if if_running != IfRunning::Refuse
             && shared.state() == State::Running
+            && slot
+                .stop_running
+                .as_ref()
+                .is_some_and(|s| s.is_cooperative())
+        {
+            // The task started (with its stopper) between the look above and this lock:
+            // ask it to stop, as the cooperative branch above does, and keep it running.
+            shared.store_outcome(None);
+            slot.deliverer = None;
+            shared.delivering.store(false, Ordering::Release);
+            slot.listeners = Some(Box::new(notices));
+            if let Some(stopper) = &slot.stop_running {
+                stopper.stop();
+            }
+            return Some(Notices::none());
+        } else if if_running != IfRunning::Refuse
+            && shared.state() == State::Running
             && slot.stop_running.is_some()
         {
             shared
@@ -1725,7 +1742,6 @@ mod loom_tests {
     /// the future `Cancelled` while the cancellable task still runs (the docs say it
     /// stays running until the task returns). Fails on the code it was written against.
     #[test]
-    #[ignore = "DEFECT 5: cancel() racing set_running_with marks a running cancellable task done at once"]
     fn loom_cooperative_cancel_racing_start_keeps_the_future_running() {
         struct SetToken(CancelToken);
         impl StopRunning for SetToken {

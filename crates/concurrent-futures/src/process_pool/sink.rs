@@ -35,6 +35,30 @@ pub(super) struct Ended {
     pub(super) cancelled: AtomicUsize,
 }
 
+impl Ended {
+    pub(super) fn snapshot(&self) -> EndedCounts {
+        EndedCounts {
+            completed: self.completed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// [`Ended`]'s counts at one moment.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EndedCounts {
+    pub(super) completed: usize,
+    pub(super) failed: usize,
+    pub(super) cancelled: usize,
+}
+
+impl EndedCounts {
+    pub(super) fn total(&self) -> usize {
+        self.completed + self.failed + self.cancelled
+    }
+}
+
 /// A [`Sink`] around a promise and the function that decodes the reply.
 pub(super) struct PromiseSink<T> {
     promise: Promise<T>,

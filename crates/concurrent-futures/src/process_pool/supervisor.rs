@@ -125,6 +125,9 @@ struct Worker {
     closed: bool,
     /// The pool killed it to stop a cancelled task: fail nothing else.
     killed_for_cancel: bool,
+    /// The pool killed it at a shutdown's deadline: its running task failed with
+    /// `KilledByPool`, not as if it had died by itself.
+    killed_at_deadline: bool,
     /// About when the worker started the task at the front of its pipe (when that task
     /// was written to an empty pipe, or when the result before it came), on the coarse
     /// clock ([`coarse_now`]).
@@ -522,6 +525,7 @@ impl Inner {
             wake,
             closed: false,
             killed_for_cancel: false,
+            killed_at_deadline: false,
             front_since: None,
         });
         state.started += 1;
@@ -590,24 +594,48 @@ impl Inner {
         if !options.wait || IN_POOL_THREAD.get() {
             return report;
         }
-        let mut deadline = deadline;
+        // The counts when the deadline passed, and how many tasks were in the pool then:
+        // the kill's victims are what the counts grow by afterwards, whatever stage each
+        // was at (running: failed; written to a worker that never started it, or queued:
+        // cancelled; finished just before the kill: completed).
+        let mut at_deadline = None;
         let mut state = self.state.lock();
-        while !state.workers.is_empty() || state.starting > 0 {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                // Killed workers die at once: from here on, wait without a deadline.
-                deadline = None;
-                report.timed_out = true;
-                report.killed = state.workers.iter().map(|w| w.in_flight.len()).sum();
-                report.cancelled += state.queue.len();
+        // After the kill, a worker still being started (a slow fork server, a
+        // handshake) is not waited for: it is discarded and reaped when its start ends.
+        while !state.workers.is_empty() || (state.starting > 0 && at_deadline.is_none()) {
+            if at_deadline.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
+                let in_pool = state.queue.len()
+                    + state.workers.iter().map(|w| w.in_flight.len()).sum::<usize>();
+                at_deadline = Some((self.ended.snapshot(), in_pool));
+                for worker in &mut state.workers {
+                    worker.killed_at_deadline = true;
+                }
                 drop(state);
                 self.signal_workers(Signal::SIGKILL);
                 state = self.state.lock();
                 continue;
             }
-            state = self.gone.wait_until(state, deadline).0;
+            let wake_at = if at_deadline.is_some() { None } else { deadline };
+            state = self.gone.wait_until(state, wake_at).0;
         }
+        let starting = state.starting;
         drop(state);
-        self.shutdown(true, false);
+        if let Some((before, in_pool)) = at_deadline {
+            // The readers complete a dead worker's tasks just after they remove it (a
+            // moment later); the bound only guards against a count that never comes.
+            let settled = Instant::now() + Duration::from_secs(2);
+            let mut now = self.ended.snapshot();
+            while now.total() < before.total() + in_pool && Instant::now() < settled {
+                std::thread::sleep(Duration::from_micros(200));
+                now = self.ended.snapshot();
+            }
+            report.timed_out = true;
+            report.killed = now.failed - before.failed;
+            report.cancelled += now.cancelled - before.cancelled;
+        }
+        if starting == 0 {
+            self.shutdown(true, false);
+        }
         report
     }
 
@@ -658,9 +686,7 @@ impl Inner {
     pub(super) fn signal_workers(&self, signal: Signal) {
         self.shutdown(false, true);
         let state = &mut *self.state.lock();
-        if state.workers.is_empty() {
-            return;
-        }
+        // Also with no live worker: one being started is then discarded when it comes up.
         state.phase = Phase::Terminating;
         for worker in &state.workers {
             worker.process.signal(signal);

@@ -20,7 +20,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use self::builder::Initializer;
 pub use self::builder::{InitResult, ThreadPoolBuilder};
-use self::counters::{Ran, WorkerCounters};
+pub(crate) use self::counters::Ran;
+use self::counters::WorkerCounters;
 use crate::cancel::CancelToken;
 use crate::error::{
     BrokenPoolError, BrokenPoolKind, FutureError, MapError, PanicError, SubmitError,
@@ -560,7 +561,7 @@ impl ThreadPoolExecutor {
     }
 
     /// Queues the job that `make` builds from `input`, once the pool has taken the work.
-    fn submit_job<X, T>(
+    pub(crate) fn submit_job<X, T>(
         &self,
         input: X,
         make: impl FnOnce(X) -> (Arc<dyn Job>, FutureHandle<T>),
@@ -907,6 +908,13 @@ fn shutdown(inner: &Inner, options: ShutdownOptions, note_when_slow: bool) -> Sh
         state = inner.exited.wait_until(state, wake_at).0;
     }
     if state.detached {
+        // An earlier shutdown's deadline left threads busy: say so, without waiting again.
+        let busy = state.live.saturating_sub(own);
+        drop(state);
+        if busy > 0 {
+            report.timed_out = true;
+            report.still_running = inner.stats().running.max(1);
+        }
         return report;
     }
     let threads = std::mem::take(&mut state.threads);

@@ -87,6 +87,7 @@ fn new_worker(key: u64) -> Worker {
         wake: Arc::new(Wake::default()),
         closed: false,
         killed_for_cancel: false,
+        killed_at_deadline: false,
         front_since: None,
     }
 }

@@ -243,6 +243,13 @@ impl Inner {
                              stopped the worker process {how} while it ran this task"
                         ),
                     ),
+                    _ if worker.killed_at_deadline => (
+                        WorkerErrorKind::KilledByPool,
+                        format!(
+                            "the pool killed the worker process (pid {pid}) at its shutdown's \
+                             deadline while it ran this task"
+                        ),
+                    ),
                     _ if killed_by_pool => (
                         WorkerErrorKind::KilledByPool,
                         format!(
