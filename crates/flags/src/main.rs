@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use flags_engine::{Cancel, EXIT_INTERRUPTED, Plan, exit_between_saves};
+use flags_engine::{Cancel, EXIT_INTERRUPTED, Plan, Stop, exit_between_saves};
 
 use crate::cli::{BenchArgs, Cli, Command, UsageError};
 
@@ -72,7 +72,7 @@ fn download(plan: &Plan) -> anyhow::Result<ExitCode> {
                 eprintln!("*** Interrupted again: exiting now");
                 exit_between_saves(EXIT_INTERRUPTED.into());
             }
-            cancel.cancel();
+            cancel.cancel(Stop::Interrupt);
         }
     })
     .context("cannot install the Ctrl-C handler")?;

@@ -73,7 +73,7 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
     if let Some(path) = &plan.trace {
         save_trace(path, &tally.records, start)?;
     }
-    let interrupted = cancel.is_cancelled();
+    let stopped = cancel.stopped();
     let total = plan.codes.len();
     let out = if plan.json {
         let json = JsonReport::new(
@@ -83,15 +83,15 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
             plan.concurrency,
             &tally,
             elapsed,
-            interrupted,
+            stopped.is_some(),
         );
         serde_json::to_string(&json).map_err(Error::Json)? + "\n"
     } else {
-        report::final_report(&tally, total, elapsed, interrupted)
+        report::final_report(&tally, total, elapsed, stopped)
     };
     // A closed stdout does not change the outcome: the counters decide the exit status.
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
-    Ok(Summary { tally, interrupted })
+    Ok(Summary { tally, stopped })
 }
 
 /// Writes the trace of `records` to `path`.
