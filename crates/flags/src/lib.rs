@@ -51,6 +51,9 @@
 //! ```
 
 #![deny(missing_docs)]
+// Output goes through `progress` or a locked handle whose errors are ignored: `println!`
+// and `eprintln!` panic on a closed stream (issue 17).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 

@@ -7,6 +7,18 @@
 //! usage errors, 1 for a run that could not be carried out, otherwise the summary's). The
 //! crate's README says where the engine ends and the command line begins.
 
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+/// Writes one line on stderr, like `eprintln!`, but a stderr that is closed or full is
+/// ignored: `eprintln!` panics then, which turned a usage error's status 2 into 101
+/// (issue 17). A diagnostic that cannot be written must not change the exit status.
+macro_rules! diag {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod cli;
 mod serve;
@@ -29,7 +41,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => bench_main(args),
         None => match Plan::try_from(cli.download) {
             Ok(plan) => download(&plan).unwrap_or_else(|error| {
-                eprintln!("flags: {error:#}");
+                diag!("flags: {error:#}");
                 ExitCode::FAILURE
             }),
             Err(error) => usage_error(&error, &cli::usage()),
@@ -44,7 +56,7 @@ fn bench_main(args: BenchArgs) -> ExitCode {
     }
     match bench::Plan::try_from(args) {
         Ok(plan) => bench::run(&plan).unwrap_or_else(|error| {
-            eprintln!("flags bench: {error:#}");
+            diag!("flags bench: {error:#}");
             ExitCode::FAILURE
         }),
         Err(error) => usage_error(&error, &cli::bench_usage()),
@@ -53,7 +65,7 @@ fn bench_main(args: BenchArgs) -> ExitCode {
 
 /// Prints `*** Usage error: …` and the usage line; exit status 2.
 fn usage_error(error: &UsageError, usage: &str) -> ExitCode {
-    eprintln!("*** Usage error: {error}\n{usage}");
+    diag!("*** Usage error: {error}\n{usage}");
     ExitCode::from(2)
 }
 
@@ -69,7 +81,7 @@ fn download(plan: &Plan) -> anyhow::Result<ExitCode> {
             if cancel.is_cancelled() {
                 // A second Ctrl-C does not wait for the requests in flight; it only waits for
                 // a save in progress (a short write), so no temporary file is left behind.
-                eprintln!("*** Interrupted again: exiting now");
+                diag!("*** Interrupted again: exiting now");
                 exit_between_saves(EXIT_INTERRUPTED.into());
             }
             cancel.cancel(Stop::Interrupt);

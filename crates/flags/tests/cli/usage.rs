@@ -2,7 +2,7 @@
 
 use predicates::prelude::*;
 
-use crate::util::{Scratch, TestResult, flags};
+use crate::util::{FaultServer, GIF, Reply, Scratch, TestResult, flags, gif_path};
 
 #[test]
 fn usage_errors_exit_2() -> TestResult {
@@ -75,5 +75,94 @@ fn dest_is_created() -> TestResult {
         .assert()
         .success();
     assert!(scratch.dest().join("a/b/BR.gif").is_file());
+    Ok(())
+}
+
+/// A pipe whose reading end is already closed: every write to it fails with `EPIPE`.
+fn closed_pipe() -> std::io::Result<std::process::Stdio> {
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    Ok(writer.into())
+}
+
+/// Issue 17, point 5: `flags --timeout 0 2>&1 | (exec 0<&-; …)` exited 101, a panic of
+/// `eprintln!` writing the usage error to a closed stderr. A diagnostic that cannot be
+/// written is dropped; the exit status stays the command's own.
+#[test]
+fn issue_17_a_closed_stderr_never_turns_an_exit_status_into_a_panic() -> TestResult {
+    let scratch = Scratch::new()?;
+    std::fs::write(scratch.path().join("file"), b"x")?;
+    let server = FaultServer::start(|path, _| {
+        if path == gif_path("BR") {
+            Reply::ok(GIF)
+        } else {
+            Reply::status(418)
+        }
+    })?;
+    let url = server.url();
+    let cases: [(&[&str], i32); 7] = [
+        (&["--timeout", "0"], 2),
+        (&["-m", "0"], 2),
+        (&["--dest", "/dev/null"], 2),
+        (&["--dest", "file"], 2),
+        (&["--bogus"], 2),
+        // -v lines go to stderr with --json; the error of CN decides the status.
+        (
+            &["BR", "CN", "-v", "--json", "--dest", "dest", "-s", &url],
+            1,
+        ),
+        (&["BR", "-v", "--json", "--dest", "dest", "-s", &url], 0),
+    ];
+    for (args, expected) in cases {
+        for mode in ["sequential", "threads", "async", "processes"] {
+            let status = std::process::Command::new(env!("CARGO_BIN_EXE_flags"))
+                .current_dir(scratch.path())
+                .args(args)
+                .args(["--mode", mode])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(closed_pipe()?)
+                .status()?;
+            assert_eq!(status.code(), Some(expected), "{args:?} --mode {mode}");
+        }
+    }
+    Ok(())
+}
+
+/// Issue 17, point 5, for `flags serve`: its "Press Ctrl-C to stop." line to a closed
+/// stderr panicked the server right after its banner. It must go on serving.
+#[test]
+fn issue_17_flags_serve_outlives_a_closed_stderr() -> TestResult {
+    use std::io::{BufRead, Read, Write};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flags"))
+        .args(["serve", "--port", "0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(closed_pipe()?)
+        .spawn()?;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().ok_or("stdout")?);
+    let mut banner = String::new();
+    stdout.read_line(&mut banner)?;
+    let authority = banner
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("http://"))
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| format!("no URL in {banner:?}"))?
+        .to_owned();
+    let answer = std::net::TcpStream::connect(&authority).and_then(|mut stream| {
+        stream
+            .write_all(b"GET /flags/br/br.gif HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer)?;
+        Ok(answer)
+    });
+    let _ = child.kill();
+    let status = child.wait()?;
+    let answer = answer?;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}; the server ended with {status}",
+        String::from_utf8_lossy(&answer)
+    );
     Ok(())
 }
