@@ -30,7 +30,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use flags_engine::{Cancel, EXIT_INTERRUPTED, Plan, Stop, exit_between_saves};
 
-use crate::cli::{BenchArgs, Cli, Command, UsageError};
+use crate::cli::{BenchArgs, Cli, Command, OutputError, UsageError};
 
 fn main() -> ExitCode {
     // In a worker process of `--mode processes` this serves downloads and never returns.
@@ -71,8 +71,14 @@ fn usage_error(error: &UsageError, usage: &str) -> ExitCode {
 
 /// Downloads as `plan` says (the reports are the engine's) and returns the exit status.
 fn download(plan: &Plan) -> anyhow::Result<ExitCode> {
-    if let Err(error) = cli::prepare_dest(&plan.dest) {
-        return Ok(usage_error(&error, &cli::usage()));
+    // Before any download: a path that cannot be written is a usage error, a full file
+    // system a run-time one.
+    let prepared = cli::prepare_dest(&plan.dest)
+        .and_then(|()| plan.trace.as_deref().map_or(Ok(()), cli::prepare_trace));
+    match prepared {
+        Ok(()) => {}
+        Err(OutputError::Usage(error)) => return Ok(usage_error(&error, &cli::usage())),
+        Err(OutputError::Full(error)) => return Err(error),
     }
     let cancel = Cancel::new();
     ctrlc::set_handler({

@@ -28,7 +28,8 @@ use crate::trace;
 /// # Errors
 ///
 /// [`Error`] when the run cannot be carried out: the built-in server, an HTTP client, a pool
-/// or a runtime cannot start, or the trace cannot be written.
+/// or a runtime cannot start, or the trace cannot be written (it is created before the first
+/// download, so a trace that cannot be created stops the run before it starts).
 pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
     // Keeps the built-in server running until the run ends.
     let (label, base_url, _builtin) = match &plan.server {
@@ -38,6 +39,12 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
             ("BUILTIN", server.flags_url(), Some(server))
         }
         Server::Remote { label, base_url } => (*label, base_url.clone(), None),
+    };
+    // Created before the first download, so that a trace that cannot be written stops the
+    // run before it starts rather than losing it at the end.
+    let trace_file = match &plan.trace {
+        Some(path) => Some((path, create_trace(path)?)),
+        None => None,
     };
     if !plan.json {
         let header = report::initial_report(label, &base_url, &plan.codes, plan.concurrency);
@@ -70,8 +77,8 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
     cancel.wait_settled();
     progress.finish();
 
-    if let Some(path) = &plan.trace {
-        save_trace(path, &tally.records, start)?;
+    if let Some((path, file)) = trace_file {
+        save_trace(path, file, &tally.records, start)?;
     }
     let stopped = cancel.stopped();
     let total = plan.codes.len();
@@ -94,12 +101,21 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
     Ok(Summary { tally, stopped })
 }
 
-/// Writes the trace of `records` to `path`.
-fn save_trace(path: &Path, records: &[Record], start: Instant) -> Result<(), Error> {
-    let file = std::fs::File::create(path).map_err(|source| Error::TraceCreate {
+/// Creates (or empties) the trace file.
+fn create_trace(path: &Path) -> Result<std::fs::File, Error> {
+    std::fs::File::create(path).map_err(|source| Error::TraceCreate {
         path: path.to_owned(),
         source,
-    })?;
+    })
+}
+
+/// Writes the trace of `records` to `file`, the trace file at `path`.
+fn save_trace(
+    path: &Path,
+    file: std::fs::File,
+    records: &[Record],
+    start: Instant,
+) -> Result<(), Error> {
     let mut file = std::io::BufWriter::new(file);
     trace::write_trace(&mut file, records, start)
         .and_then(|()| file.flush())
