@@ -1,7 +1,8 @@
-//! The two [`Transport`]s: a blocking ureq agent (sequential and threads) and an async reqwest
-//! client (async). Each is built once per run and keeps its connections alive; both follow at
-//! most [`MAX_REDIRECTS`] redirects, give up after the `--timeout` (whole request, body
-//! included), read at most [`MAX_BODY`] bytes and turn failures into one-line [`FetchError`]s.
+//! The two [`Transport`]s: a blocking ureq agent (sequential, threads and processes) and an
+//! async reqwest client (async). Each is built once per run and keeps its connections alive;
+//! both follow at most [`MAX_REDIRECTS`] redirects, give up after the `--timeout` (whole
+//! request, body included), hand the body over a piece at a time ([`Body`]) and turn failures
+//! into one-line [`FetchError`]s.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -13,13 +14,11 @@ use std::time::Duration;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
-use super::{Cancel, FetchError, Response, Transport};
+use super::{Body, Cancel, FetchError, Head, Transport};
 use crate::error::Error;
 
 /// Redirects followed before "too many redirects".
 const MAX_REDIRECTS: u32 = 10;
-/// Largest body accepted (flags are a few KiB).
-const MAX_BODY: u64 = 10 * 1024 * 1024;
 /// ureq's read buffer per connection. ureq cannot parse a response head larger than its
 /// buffer, so [`MAX_HEAD`] is set just below it (a larger head is then "response header is
 /// too big", not a disconnection retried as transient). 16 KiB is four times what nginx
@@ -31,8 +30,22 @@ const MAX_HEAD: usize = INPUT_BUFFER - 1;
 /// ureq's write buffer per connection: a request head, so the longest URL (a redirect's
 /// `Location` included) is a little under 8 KiB.
 const OUTPUT_BUFFER: usize = 8 * 1024;
+/// The blocking client's read size: the pieces its body is handed over in (ureq's own buffer
+/// is [`INPUT_BUFFER`]).
+const BODY_PIECE: usize = 16 * 1024;
 /// Sent with every request.
 const USER_AGENT: &str = concat!("flags/", env!("CARGO_PKG_VERSION"));
+
+/// The head of a response, from its status and headers.
+fn head(status: u16, headers: &ureq::http::HeaderMap) -> Head {
+    Head {
+        status,
+        retry_after: retry_after(headers),
+        content_length: headers
+            .get(ureq::http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.trim().parse().ok()),
+    }
+}
 
 /// `Retry-After` as a number of seconds (the HTTP-date form is ignored: backoff applies).
 fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
@@ -116,37 +129,32 @@ impl BlockingClient {
         }
     }
 
-    fn get_blocking(&self, url: &str) -> Result<Response, FetchError> {
-        let mut response = self.agent.get(url).call().map_err(|e| self.error(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = retry_after(response.headers());
-        let read = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_vec();
-        let body = match read {
-            Ok(body) => body,
-            // The body of an error status does not matter; the status is the error.
-            Err(_) if !response.status().is_success() => Vec::new(),
-            Err(e) => return Err(self.error(&e)),
+    fn get_blocking(&self, url: &str) -> Result<(Head, BlockingBody), FetchError> {
+        let response = self.agent.get(url).call().map_err(|e| self.error(&e))?;
+        let head = head(response.status().as_u16(), response.headers());
+        // No limit here: the shared path counts the bytes against its own cap.
+        let reader = response.into_body().into_with_config().reader();
+        let body = BlockingBody {
+            reader,
+            piece: vec![0; BODY_PIECE].into_boxed_slice(),
+            timeout: self.timeout,
         };
-        Ok(Response {
-            status,
-            retry_after,
-            body,
-        })
+        Ok((head, body))
     }
 
     fn error(&self, error: &ureq::Error) -> FetchError {
+        blocking_error(error, self.timeout)
+    }
+}
+
+/// A ureq failure as a one-line [`FetchError`].
+fn blocking_error(error: &ureq::Error, timeout: Duration) -> FetchError {
+    {
         use ureq::Error as E;
         match error {
-            E::Timeout(_) => FetchError::transient(format!("timed out after {:?}", self.timeout)),
+            E::Timeout(_) => FetchError::transient(format!("timed out after {timeout:?}")),
             E::TooManyRedirects => {
                 FetchError::permanent(format!("too many redirects (more than {MAX_REDIRECTS})"))
-            }
-            E::BodyExceedsLimit(_) => {
-                FetchError::permanent(format!("body larger than {MAX_BODY} bytes"))
             }
             E::Io(_) | E::ConnectionFailed | E::HostNotFound | E::Protocol(_) | E::BodyStalled => {
                 FetchError::transient(one_line(error))
@@ -156,8 +164,46 @@ impl BlockingClient {
     }
 }
 
+/// A body read from ureq's connection a piece at a time.
+pub(crate) struct BlockingBody {
+    reader: ureq::BodyReader<'static>,
+    piece: Box<[u8]>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for BlockingBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingBody").finish_non_exhaustive()
+    }
+}
+
+impl BlockingBody {
+    fn read(&mut self) -> Result<Option<&[u8]>, FetchError> {
+        use std::io::Read;
+        loop {
+            match self.reader.read(&mut self.piece) {
+                Ok(0) => return Ok(None),
+                Ok(n) => return Ok(Some(&self.piece[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(blocking_error(&ureq::Error::from(e), self.timeout)),
+            }
+        }
+    }
+}
+
+impl Body for BlockingBody {
+    fn chunk(&mut self) -> impl Future<Output = Result<Option<&[u8]>, FetchError>> + Send {
+        std::future::ready(self.read())
+    }
+}
+
 impl Transport for BlockingClient {
-    fn get(&self, url: &str) -> impl Future<Output = Result<Response, FetchError>> + Send {
+    type Body = BlockingBody;
+
+    fn get(
+        &self,
+        url: &str,
+    ) -> impl Future<Output = Result<(Head, BlockingBody), FetchError>> + Send {
         std::future::ready(self.get_blocking(url))
     }
 
@@ -295,44 +341,28 @@ impl AsyncClient {
         })
     }
 
-    async fn get_async(&self, url: String) -> Result<Response, FetchError> {
-        let mut response = self
+    async fn get_async(&self, url: String) -> Result<(Head, AsyncBody), FetchError> {
+        let response = self
             .client
             .get(&url)
             .send()
             .await
-            .map_err(|e| self.error(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = retry_after(response.headers());
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if (body.len() + chunk.len()) as u64 > MAX_BODY {
-                        if response.status().is_success() {
-                            return Err(FetchError::permanent(format!(
-                                "body larger than {MAX_BODY} bytes"
-                            )));
-                        }
-                        break;
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(_) if !response.status().is_success() => break,
-                Err(e) => return Err(self.error(&e)),
-            }
-        }
-        Ok(Response {
-            status,
-            retry_after,
-            body,
-        })
+            .map_err(|e| async_error(&e, self.timeout))?;
+        let head = head(response.status().as_u16(), response.headers());
+        let body = AsyncBody {
+            response,
+            piece: bytes::Bytes::new(),
+            timeout: self.timeout,
+        };
+        Ok((head, body))
     }
+}
 
-    fn error(&self, error: &reqwest::Error) -> FetchError {
+/// A reqwest failure as a one-line [`FetchError`].
+fn async_error(error: &reqwest::Error, timeout: Duration) -> FetchError {
+    {
         if error.is_timeout() {
-            FetchError::transient(format!("timed out after {:?}", self.timeout))
+            FetchError::transient(format!("timed out after {timeout:?}"))
         } else if error.is_redirect() {
             FetchError::permanent(root_cause(error))
         } else if error.is_connect() {
@@ -347,8 +377,34 @@ impl AsyncClient {
     }
 }
 
+/// A body as hyper hands it over: each piece is dropped when the next is asked for.
+#[derive(Debug)]
+pub(crate) struct AsyncBody {
+    response: reqwest::Response,
+    piece: bytes::Bytes,
+    timeout: Duration,
+}
+
+impl Body for AsyncBody {
+    async fn chunk(&mut self) -> Result<Option<&[u8]>, FetchError> {
+        // The piece handed over last is written by now: dropped before the next read, so
+        // that hyper can reuse its buffer instead of growing another one.
+        self.piece = bytes::Bytes::new();
+        match self.response.chunk().await {
+            Ok(Some(piece)) => {
+                self.piece = piece;
+                Ok(Some(&self.piece))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(async_error(&e, self.timeout)),
+        }
+    }
+}
+
 impl Transport for AsyncClient {
-    fn get(&self, url: &str) -> impl Future<Output = Result<Response, FetchError>> + Send {
+    type Body = AsyncBody;
+
+    fn get(&self, url: &str) -> impl Future<Output = Result<(Head, AsyncBody), FetchError>> + Send {
         self.get_async(url.to_owned())
     }
 
@@ -384,15 +440,15 @@ mod tests {
     #[test]
     fn a_head_over_the_limit_is_a_permanent_error() -> std::io::Result<()> {
         let client = BlockingClient::new(Duration::from_secs(5), 1, Cancel::new());
-        let fits = client.get_blocking(&serve_head(MAX_HEAD - 200)?);
-        assert!(
-            matches!(&fits, Ok(r) if r.status == 200 && r.body == b"GIF89a"),
-            "{fits:?}"
-        );
+        let (head, mut body) = client
+            .get_blocking(&serve_head(MAX_HEAD - 200)?)
+            .map_err(|e| std::io::Error::other(e.message))?;
+        assert_eq!(head.status, 200);
+        assert_eq!(body.read().ok().flatten(), Some(&b"GIF89a"[..]));
         for too_big in [MAX_HEAD + 100, 70_000] {
-            let error = client
-                .get_blocking(&serve_head(too_big)?)
-                .expect_err("a head over the limit");
+            let Err(error) = client.get_blocking(&serve_head(too_big)?) else {
+                panic!("{too_big}: a head over the limit was accepted");
+            };
             assert!(!error.transient, "{too_big}: {error:?}");
             assert!(error.message.contains("too big"), "{too_big}: {error:?}");
         }

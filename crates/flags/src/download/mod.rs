@@ -1,10 +1,11 @@
 //! The download path every mode shares, and the modes (one file each) that only schedule it.
 //!
 //! [`get_flag`] is written once, as an `async fn` generic over a [`Transport`]: the GET with
-//! retries, the status classification, the optional `metadata.json`, the atomic save and the
-//! timing record. The async mode awaits it on tokio with [`AsyncClient`]; the blocking modes drive
-//! it with [`block_on`] over [`BlockingClient`], whose futures are ready at their first poll, so
-//! the same code runs on a plain thread without a runtime.
+//! retries, the status classification, the body streamed into a staged file as it arrives
+//! (under a size cap), the optional `metadata.json`, the file's naming and the timing record.
+//! The async mode awaits it on tokio with [`AsyncClient`]; the blocking modes drive it with
+//! [`block_on`] over [`BlockingClient`], whose futures are ready at their first poll, so the
+//! same code runs on a plain thread without a runtime.
 
 mod asynchronous;
 mod cancel;
@@ -15,6 +16,7 @@ mod sequential;
 mod threads;
 
 use std::future::Future;
+use std::io;
 use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 pub use self::cancel::Cancel;
 use self::http::{AsyncClient, BlockingClient};
+use self::save::Staged;
 pub use self::save::exit_between_saves;
 use crate::error::Error;
 use crate::plan::{Mode, NameBy, Plan};
@@ -34,14 +37,22 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// Longest `Retry-After` honoured; a server asking for more gets this.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+/// Largest flag accepted (flags are a few KiB).
+const MAX_BODY: u64 = 10 * 1024 * 1024;
+/// Largest `metadata.json` accepted (it holds one short name), read into memory.
+const MAX_METADATA: u64 = 64 * 1024;
+/// The most of an error response's body read (and thrown away) so that its connection can
+/// serve the next request; a longer one costs the connection instead.
+const MAX_DRAINED: u64 = 64 * 1024;
 
-/// A response, with its body read in full.
-#[derive(Debug)]
-pub(crate) struct Response {
+/// The head of a response, as the shared download path needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
     pub(crate) status: u16,
     /// `Retry-After` in seconds, when present.
     pub(crate) retry_after: Option<Duration>,
-    pub(crate) body: Vec<u8>,
+    /// `Content-Length`, when present.
+    pub(crate) content_length: Option<u64>,
 }
 
 /// A request that failed: why, in one line, and whether trying again may help.
@@ -84,16 +95,81 @@ impl FetchError {
             retry_after,
         }
     }
+
+    /// A body over `cap` bytes.
+    fn too_large(cap: u64) -> Self {
+        Self::permanent(format!("body larger than {cap} bytes"))
+    }
 }
 
 /// An HTTP client as the shared download path sees it. Implementations reuse connections: one
 /// client serves a whole run (or a whole worker), never one request.
 pub(crate) trait Transport {
-    /// GETs `url`, following a bounded number of redirects, and reads the whole body.
-    fn get(&self, url: &str) -> impl Future<Output = Result<Response, FetchError>> + Send;
+    /// The body of a response, read a piece at a time.
+    type Body: Body;
+
+    /// GETs `url`, following a bounded number of redirects, and returns the head of the
+    /// answer; its body is read through the returned [`Body`].
+    fn get(&self, url: &str)
+    -> impl Future<Output = Result<(Head, Self::Body), FetchError>> + Send;
 
     /// Sleeps before a retry; `false` when the run was cancelled meanwhile.
     fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send;
+}
+
+/// A response body as it arrives: no more of it is held than one piece.
+pub(crate) trait Body: Send {
+    /// The next piece of the body, `None` at its end.
+    fn chunk(&mut self) -> impl Future<Output = Result<Option<&[u8]>, FetchError>> + Send;
+}
+
+/// Where the body of a 2xx answer goes: a flag's staged file, or memory (`metadata.json`).
+trait Sink: Send {
+    /// Appends `chunk`.
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+    /// Forgets what was written (before the body is received again).
+    fn clear(&mut self) -> io::Result<()>;
+}
+
+impl Sink for Vec<u8> {
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn clear(&mut self) -> io::Result<()> {
+        Vec::clear(self);
+        Ok(())
+    }
+}
+
+/// A flag's body: a staged file in `--dest`, created at the first byte (a 404 creates none).
+struct FlagFile<'a> {
+    dest: &'a std::path::Path,
+    staged: Option<Staged>,
+}
+
+impl Sink for FlagFile<'_> {
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        let staged = match &mut self.staged {
+            Some(staged) => staged,
+            staged @ None => staged.insert(Staged::new(self.dest)?),
+        };
+        staged.write_all(chunk)
+    }
+
+    fn clear(&mut self) -> io::Result<()> {
+        self.staged.as_mut().map_or(Ok(()), Staged::clear)
+    }
+}
+
+/// Why [`get_with_retries`] gave up.
+#[derive(Debug)]
+enum Failed {
+    /// The request failed (or the server refused): the one-line reason.
+    Fetch(String),
+    /// The body could not be written where it goes (a full file system, say).
+    Save(io::Error),
 }
 
 /// What every download of a run shares.
@@ -136,24 +212,38 @@ async fn fetch_and_save<T: Transport>(
 ) -> Outcome {
     let lower = code.to_ascii_lowercase();
     let url = format!("{}/{lower}/{lower}.gif", target.base_url);
-    let body = match get_with_retries(client, target, &url, attempts).await {
-        Ok(Some(body)) if body.is_empty() => {
+    // What a failed write is about: the name when it is known before the body arrives.
+    let saving = match target.name_by {
+        NameBy::Code => format!("{code}.gif"),
+        NameBy::Country => format!("the flag of {code}"),
+    };
+    let mut flag = FlagFile {
+        dest: &target.dest,
+        staged: None,
+    };
+    match get_with_retries(client, target, &url, &mut flag, MAX_BODY, attempts).await {
+        Ok(true) => {}
+        Ok(false) => return Outcome::NotFound { url },
+        Err(Failed::Fetch(message)) => return Outcome::Error { message },
+        Err(Failed::Save(e)) => {
             return Outcome::Error {
-                message: format!("empty response body: {url}"),
+                message: format!("cannot save {saving}: {e}"),
             };
         }
-        Ok(Some(body)) => body,
-        Ok(None) => return Outcome::NotFound { url },
-        Err(message) => return Outcome::Error { message },
+    }
+    let Some(staged) = flag.staged.filter(|staged| staged.len() > 0) else {
+        return Outcome::Error {
+            message: format!("empty response body: {url}"),
+        };
     };
     let name = match target.name_by {
-        NameBy::Code => format!("{code}.gif"),
+        NameBy::Code => saving,
         NameBy::Country => match country_name(client, target, &lower, attempts).await {
             Ok(country) => save::country_file_name(&country, code),
             Err(message) => return Outcome::Error { message },
         },
     };
-    match save::save_atomically(&target.dest, &name, &body) {
+    match staged.commit(&name) {
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::Error {
             message: format!("cannot save {name}: {e}"),
@@ -173,38 +263,100 @@ async fn country_name<T: Transport>(
         country: String,
     }
     let url = format!("{}/{lower}/metadata.json", target.base_url);
-    match get_with_retries(client, target, &url, attempts).await? {
-        Some(body) => serde_json::from_slice::<Metadata>(&body)
+    let mut body = Vec::new();
+    match get_with_retries(client, target, &url, &mut body, MAX_METADATA, attempts).await {
+        Ok(true) => serde_json::from_slice::<Metadata>(&body)
             .map(|m| m.country)
             .map_err(|e| format!("bad metadata.json ({e}): {url}")),
-        None => Err(format!("metadata.json not found: {url}")),
+        Ok(false) => Err(format!("metadata.json not found: {url}")),
+        Err(Failed::Fetch(message)) => Err(message),
+        Err(Failed::Save(e)) => Err(format!("cannot read metadata.json: {e}")),
     }
 }
 
-/// GETs `url`, retrying transient errors up to `target.retries` times. `Ok(None)` is a 404.
+/// GETs `url`, retrying transient errors up to `target.retries` times, and streams the body of
+/// a 2xx answer into `sink` (at most `cap` bytes). `Ok(false)` is a 404.
 async fn get_with_retries<T: Transport>(
     client: &T,
     target: &Target,
     url: &str,
+    sink: &mut dyn Sink,
+    cap: u64,
     attempts: &mut u32,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<bool, Failed> {
     let mut retry = 0;
     loop {
         *attempts += 1;
         let error = match client.get(url).await {
-            Ok(response) if (200..300).contains(&response.status) => {
-                return Ok(Some(response.body));
+            Ok((head, mut body)) if (200..300).contains(&head.status) => {
+                sink.clear().map_err(Failed::Save)?;
+                match receive(&head, &mut body, sink, cap).await {
+                    Ok(()) => return Ok(true),
+                    Err(BodyError::Save(e)) => return Err(Failed::Save(e)),
+                    Err(BodyError::Fetch(error)) => error,
+                }
             }
-            Ok(response) if response.status == 404 => return Ok(None),
-            Ok(response) => FetchError::status(response.status, response.retry_after),
+            Ok((head, mut body)) => {
+                drain(&head, &mut body).await;
+                if head.status == 404 {
+                    return Ok(false);
+                }
+                FetchError::status(head.status, head.retry_after)
+            }
             Err(error) => error,
         };
         if !error.transient || retry >= target.retries || target.cancel.is_cancelled() {
-            return Err(error.message);
+            return Err(Failed::Fetch(error.message));
         }
         retry += 1;
         if !client.sleep(backoff(retry, error.retry_after)).await {
-            return Err(error.message);
+            return Err(Failed::Fetch(error.message));
+        }
+    }
+}
+
+/// Why a body could not be received.
+enum BodyError {
+    /// The body did not arrive whole, or is over the cap.
+    Fetch(FetchError),
+    /// It could not be written where it goes.
+    Save(io::Error),
+}
+
+/// Streams the body of a 2xx answer into `sink`, a piece at a time, failing as soon as it is
+/// known to be over `cap` bytes (by its `Content-Length`, or as it arrives).
+async fn receive<B: Body>(
+    head: &Head,
+    body: &mut B,
+    sink: &mut dyn Sink,
+    cap: u64,
+) -> Result<(), BodyError> {
+    if head.content_length.is_some_and(|len| len > cap) {
+        return Err(BodyError::Fetch(FetchError::too_large(cap)));
+    }
+    let mut received: u64 = 0;
+    while let Some(chunk) = body.chunk().await.map_err(BodyError::Fetch)? {
+        received += chunk.len() as u64;
+        if received > cap {
+            return Err(BodyError::Fetch(FetchError::too_large(cap)));
+        }
+        sink.write(chunk).map_err(BodyError::Save)?;
+    }
+    Ok(())
+}
+
+/// Reads and drops the body of an answer that is not saved (a 404, an error status), so that
+/// its connection can serve the next request; one longer than [`MAX_DRAINED`] costs the
+/// connection instead.
+async fn drain<B: Body>(head: &Head, body: &mut B) {
+    if head.content_length.is_some_and(|len| len > MAX_DRAINED) {
+        return;
+    }
+    let mut read: u64 = 0;
+    while let Ok(Some(chunk)) = body.chunk().await {
+        read += chunk.len() as u64;
+        if read > MAX_DRAINED {
+            return;
         }
     }
 }
@@ -307,6 +459,15 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
+    /// A scripted answer: a status, a `Retry-After`, and a body in pieces, the last of which
+    /// may be an error (a connection lost in the body).
+    #[derive(Debug)]
+    struct Response {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: Vec<u8>,
+    }
+
     /// A scripted transport: answers from a queue, records the URLs and sleeps.
     #[derive(Default)]
     struct Script {
@@ -324,15 +485,46 @@ mod tests {
         }
     }
 
+    /// A scripted body, handed over in pieces of at most 4 bytes.
+    struct ScriptBody {
+        rest: Vec<u8>,
+        piece: Vec<u8>,
+    }
+
+    impl Body for ScriptBody {
+        fn chunk(&mut self) -> impl Future<Output = Result<Option<&[u8]>, FetchError>> + Send {
+            let n = self.rest.len().min(4);
+            self.piece = self.rest.drain(..n).collect();
+            std::future::ready(Ok((n > 0).then_some(&self.piece[..])))
+        }
+    }
+
     impl Transport for Script {
-        fn get(&self, url: &str) -> impl Future<Output = Result<Response, FetchError>> + Send {
+        type Body = ScriptBody;
+
+        fn get(
+            &self,
+            url: &str,
+        ) -> impl Future<Output = Result<(Head, ScriptBody), FetchError>> + Send {
             if let Ok(mut urls) = self.urls.lock() {
                 urls.push(url.to_owned());
             }
             let answer = self.answers.lock().ok().and_then(|mut a| a.pop_front());
-            std::future::ready(
-                answer.unwrap_or_else(|| Err(FetchError::permanent("script ended".into()))),
-            )
+            let answer = answer
+                .unwrap_or_else(|| Err(FetchError::permanent("script ended".into())))
+                .map(|response| {
+                    let head = Head {
+                        status: response.status,
+                        retry_after: response.retry_after,
+                        content_length: Some(response.body.len() as u64),
+                    };
+                    let body = ScriptBody {
+                        rest: response.body,
+                        piece: Vec::new(),
+                    };
+                    (head, body)
+                });
+            std::future::ready(answer)
         }
 
         fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send {

@@ -1,53 +1,175 @@
-//! Saving a downloaded flag: atomic writes and safe file names.
+//! Saving a downloaded flag: a staged file that receives the body as it arrives and takes its
+//! name only once whole, and safe file names.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Seek, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
-/// Held (shared) by every save while a named temporary file of it exists; [`exit_between_saves`]
-/// takes it exclusively, so a forced exit never strands a temporary file. (An unnamed file needs
-/// no guard: it vanishes with the process.)
+/// Held (shared) while a named temporary file is created or a staged file is given its name;
+/// [`exit_between_saves`] takes it exclusively, so a forced exit never strands a temporary
+/// file. (An unnamed file needs no guard: it vanishes with the process.)
 static SAVES: RwLock<()> = RwLock::new(());
 
-/// Exits the process with `code` once no save is in progress (a second Ctrl-C).
+/// The named temporary files that exist now (staged files where unnamed ones are not
+/// available): [`exit_between_saves`] removes them.
+static NAMED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Exits the process with `code` once no save is in progress (a second Ctrl-C), removing
+/// the named temporary files of the downloads still receiving their bodies.
 pub fn exit_between_saves(code: i32) -> ! {
     let _no_saves = SAVES.write().unwrap_or_else(PoisonError::into_inner);
+    for path in NAMED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain(..)
+    {
+        let _ = std::fs::remove_file(path);
+    }
     std::process::exit(code)
 }
 
 /// Longest file stem taken from a server-supplied country name, in bytes.
 const MAX_STEM_BYTES: usize = 100;
 
-/// Writes `body` to `dest/name` atomically: a failure (or the process dying) never leaves a
-/// partial or empty `name`, and an existing `name` is replaced in one step.
+/// A flag being received: a file in `--dest` that has no name until [`Staged::commit`], so
+/// a failure, a crash or a kill never leaves a partial or empty flag.
 ///
-/// On Linux the body goes into an unnamed file (`O_TMPFILE`) that is linked into place once
-/// complete: nothing exists under any name until the file is whole, a killed process leaves no
-/// trace, and the directory is locked once per save instead of twice, so concurrent saves queue
-/// less on that lock. Where that is not available (other systems, a file system without
-/// `O_TMPFILE`, no `/proc`), and to replace an existing file, a named temporary file in `dest`
-/// is renamed over `name`; the temporary file is removed when anything fails.
-///
-/// # Errors
-///
-/// Any I/O error creating, writing, linking or renaming the file.
-pub(crate) fn save_atomically(dest: &Path, name: &str, body: &[u8]) -> io::Result<PathBuf> {
-    let path = dest.join(name);
-    #[cfg(target_os = "linux")]
-    if let Some(saved) = unnamed::save(dest, &path, body) {
-        return saved.map(|()| path);
-    }
-    save_named(dest, &path, body)?;
-    Ok(path)
+/// On Linux it is an unnamed file (`O_TMPFILE`), linked into place once complete: nothing
+/// exists under any name until the file is whole, and a killed process leaves no trace.
+/// Where that is not available (other systems, a file system without `O_TMPFILE`), it is a
+/// named temporary file (`.flags-XXXXXX.part`) in `dest`, renamed over the name at the end
+/// and removed when anything fails (or by [`exit_between_saves`]).
+#[derive(Debug)]
+pub(crate) struct Staged {
+    file: File,
+    kind: Kind,
+    dest: PathBuf,
+    len: u64,
 }
 
-/// Saves `body` as `path` through a named temporary file in `dest`, renamed over `path`.
-fn save_named(dest: &Path, path: &Path, body: &[u8]) -> io::Result<()> {
-    let _saving = SAVES.read().unwrap_or_else(PoisonError::into_inner);
-    let mut file = temporary_file().tempfile_in(dest)?;
-    file.write_all(body)?;
-    file.persist(path).map_err(|e| e.error)?;
-    Ok(())
+#[derive(Debug)]
+enum Kind {
+    /// `O_TMPFILE`: no name at all.
+    #[cfg(target_os = "linux")]
+    Unnamed,
+    /// A named temporary file, listed in [`NAMED`] while it exists.
+    Named(tempfile::TempPath),
+    /// Committed or removed.
+    Gone,
+}
+
+impl Staged {
+    /// A new, empty staged file in `dest`.
+    ///
+    /// # Errors
+    ///
+    /// Creating the file.
+    pub(crate) fn new(dest: &Path) -> io::Result<Self> {
+        #[cfg(target_os = "linux")]
+        if let Some(file) = unnamed::open(dest)? {
+            return Ok(Self {
+                file,
+                kind: Kind::Unnamed,
+                dest: dest.to_owned(),
+                len: 0,
+            });
+        }
+        Self::named(dest)
+    }
+
+    /// A new, empty named temporary file in `dest`.
+    fn named(dest: &Path) -> io::Result<Self> {
+        let _saving = SAVES.read().unwrap_or_else(PoisonError::into_inner);
+        let (file, path) = temporary_file().tempfile_in(dest)?.into_parts();
+        NAMED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(path.to_path_buf());
+        Ok(Self {
+            file,
+            kind: Kind::Named(path),
+            dest: dest.to_owned(),
+            len: 0,
+        })
+    }
+
+    /// Appends `chunk` to the file.
+    ///
+    /// # Errors
+    ///
+    /// Writing (a full file system, say).
+    pub(crate) fn write_all(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.file.write_all(chunk)?;
+        self.len += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Empties the file (a body received again, after a retry).
+    ///
+    /// # Errors
+    ///
+    /// Truncating the file.
+    pub(crate) fn clear(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.rewind()?;
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Gives the file the name `dest/name`, replacing a file of that name in one step.
+    ///
+    /// # Errors
+    ///
+    /// Linking or renaming the file; the staged file is gone either way.
+    pub(crate) fn commit(mut self, name: &str) -> io::Result<PathBuf> {
+        let path = self.dest.join(name);
+        match std::mem::replace(&mut self.kind, Kind::Gone) {
+            #[cfg(target_os = "linux")]
+            Kind::Unnamed => match unnamed::commit(&self.file, &self.dest, &path) {
+                Some(done) => done.map(|()| path),
+                // This file system cannot link an unnamed file: copy it to a named one.
+                None => {
+                    let mut named = Self::named(&self.dest)?;
+                    self.file.rewind()?;
+                    io::copy(&mut self.file, &mut named.file)?;
+                    named.commit(name)
+                }
+            },
+            Kind::Named(temp) => {
+                let _saving = SAVES.read().unwrap_or_else(PoisonError::into_inner);
+                let listed = temp.to_path_buf();
+                let persisted = temp.persist(&path);
+                forget_named(&listed);
+                // On failure the temporary file is removed with the error's `TempPath`.
+                persisted.map(|()| path).map_err(|e| e.error)
+            }
+            Kind::Gone => Err(io::Error::other("the staged file is gone")),
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Kind::Named(temp) = std::mem::replace(&mut self.kind, Kind::Gone) {
+            let _saving = SAVES.read().unwrap_or_else(PoisonError::into_inner);
+            forget_named(&temp);
+            drop(temp);
+        }
+    }
+}
+
+/// Takes `path` off [`NAMED`] (it was renamed or is being removed).
+fn forget_named(path: &Path) {
+    NAMED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|listed| listed != path);
 }
 
 /// The builder of the named temporary files: `.flags-XXXXXX.part`, with the permissions of a
@@ -64,12 +186,12 @@ fn temporary_file() -> tempfile::Builder<'static, 'static> {
     builder
 }
 
-/// Saving through an unnamed file: `O_TMPFILE`, then `linkat` by descriptor, or of
-/// `/proc/self/fd/N` (the documented way without `CAP_DAC_READ_SEARCH`).
+/// Unnamed files: `O_TMPFILE`, then `linkat` by descriptor, or of `/proc/self/fd/N` (the
+/// documented way without `CAP_DAC_READ_SEARCH`).
 #[cfg(target_os = "linux")]
 mod unnamed {
     use std::fs::{File, OpenOptions, Permissions};
-    use std::io::{self, Write};
+    use std::io;
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     use std::path::Path;
@@ -94,13 +216,14 @@ mod unnamed {
     /// without ACLs, before the 2022 fix "fs: add missing umask strip in vfs_tmpfile").
     static MODE_BY_HAND: OnceLock<Option<u32>> = OnceLock::new();
 
-    /// Saves `body` as `path` through an unnamed file in `dest`; `None` when this way is not
+    /// A new unnamed file in `dest`, with `open`'s permissions; `None` when this way is not
     /// available here and the caller should use a named temporary file.
-    pub(super) fn save(dest: &Path, path: &Path, body: &[u8]) -> Option<io::Result<()>> {
+    pub(super) fn open(dest: &Path) -> io::Result<Option<File>> {
         if UNAVAILABLE.load(Ordering::Relaxed) {
-            return None;
+            return Ok(None);
         }
-        let mut file = match OpenOptions::new()
+        let file = match OpenOptions::new()
+            .read(true)
             .write(true)
             .mode(0o666)
             .custom_flags(OFlag::O_TMPFILE.bits())
@@ -109,16 +232,20 @@ mod unnamed {
             Ok(file) => file,
             Err(e) if e.raw_os_error().is_some_and(unsupported) => {
                 UNAVAILABLE.store(true, Ordering::Relaxed);
-                return None;
+                return Ok(None);
             }
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Err(e),
         };
-        if let Err(e) = file.write_all(body).and_then(|()| apply_umask(&file)) {
-            return Some(Err(e));
-        }
-        match link(&file, path) {
+        apply_umask(&file)?;
+        Ok(Some(file))
+    }
+
+    /// Gives the unnamed `file` the name `path` in `dest`, replacing a file of that name;
+    /// `None` when this file system cannot link it and the caller should copy it instead.
+    pub(super) fn commit(file: &File, dest: &Path, path: &Path) -> Option<io::Result<()>> {
+        match link(file, path) {
             Ok(()) => Some(Ok(())),
-            Err(Errno::EEXIST) => Some(replace(&file, dest, path)),
+            Err(Errno::EEXIST) => Some(replace(file, dest, path)),
             // A file system without hard links: the named way still works.
             Err(Errno::EPERM | Errno::EOPNOTSUPP) => {
                 UNAVAILABLE.store(true, Ordering::Relaxed);
@@ -293,27 +420,72 @@ mod tests {
             .collect())
     }
 
+    /// Saves `body` as `dest/name` through a staged file.
+    fn save(dest: &Path, name: &str, body: &[u8]) -> io::Result<PathBuf> {
+        let mut staged = Staged::new(dest)?;
+        staged.write_all(body)?;
+        staged.commit(name)
+    }
+
+    /// Saves `body` as `dest/name` through a named temporary file.
+    fn save_named(dest: &Path, name: &str, body: &[u8]) -> io::Result<PathBuf> {
+        let mut staged = Staged::named(dest)?;
+        staged.write_all(body)?;
+        staged.commit(name)
+    }
+
     #[test]
     fn save_is_atomic_and_overwrites() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let path = save_atomically(dir.path(), "BR.gif", b"GIF89a one")?;
+        let path = save(dir.path(), "BR.gif", b"GIF89a one")?;
         assert_eq!(std::fs::read(&path)?, b"GIF89a one");
-        save_atomically(dir.path(), "BR.gif", b"GIF89a two")?;
+        save(dir.path(), "BR.gif", b"GIF89a two")?;
         assert_eq!(std::fs::read(&path)?, b"GIF89a two");
         assert_eq!(names_in(dir.path())?, ["BR.gif"]);
         Ok(())
     }
 
     #[test]
+    fn a_staged_file_has_no_name_until_committed() -> io::Result<()> {
+        for named in [false, true] {
+            let dir = tempfile::tempdir()?;
+            let mut staged = if named {
+                Staged::named(dir.path())?
+            } else {
+                Staged::new(dir.path())?
+            };
+            staged.write_all(b"GIF89a partial")?;
+            staged.clear()?;
+            staged.write_all(b"GIF89a")?;
+            assert_eq!(staged.len(), 6);
+            let listed = names_in(dir.path())?;
+            assert!(
+                listed
+                    .iter()
+                    .all(|name| name.to_string_lossy().ends_with(".part")),
+                "{listed:?}"
+            );
+            drop(staged);
+            assert_eq!(names_in(dir.path())?, Vec::<std::ffi::OsString>::new());
+            let still_listed = NAMED
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|path| path.starts_with(dir.path()));
+            assert!(!still_listed);
+        }
+        Ok(())
+    }
+
+    #[test]
     fn named_fallback_is_atomic_and_overwrites() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join("BR.gif");
-        save_named(dir.path(), &path, b"GIF89a one")?;
-        save_named(dir.path(), &path, b"GIF89a two")?;
+        let path = save_named(dir.path(), "BR.gif", b"GIF89a one")?;
+        save_named(dir.path(), "BR.gif", b"GIF89a two")?;
         assert_eq!(std::fs::read(&path)?, b"GIF89a two");
         std::fs::remove_file(&path)?;
         std::fs::create_dir(&path)?;
-        assert!(save_named(dir.path(), &path, b"GIF89a").is_err());
+        assert!(save_named(dir.path(), "BR.gif", b"GIF89a").is_err());
         assert_eq!(names_in(dir.path())?, ["BR.gif"]);
         Ok(())
     }
@@ -330,12 +502,10 @@ mod tests {
         umask(mask);
         let expected = 0o666 & !mask.bits();
         let dir = tempfile::tempdir()?;
-        let fresh = save_atomically(dir.path(), "BR.gif", b"GIF89a")?;
-        let replaced_path = dir.path().join("DE.gif");
-        std::fs::write(&replaced_path, b"old")?;
-        let replaced = save_atomically(dir.path(), "DE.gif", b"GIF89a")?;
-        let named = dir.path().join("FR.gif");
-        save_named(dir.path(), &named, b"GIF89a")?;
+        let fresh = save(dir.path(), "BR.gif", b"GIF89a")?;
+        std::fs::write(dir.path().join("DE.gif"), b"old")?;
+        let replaced = save(dir.path(), "DE.gif", b"GIF89a")?;
+        let named = save_named(dir.path(), "FR.gif", b"GIF89a")?;
         for path in [fresh, replaced, named] {
             let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
             assert_eq!(mode, expected, "{path:?}: {mode:o}");
@@ -348,7 +518,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         // The target is a directory: the rename fails and the temporary file goes away.
         std::fs::create_dir(dir.path().join("BR.gif"))?;
-        assert!(save_atomically(dir.path(), "BR.gif", b"GIF89a").is_err());
+        assert!(save(dir.path(), "BR.gif", b"GIF89a").is_err());
         assert_eq!(names_in(dir.path())?, ["BR.gif"]);
         Ok(())
     }

@@ -5,6 +5,7 @@
 mod bench;
 mod faults;
 mod interrupt;
+mod memory;
 mod modes;
 mod reports;
 mod serve;
