@@ -1,8 +1,11 @@
 //! The download path every mode shares, and the modes (one file each) that only schedule it.
 //!
 //! [`get_flag`] is written once, as an `async fn` generic over a [`Transport`]: the GET with
-//! retries, the status classification, the body streamed into a staged file as it arrives
-//! (under a size cap), the optional `metadata.json`, the file's naming and the timing record.
+//! redirects and retries, the status classification, the body streamed into a staged file as
+//! it arrives (under a size cap), the optional `metadata.json`, the file's naming and the
+//! timing record. The clients only send a request and sort what goes wrong into a [`Fault`];
+//! every decision and every message is made here, once, so that a fault reads the same in
+//! every mode (issue 17).
 //! The async mode awaits it on tokio with [`AsyncClient`]; the blocking modes drive it with
 //! [`block_on`] over [`BlockingClient`], whose futures are ready at their first poll, so the
 //! same code runs on a plain thread without a runtime.
@@ -41,6 +44,11 @@ const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 const MAX_BODY: u64 = 10 * 1024 * 1024;
 /// Largest `metadata.json` accepted (it holds one short name), read into memory.
 const MAX_METADATA: u64 = 64 * 1024;
+/// Redirects followed before "too many redirects".
+const MAX_REDIRECTS: u32 = 10;
+/// The largest `Content-Length` that is a length: hyper, the async client's parser, takes the
+/// two values above it for markers and refuses them, so the blocking client does too.
+const MAX_CONTENT_LENGTH: u64 = u64::MAX - 2;
 /// The most of an error response's body read (and thrown away) so that its connection can
 /// serve the next request; a longer one costs the connection instead.
 const MAX_DRAINED: u64 = 64 * 1024;
@@ -53,6 +61,58 @@ pub(crate) struct Head {
     pub(crate) retry_after: Option<Duration>,
     /// `Content-Length`, when present.
     pub(crate) content_length: Option<u64>,
+    /// `Content-Encoding`, when present: every request asks for `identity`.
+    pub(crate) content_encoding: Option<String>,
+    /// `Location`, when present (followed for 301, 302, 303, 307 and 308).
+    pub(crate) location: Option<String>,
+}
+
+/// What went wrong with a request, sorted by the client into the classes that read the same
+/// whichever client met them: each becomes one message in [`Fault::into_error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The request took longer than `--timeout`.
+    Timeout,
+    /// No connection (refused, unreachable, no such host, TLS): the system's reason.
+    Connect(String),
+    /// The connection was closed before a whole response head arrived.
+    ClosedBeforeHead,
+    /// The connection was reset before a whole response head arrived.
+    ResetBeforeHead,
+    /// A head that cannot be used: malformed, over the clients' limit, or with a
+    /// `Content-Length` no body can have.
+    InvalidHead,
+    /// The connection ended (closed or reset) before the body did.
+    BodyCut,
+    /// The body's chunked framing is malformed.
+    InvalidBody,
+    /// Anything else, in the client's own words.
+    Other(String),
+}
+
+impl Fault {
+    /// The one-line error of this fault, `received` bytes into a body of `expected` bytes.
+    fn into_error(self, timeout: Duration, received: u64, expected: Option<u64>) -> FetchError {
+        match self {
+            Self::Timeout => FetchError::transient(format!("timed out after {timeout:?}")),
+            Self::Connect(reason) => FetchError::transient(format!("connection failed: {reason}")),
+            Self::ClosedBeforeHead => {
+                FetchError::transient("connection closed before the response".into())
+            }
+            Self::ResetBeforeHead => {
+                FetchError::transient("connection reset before the response".into())
+            }
+            Self::InvalidHead => FetchError::permanent("invalid response head".into()),
+            Self::BodyCut => FetchError::transient(match expected {
+                Some(len) => {
+                    format!("incomplete body: connection ended after {received} of {len} bytes")
+                }
+                None => format!("incomplete body: connection ended after {received} bytes"),
+            }),
+            Self::InvalidBody => FetchError::permanent("invalid chunked body".into()),
+            Self::Other(message) => FetchError::permanent(message),
+        }
+    }
 }
 
 /// A request that failed: why, in one line, and whether trying again may help.
@@ -104,14 +164,17 @@ impl FetchError {
 
 /// An HTTP client as the shared download path sees it. Implementations reuse connections: one
 /// client serves a whole run (or a whole worker), never one request.
+///
+/// Every implementation sends the same request: `GET`, `Host`, `User-Agent: flags/VERSION`,
+/// `Accept: */*` and `Accept-Encoding: identity`; follows no redirect; decodes no content
+/// encoding; and gives up after the `--timeout`, body included.
 pub(crate) trait Transport {
     /// The body of a response, read a piece at a time.
     type Body: Body;
 
-    /// GETs `url`, following a bounded number of redirects, and returns the head of the
+    /// GETs `url` (one request: redirects are the caller's) and returns the head of the
     /// answer; its body is read through the returned [`Body`].
-    fn get(&self, url: &str)
-    -> impl Future<Output = Result<(Head, Self::Body), FetchError>> + Send;
+    fn get(&self, url: &str) -> impl Future<Output = Result<(Head, Self::Body), Fault>> + Send;
 
     /// Sleeps before a retry; `false` when the run was cancelled meanwhile.
     fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send;
@@ -120,7 +183,7 @@ pub(crate) trait Transport {
 /// A response body as it arrives: no more of it is held than one piece.
 pub(crate) trait Body: Send {
     /// The next piece of the body, `None` at its end.
-    fn chunk(&mut self) -> impl Future<Output = Result<Option<&[u8]>, FetchError>> + Send;
+    fn chunk(&mut self) -> impl Future<Output = Result<Option<&[u8]>, Fault>> + Send;
 }
 
 /// Where the body of a 2xx answer goes: a flag's staged file, or memory (`metadata.json`).
@@ -287,10 +350,10 @@ async fn get_with_retries<T: Transport>(
     let mut retry = 0;
     loop {
         *attempts += 1;
-        let error = match client.get(url).await {
+        let error = match get_following(client, target.timeout, url).await {
             Ok((head, mut body)) if (200..300).contains(&head.status) => {
                 sink.clear().map_err(Failed::Save)?;
-                match receive(&head, &mut body, sink, cap).await {
+                match receive(&head, &mut body, sink, cap, target.timeout).await {
                     Ok(()) => return Ok(true),
                     Err(BodyError::Save(e)) => return Err(Failed::Save(e)),
                     Err(BodyError::Fetch(error)) => error,
@@ -315,6 +378,57 @@ async fn get_with_retries<T: Transport>(
     }
 }
 
+/// GETs `url`, following at most [`MAX_REDIRECTS`] redirects (301, 302, 303, 307, 308; to
+/// `http` and `https` URLs only, relative ones resolved against the URL that answered).
+async fn get_following<T: Transport>(
+    client: &T,
+    timeout: Duration,
+    url: &str,
+) -> Result<(Head, T::Body), FetchError> {
+    let mut url = url.to_owned();
+    let mut redirects = 0;
+    loop {
+        let (head, mut body) = client
+            .get(&url)
+            .await
+            .map_err(|fault| fault.into_error(timeout, 0, None))?;
+        if head
+            .content_length
+            .is_some_and(|len| len > MAX_CONTENT_LENGTH)
+        {
+            return Err(Fault::InvalidHead.into_error(timeout, 0, None));
+        }
+        if !matches!(head.status, 301 | 302 | 303 | 307 | 308) {
+            return Ok((head, body));
+        }
+        if redirects == MAX_REDIRECTS {
+            return Err(FetchError::permanent(format!(
+                "too many redirects (more than {MAX_REDIRECTS})"
+            )));
+        }
+        redirects += 1;
+        drain(&head, &mut body).await;
+        let location = head
+            .location
+            .ok_or_else(|| FetchError::permanent("redirect without a Location header".into()))?;
+        url = redirect_target(&url, &location)?;
+    }
+}
+
+/// Where a redirect from `url` to `location` leads: an `http` or `https` URL.
+fn redirect_target(url: &str, location: &str) -> Result<String, FetchError> {
+    let invalid = || FetchError::permanent(format!("invalid redirect location: {location}"));
+    let next = reqwest::Url::parse(url)
+        .and_then(|base| base.join(location))
+        .map_err(|_| invalid())?;
+    match next.scheme() {
+        "http" | "https" => Ok(next.into()),
+        scheme => Err(FetchError::permanent(format!(
+            "unsupported redirect scheme: {scheme}"
+        ))),
+    }
+}
+
 /// Why a body could not be received.
 enum BodyError {
     /// The body did not arrive whole, or is over the cap.
@@ -324,25 +438,41 @@ enum BodyError {
 }
 
 /// Streams the body of a 2xx answer into `sink`, a piece at a time, failing as soon as it is
-/// known to be over `cap` bytes (by its `Content-Length`, or as it arrives).
+/// known to be over `cap` bytes (by its `Content-Length`, or as it arrives). A body in a
+/// content encoding is refused: every request asks for `identity`, and nothing is decoded.
 async fn receive<B: Body>(
     head: &Head,
     body: &mut B,
     sink: &mut dyn Sink,
     cap: u64,
+    timeout: Duration,
 ) -> Result<(), BodyError> {
+    if let Some(encoding) = &head.content_encoding
+        && !encoding.trim().eq_ignore_ascii_case("identity")
+    {
+        return Err(BodyError::Fetch(FetchError::permanent(format!(
+            "unsupported content encoding: {encoding}"
+        ))));
+    }
     if head.content_length.is_some_and(|len| len > cap) {
         return Err(BodyError::Fetch(FetchError::too_large(cap)));
     }
     let mut received: u64 = 0;
-    while let Some(chunk) = body.chunk().await.map_err(BodyError::Fetch)? {
+    loop {
+        let chunk = match body.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Ok(()),
+            Err(fault) => {
+                let error = fault.into_error(timeout, received, head.content_length);
+                return Err(BodyError::Fetch(error));
+            }
+        };
         received += chunk.len() as u64;
         if received > cap {
             return Err(BodyError::Fetch(FetchError::too_large(cap)));
         }
         sink.write(chunk).map_err(BodyError::Save)?;
     }
-    Ok(())
 }
 
 /// Reads and drops the body of an answer that is not saved (a 404, an error status), so that
@@ -465,19 +595,20 @@ mod tests {
     struct Response {
         status: u16,
         retry_after: Option<Duration>,
+        location: Option<String>,
         body: Vec<u8>,
     }
 
     /// A scripted transport: answers from a queue, records the URLs and sleeps.
     #[derive(Default)]
     struct Script {
-        answers: Mutex<VecDeque<Result<Response, FetchError>>>,
+        answers: Mutex<VecDeque<Result<Response, Fault>>>,
         urls: Mutex<Vec<String>>,
         sleeps: Mutex<Vec<Duration>>,
     }
 
     impl Script {
-        fn new(answers: Vec<Result<Response, FetchError>>) -> Self {
+        fn new(answers: Vec<Result<Response, Fault>>) -> Self {
             Self {
                 answers: Mutex::new(answers.into()),
                 ..Self::default()
@@ -492,7 +623,7 @@ mod tests {
     }
 
     impl Body for ScriptBody {
-        fn chunk(&mut self) -> impl Future<Output = Result<Option<&[u8]>, FetchError>> + Send {
+        fn chunk(&mut self) -> impl Future<Output = Result<Option<&[u8]>, Fault>> + Send {
             let n = self.rest.len().min(4);
             self.piece = self.rest.drain(..n).collect();
             std::future::ready(Ok((n > 0).then_some(&self.piece[..])))
@@ -502,21 +633,20 @@ mod tests {
     impl Transport for Script {
         type Body = ScriptBody;
 
-        fn get(
-            &self,
-            url: &str,
-        ) -> impl Future<Output = Result<(Head, ScriptBody), FetchError>> + Send {
+        fn get(&self, url: &str) -> impl Future<Output = Result<(Head, ScriptBody), Fault>> + Send {
             if let Ok(mut urls) = self.urls.lock() {
                 urls.push(url.to_owned());
             }
             let answer = self.answers.lock().ok().and_then(|mut a| a.pop_front());
             let answer = answer
-                .unwrap_or_else(|| Err(FetchError::permanent("script ended".into())))
+                .unwrap_or_else(|| Err(Fault::Other("script ended".into())))
                 .map(|response| {
                     let head = Head {
                         status: response.status,
                         retry_after: response.retry_after,
                         content_length: Some(response.body.len() as u64),
+                        content_encoding: None,
+                        location: response.location,
                     };
                     let body = ScriptBody {
                         rest: response.body,
@@ -535,10 +665,11 @@ mod tests {
         }
     }
 
-    fn ok(status: u16, body: &[u8]) -> Result<Response, FetchError> {
+    fn ok(status: u16, body: &[u8]) -> Result<Response, Fault> {
         Ok(Response {
             status,
             retry_after: None,
+            location: None,
             body: body.to_vec(),
         })
     }
@@ -616,13 +747,10 @@ mod tests {
         let busy = Ok(Response {
             status: 503,
             retry_after: Some(Duration::from_secs(2)),
+            location: None,
             body: vec![],
         });
-        let script = Script::new(vec![
-            busy,
-            Err(FetchError::transient("reset".into())),
-            ok(200, b"GIF"),
-        ]);
+        let script = Script::new(vec![busy, Err(Fault::ResetBeforeHead), ok(200, b"GIF")]);
         let record = block_on(get_flag(
             &script,
             &target(dir.path(), 2, NameBy::Code),
@@ -704,6 +832,70 @@ mod tests {
         ));
         assert!(
             matches!(&record.outcome, Outcome::Error { message } if message.starts_with("bad metadata.json"))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn redirects_resolve_against_the_url_and_keep_to_http() {
+        let from = "http://h:8000/flags/br/br.gif";
+        let target = |location: &str| redirect_target(from, location).map_err(|e| e.message);
+        assert_eq!(target("/x/br.gif"), Ok("http://h:8000/x/br.gif".into()));
+        assert_eq!(
+            target("br2.gif"),
+            Ok("http://h:8000/flags/br/br2.gif".into())
+        );
+        assert_eq!(target("https://o/y"), Ok("https://o/y".into()));
+        assert_eq!(
+            target("file:///etc/passwd"),
+            Err("unsupported redirect scheme: file".into())
+        );
+        assert_eq!(
+            target("http://[::1"),
+            Err("invalid redirect location: http://[::1".into())
+        );
+    }
+
+    #[test]
+    fn a_redirect_chain_is_followed_and_bounded() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let hop = |location: &str| {
+            Ok(Response {
+                status: 302,
+                retry_after: None,
+                location: Some(location.into()),
+                body: b"moved".to_vec(),
+            })
+        };
+        let script = Script::new(vec![hop("/a.gif"), hop("b.gif"), ok(200, b"GIF89a")]);
+        let record = block_on(get_flag(
+            &script,
+            &target(dir.path(), 0, NameBy::Code),
+            "BR",
+            0,
+        ));
+        assert_eq!(record.outcome, Outcome::Ok);
+        assert_eq!(
+            *script.urls.lock().unwrap_or_else(|e| e.into_inner()),
+            [
+                "http://h/flags/br/br.gif",
+                "http://h/a.gif",
+                "http://h/b.gif"
+            ]
+        );
+
+        let script = Script::new((0..=MAX_REDIRECTS).map(|_| hop("/again")).collect());
+        let record = block_on(get_flag(
+            &script,
+            &target(dir.path(), 0, NameBy::Code),
+            "BR",
+            0,
+        ));
+        assert_eq!(
+            record.outcome,
+            Outcome::Error {
+                message: "too many redirects (more than 10)".into()
+            }
         );
         Ok(())
     }

@@ -133,6 +133,9 @@ pub(crate) enum Reply {
     Reset,
     /// A 200 whose body is shared rather than copied per request (a large body).
     Shared(Arc<[u8]>),
+    /// These bytes exactly (a head and what follows, however malformed), then an orderly
+    /// close.
+    Raw(Vec<u8>),
     /// Hold the request until the server's gate opens (or it is dropped), then answer.
     Stall(Box<Reply>),
 }
@@ -248,6 +251,15 @@ impl FaultServer {
         self.shared.opened.notify_all();
     }
 
+    /// The heads of the requests that arrived so far, in order.
+    pub(crate) fn heads(&self) -> Vec<String> {
+        self.shared
+            .heads
+            .lock()
+            .map(|heads| heads.clone())
+            .unwrap_or_default()
+    }
+
     /// How many requests arrived for `path`.
     pub(crate) fn seen(&self, path: &str) -> usize {
         self.shared
@@ -342,6 +354,10 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 out.write_all(head.as_bytes())
                     .and_then(|()| out.write_all(&body))
                     .is_ok()
+            }
+            Reply::Raw(bytes) => {
+                let _ = out.write_all(&bytes);
+                false
             }
             Reply::Stall(_) => false,
         };
