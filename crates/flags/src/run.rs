@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::download::{self, Cancel, Target};
 use crate::error::Error;
-use crate::plan::{Plan, Server};
+use crate::plan::{NameBy, Plan, Server};
 use crate::progress::Progress;
 use crate::report::{self, JsonReport, Record, Summary, Tally};
 use crate::trace;
@@ -28,8 +28,9 @@ use crate::trace;
 /// # Errors
 ///
 /// [`Error`] when the run cannot be carried out: the built-in server, an HTTP client, a pool
-/// or a runtime cannot start, or the trace cannot be written (it is created before the first
-/// download, so a trace that cannot be created stops the run before it starts).
+/// or a runtime cannot start, nothing can be created in `plan.dest`, or the trace cannot be
+/// written (it is created before the first download, so a trace that cannot be created stops
+/// the run before it starts).
 pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
     // Keeps the built-in server running until the run ends.
     let (label, base_url, _builtin) = match &plan.server {
@@ -56,6 +57,15 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
         let progress = progress.clone();
         move || progress.note("*** Interrupted: starting no more downloads")
     });
+    let run_start = match plan.name_by {
+        NameBy::Country => Some(
+            download::run_start(&plan.dest).map_err(|source| Error::Dest {
+                path: plan.dest.clone(),
+                source,
+            })?,
+        ),
+        NameBy::Code => None,
+    };
     let target = Target {
         base_url: base_url.clone(),
         dest: plan.dest.clone(),
@@ -63,6 +73,7 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
         retries: plan.retries,
         timeout: plan.timeout,
         cancel: Arc::clone(cancel),
+        run_start,
     };
     let mut tally = Tally::default();
     let start = Instant::now();

@@ -24,12 +24,13 @@ use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub use self::cancel::Cancel;
 use self::http::{AsyncClient, BlockingClient};
 use self::save::Staged;
 pub use self::save::exit_between_saves;
+pub(crate) use self::save::run_start;
 use crate::error::Error;
 use crate::plan::{Mode, NameBy, Plan};
 use crate::report::{Outcome, Record};
@@ -245,6 +246,9 @@ pub(crate) struct Target {
     pub(crate) retries: u32,
     pub(crate) timeout: Duration,
     pub(crate) cancel: Arc<Cancel>,
+    /// With `--name-by country`: when the run started, as `dest`'s file system dates it
+    /// ([`run_start`]); a file that changed since is never replaced.
+    pub(crate) run_start: Option<SystemTime>,
 }
 
 /// Downloads and saves the flag of `code`; never fails, the outcome is in the record.
@@ -299,15 +303,24 @@ async fn fetch_and_save<T: Transport>(
             message: format!("empty response body: {url}"),
         };
     };
-    let name = match target.name_by {
-        NameBy::Code => saving,
-        NameBy::Country => match country_name(client, target, &lower, attempts).await {
-            Ok(country) => save::country_file_name(&country, code),
-            Err(message) => return Outcome::Error { message },
-        },
+    let (name, saved) = match target.name_by {
+        NameBy::Code => {
+            let saved = staged.commit(&saving).map(drop);
+            (saving, saved)
+        }
+        NameBy::Country => {
+            let name = match country_name(client, target, &lower, attempts).await {
+                Ok(country) => save::country_file_name(&country, code),
+                Err(message) => return Outcome::Error { message },
+            };
+            // Two codes may want one name: the second gets `{stem}_{code}.gif`.
+            let run_start = target.run_start.unwrap_or(SystemTime::UNIX_EPOCH);
+            let saved = staged.commit_unique(&name, code, run_start).map(drop);
+            (name, saved)
+        }
     };
-    match staged.commit(&name) {
-        Ok(_) => Outcome::Ok,
+    match saved {
+        Ok(()) => Outcome::Ok,
         Err(e) => Outcome::Error {
             message: format!("cannot save {name}: {e}"),
         },
@@ -682,6 +695,7 @@ mod tests {
             retries,
             timeout: Duration::from_secs(1),
             cancel: Cancel::new(),
+            run_start: Some(SystemTime::now()),
         }
     }
 

@@ -38,6 +38,7 @@ struct Settings {
     name_by: NameBy,
     retries: u32,
     timeout: Duration,
+    run_start: Option<SystemTime>,
 }
 
 /// A worker process's state: its client and the run's target.
@@ -76,6 +77,7 @@ fn init(settings: Settings) -> Result<(), Infallible> {
         retries: settings.retries,
         timeout: settings.timeout,
         cancel,
+        run_start: settings.run_start,
     };
     // Runs once per worker process; a second call would find the same run's settings.
     let _ = WORKER.set(Worker { client, target });
@@ -150,6 +152,7 @@ pub(super) fn run(
         name_by: target.name_by,
         retries: target.retries,
         timeout: target.timeout,
+        run_start: target.run_start,
     };
     let pool = ProcessPoolExecutor::builder()
         .max_workers(workers)

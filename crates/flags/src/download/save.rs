@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::SystemTime;
 
 /// Held (shared) while a named temporary file is created or a staged file is given its name;
 /// [`exit_between_saves`] takes it exclusively, so a forced exit never strands a temporary
@@ -150,6 +151,102 @@ impl Staged {
                 persisted.map(|()| path).map_err(|e| e.error)
             }
             Kind::Gone => Err(io::Error::other("the staged file is gone")),
+        }
+    }
+}
+
+impl Staged {
+    /// Gives the file the name `name`, unless a file written in this run has it: then the name
+    /// with the code, `{stem}_{code}.gif`. A file of either name that predates the run (its
+    /// status changed before `run_start`, see [`run_start`]) is replaced; one written since
+    /// never is, whichever thread or worker process wrote it. Returns the name used.
+    ///
+    /// The choice and the naming are one step under [`NameLock`], so two saves of the run
+    /// (threads, tasks or worker processes) cannot both take a name.
+    ///
+    /// # Errors
+    ///
+    /// Both names taken in this run, or linking or renaming the file.
+    pub(crate) fn commit_unique(
+        self,
+        name: &str,
+        code: &str,
+        run_start: SystemTime,
+    ) -> io::Result<String> {
+        let with_code = match name.strip_suffix(".gif") {
+            Some(stem) => format!("{stem}_{code}.gif"),
+            None => format!("{name}_{code}"),
+        };
+        let _lock = NameLock::acquire(&self.dest);
+        for candidate in [name, &with_code] {
+            let taken = match std::fs::symlink_metadata(self.dest.join(candidate)) {
+                Ok(meta) => !(meta.is_file() && changed(&meta) < run_start),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if !taken {
+                self.commit(candidate)?;
+                return Ok(candidate.to_owned());
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{name} and {with_code} were already saved in this run"),
+        ))
+    }
+}
+
+/// When `meta`'s file last changed status (linked, renamed, written): its ctime where there is
+/// one, else its modification time.
+fn changed(meta: &std::fs::Metadata) -> SystemTime {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (secs, nanos) = (meta.ctime(), meta.ctime_nsec());
+        if let (Ok(secs), Ok(nanos)) = (u64::try_from(secs), u32::try_from(nanos)) {
+            return SystemTime::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+        }
+    }
+    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// The start of a run as `dest`'s file system dates it: the change time of a file created
+/// there now. A file saved during the run changes status at or after it (it is created, then
+/// linked or renamed, later), so it is never taken for a file from before the run; a file
+/// that changed in the same clock tick as this probe (file systems date at a jiffy or worse)
+/// is taken for one of the run's, which costs it a suffixed name, never its content.
+///
+/// # Errors
+///
+/// Creating the probe in `dest`.
+pub(crate) fn run_start(dest: &Path) -> io::Result<SystemTime> {
+    let probe = tempfile::tempfile_in(dest)?;
+    Ok(changed(&probe.metadata()?))
+}
+
+/// The lock around choosing a name and linking a file under it (`--name-by country`): a mutex
+/// for the threads and tasks of this process, and `flock` on `--dest` for worker processes.
+/// Where the file system has no `flock` (NFS without lock support, say), only the mutex holds,
+/// and two worker processes could still meet on one name.
+struct NameLock {
+    // Dropped in this order: the other processes' turn, then this one's threads'.
+    #[cfg(unix)]
+    _dir: Option<nix::fcntl::Flock<File>>,
+    _process: std::sync::MutexGuard<'static, ()>,
+}
+
+impl NameLock {
+    fn acquire(dest: &Path) -> Self {
+        static IN_PROCESS: Mutex<()> = Mutex::new(());
+        let process = IN_PROCESS.lock().unwrap_or_else(PoisonError::into_inner);
+        #[cfg(unix)]
+        let dir = File::open(dest)
+            .ok()
+            .and_then(|dir| nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive).ok());
+        Self {
+            #[cfg(unix)]
+            _dir: dir,
+            _process: process,
         }
     }
 }
@@ -330,15 +427,18 @@ mod unnamed {
 /// The file name for a flag named after its country (`--name-by country`): `{Country_Name}.gif`.
 ///
 /// The name comes from the server, so it is made safe: spaces become underscores; path
-/// separators, control characters and characters that are invalid in Windows file names become
-/// `_`; dots are never doubled and never lead or trail; the stem is at most 100 bytes. A name with
-/// nothing left falls back to the country code.
+/// separators, control characters, characters that are invalid in Windows file names, and
+/// characters that change how a name reads without being seen (bidirectional controls such as
+/// U+202E, zero-width and other format characters) become `_`; dots are never doubled and never
+/// lead or trail; the stem is at most 100 bytes; a Windows device name (`CON`, `NUL`, `COM1`, …,
+/// also with an extension, as Windows reads `nul.txt`) gets a leading `_`. A name with nothing
+/// left falls back to the country code.
 pub(crate) fn country_file_name(country: &str, code: &str) -> String {
     let mut stem = String::with_capacity(country.len().min(MAX_STEM_BYTES));
     for c in country.trim().chars() {
         let c = match c {
             ' ' => '_',
-            c if c.is_control() || c.is_whitespace() => '_',
+            c if c.is_control() || c.is_whitespace() || is_invisible(c) => '_',
             '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
             c => c,
         };
@@ -351,11 +451,60 @@ pub(crate) fn country_file_name(country: &str, code: &str) -> String {
         stem.push(c);
     }
     let stem = stem.trim_end_matches('.');
-    let name = format!("{stem}.gif");
+    let name = if is_device_name(stem) {
+        format!("_{stem}.gif")
+    } else {
+        format!("{stem}.gif")
+    };
     if stem.is_empty() || !is_plain_file_name(&name) {
         return format!("{code}.gif");
     }
     name
+}
+
+/// Characters that change how a name is shown without being seen themselves: the
+/// bidirectional controls (after U+202E the rest of a name is shown reversed), zero-width and
+/// other default-ignorable format characters, and the invisible fillers.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
+
+/// Whether Windows takes a file whose name starts with `stem` for a device: `CON`, `PRN`,
+/// `AUX`, `NUL`, `COM0`-`COM9`, `LPT0`-`LPT9` (also with a superscript digit), `CONIN$`,
+/// `CONOUT$`, in any case, before the first dot, trailing spaces ignored.
+fn is_device_name(stem: &str) -> bool {
+    let base = stem.split('.').next().unwrap_or_default();
+    let base = base.trim_end_matches([' ', '_']).to_ascii_uppercase();
+    match base.as_str() {
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$" => true,
+        _ => ["COM", "LPT"].iter().any(|port| {
+            base.strip_prefix(port).is_some_and(|digit| {
+                matches!(
+                    digit,
+                    "0" | "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9"
+                ) || matches!(digit, "\u{00B9}" | "\u{00B2}" | "\u{00B3}")
+            })
+        }),
+    }
 }
 
 /// Whether `name` is exactly one normal path component (no root, no `.` or `..`, no separator).
@@ -403,6 +552,73 @@ mod tests {
             assert!(is_plain_file_name(&name), "{name:?}");
             assert!(!name.contains(".."), "{name:?}");
         }
+    }
+
+    #[test]
+    fn invisible_characters_and_device_names() {
+        for (hostile, expected) in [
+            ("Evil\u{202E}fig.exe", "Evil_fig.exe.gif"),
+            ("a\u{200B}b\u{2066}c\u{FEFF}", "a_b_c_.gif"),
+            ("\u{E0041}tag", "_tag.gif"),
+            ("CON", "_CON.gif"),
+            ("con", "_con.gif"),
+            ("nul.txt", "_nul.txt.gif"),
+            ("Com9", "_Com9.gif"),
+            ("LPT\u{00B3}", "_LPT\u{00B3}.gif"),
+            ("CONOUT$", "_CONOUT$.gif"),
+            ("Console", "Console.gif"),
+            ("COM10", "COM10.gif"),
+            ("Auxiliary", "Auxiliary.gif"),
+        ] {
+            assert_eq!(country_file_name(hostile, "XX"), expected, "{hostile:?}");
+        }
+    }
+
+    #[test]
+    fn a_name_of_this_run_is_never_replaced() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let stage = |body: &[u8]| -> io::Result<Staged> {
+            let mut staged = Staged::new(dir.path())?;
+            staged.write_all(body)?;
+            Ok(staged)
+        };
+        std::fs::write(dir.path().join("Same.gif"), b"old")?;
+        let old = changed(&std::fs::metadata(dir.path().join("Same.gif"))?);
+        // A run that started after the old file replaces it.
+        let later = old + std::time::Duration::from_nanos(1);
+        assert_eq!(
+            stage(b"GIF89a BR")?.commit_unique("Same.gif", "BR", later)?,
+            "Same.gif"
+        );
+        // The file just saved changed after any start of the run: never replaced.
+        let epoch = SystemTime::UNIX_EPOCH;
+        assert_eq!(
+            stage(b"GIF89a FR")?.commit_unique("Same.gif", "FR", epoch)?,
+            "Same_FR.gif"
+        );
+        let both = stage(b"GIF89a FR")?.commit_unique("Same.gif", "FR", epoch);
+        assert_eq!(
+            both.map_err(|e| e.kind()),
+            Err(io::ErrorKind::AlreadyExists)
+        );
+        assert_eq!(std::fs::read(dir.path().join("Same.gif"))?, b"GIF89a BR");
+        assert_eq!(std::fs::read(dir.path().join("Same_FR.gif"))?, b"GIF89a FR");
+        // A run that started no later than a file is never sure it predates it: not replaced.
+        std::fs::write(dir.path().join("Other.gif"), b"old")?;
+        let now = changed(&std::fs::metadata(dir.path().join("Other.gif"))?);
+        assert_eq!(
+            stage(b"GIF89a DE")?.commit_unique("Other.gif", "DE", now)?,
+            "Other_DE.gif"
+        );
+        assert_eq!(std::fs::read(dir.path().join("Other.gif"))?, b"old");
+        assert!(run_start(dir.path())? >= now);
+        let mut names = names_in(dir.path())?;
+        names.sort();
+        assert_eq!(
+            names,
+            ["Other.gif", "Other_DE.gif", "Same.gif", "Same_FR.gif"]
+        );
+        Ok(())
     }
 
     #[test]

@@ -564,3 +564,114 @@ fn issue_17_one_message_per_fault_in_every_mode() -> TestResult {
     }
     Ok(())
 }
+
+/// A server whose `{cc}/metadata.json` names each code's country as `names` says, and whose
+/// flag for each code is `GIF89a` followed by the code (so each file tells whose it is).
+fn named_server(names: &'static [(&'static str, &'static str)]) -> std::io::Result<FaultServer> {
+    FaultServer::start(move |path, _| {
+        for (cc, country) in names {
+            let lower = cc.to_ascii_lowercase();
+            if path == format!("/flags/{lower}/metadata.json") {
+                let json = serde_json::json!({ "country": country }).to_string();
+                return Reply::ok(json.as_bytes());
+            }
+            if path == gif_path(cc) {
+                return Reply::ok(format!("GIF89a{cc}").as_bytes());
+            }
+        }
+        Reply::status(404)
+    })
+}
+
+/// Issue 17, point 2: codes whose countries share a name (or whose name is another code's
+/// fallback `CC.gif`) overwrote each other: 6 flags reported downloaded, 3 files. A file
+/// written in the run is never replaced: the next code to want its name gets `{name}_{CC}.gif`
+/// (which code comes first is the schedule's), and the report matches the files.
+#[test]
+fn issue_17_a_name_taken_in_the_run_is_never_overwritten() -> TestResult {
+    const NAMES: &[(&str, &str)] = &[
+        ("AD", "Same"),
+        ("BR", "Same"),
+        ("FR", "Same"),
+        ("CN", "DE"),
+        ("DE", ".."),
+        ("IT", "Italy"),
+    ];
+    let server = named_server(NAMES)?;
+    for mode in MODES {
+        let scratch = Scratch::new()?;
+        let output = flags(scratch.path())
+            .args(NAMES.iter().map(|(cc, _)| *cc))
+            .args(["--name-by", "country", "--dest", "dest", "--mode", mode])
+            .args(["-s", &server.url()])
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        assert_eq!(counts(&output.stdout), (6, 0, 0), "{mode}");
+        scratch.assert_clean(6);
+        let saved = scratch.saved();
+        for plain in ["Same.gif", "DE.gif", "Italy.gif"] {
+            assert!(saved.contains(&plain.to_owned()), "{mode}: {saved:?}");
+        }
+        // Every code's flag is in exactly one file, and a suffixed name is its code's.
+        let mut owners = Vec::new();
+        for name in &saved {
+            let body = std::fs::read(scratch.dest().join(name))?;
+            let owner = String::from_utf8_lossy(&body[6..]).into_owned();
+            if let Some(stem) = name.strip_suffix(".gif")
+                && let Some((_, code)) = stem.rsplit_once('_')
+            {
+                assert_eq!(code, owner, "{mode}: {name}");
+            }
+            owners.push(owner);
+        }
+        owners.sort();
+        assert_eq!(
+            owners,
+            ["AD", "BR", "CN", "DE", "FR", "IT"],
+            "{mode}: {saved:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Issue 17, point 2: names from the server lose their bidirectional overrides and
+/// zero-width characters (which make a name read as another), and a Windows device name
+/// (`CON`, `NUL`, `COM1`, …) is not left as a stem.
+#[test]
+fn issue_17_invisible_characters_and_device_names_are_neutralised() -> TestResult {
+    const NAMES: &[(&str, &str)] = &[
+        ("AD", "Evil\u{202E}fig.exe"),
+        ("BR", "Zero\u{200B}Width\u{FEFF}"),
+        ("CN", "CON"),
+        ("DE", "nul.txt"),
+        ("FR", "Lpt1"),
+        ("IT", "com\u{00B9}"),
+    ];
+    let server = named_server(NAMES)?;
+    for mode in MODES {
+        let scratch = Scratch::new()?;
+        flags(scratch.path())
+            .args(NAMES.iter().map(|(cc, _)| *cc))
+            .args(["--name-by", "country", "--dest", "dest", "--mode", mode])
+            .args(["-s", &server.url()])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("  6 flags downloaded.\n"));
+        assert_eq!(
+            scratch.saved(),
+            [
+                "Evil_fig.exe.gif",
+                "Zero_Width_.gif",
+                "_CON.gif",
+                "_Lpt1.gif",
+                "_com\u{00B9}.gif",
+                "_nul.txt.gif"
+            ],
+            "{mode}"
+        );
+        scratch.assert_clean(6);
+    }
+    Ok(())
+}
