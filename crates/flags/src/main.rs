@@ -22,13 +22,13 @@ macro_rules! diag {
 mod bench;
 mod cli;
 mod serve;
+mod signals;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use flags_engine::{Cancel, EXIT_INTERRUPTED, Plan, Stop, exit_between_saves};
+use flags_engine::{Cancel, Plan};
 
 use crate::cli::{BenchArgs, Cli, Command, OutputError, UsageError};
 
@@ -81,18 +81,6 @@ fn download(plan: &Plan) -> anyhow::Result<ExitCode> {
         Err(OutputError::Full(error)) => return Err(error),
     }
     let cancel = Cancel::new();
-    ctrlc::set_handler({
-        let cancel = Arc::clone(&cancel);
-        move || {
-            if cancel.is_cancelled() {
-                // A second Ctrl-C does not wait for the requests in flight; it only waits for
-                // a save in progress (a short write), so no temporary file is left behind.
-                diag!("*** Interrupted again: exiting now");
-                exit_between_saves(EXIT_INTERRUPTED.into());
-            }
-            cancel.cancel(Stop::Interrupt);
-        }
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    signals::install(&cancel).context("cannot take over Ctrl-C and SIGTERM")?;
     Ok(flags_engine::run(plan, &cancel)?.exit_code())
 }

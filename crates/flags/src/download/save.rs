@@ -9,8 +9,31 @@ use std::time::SystemTime;
 
 /// Held (shared) while a named temporary file is created or a staged file is given its name;
 /// [`exit_between_saves`] takes it exclusively, so a forced exit never strands a temporary
-/// file. (An unnamed file needs no guard: it vanishes with the process.)
+/// file, and no file gets its name once the exit has begun. (An unnamed file that is still
+/// receiving its body needs no guard: it vanishes with the process.)
 static SAVES: RwLock<()> = RwLock::new(());
+
+/// In a worker process of `--mode processes`: the pid of the `flags` process it works for.
+/// Once that process is gone, no file gets its name ([`save_only_for`]).
+static PARENT: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// From now on, this process gives no staged file its name once its parent is no longer
+/// `parent` (it died: this process was handed to another): a worker must not save flags for a
+/// run that is over. The check and the naming happen under [`SAVES`], so a worker that exits
+/// on its parent's death ([`exit_between_saves`]) names nothing after noticing it.
+pub(crate) fn save_only_for(parent: u32) {
+    let _ = PARENT.set(parent);
+}
+
+/// Whether this process is a worker whose `flags` process is gone.
+fn orphaned() -> bool {
+    #[cfg(unix)]
+    return PARENT
+        .get()
+        .is_some_and(|&parent| std::os::unix::process::parent_id() != parent);
+    #[cfg(not(unix))]
+    false
+}
 
 /// The named temporary files that exist now (staged files where unnamed ones are not
 /// available): [`exit_between_saves`] removes them.
@@ -82,6 +105,11 @@ impl Staged {
     /// A new, empty named temporary file in `dest`.
     fn named(dest: &Path) -> io::Result<Self> {
         let _saving = SAVES.read().unwrap_or_else(PoisonError::into_inner);
+        Self::named_locked(dest)
+    }
+
+    /// [`Staged::named`], with [`SAVES`] held by the caller.
+    fn named_locked(dest: &Path) -> io::Result<Self> {
         let (file, path) = temporary_file().tempfile_in(dest)?.into_parts();
         NAMED
             .lock()
@@ -127,8 +155,20 @@ impl Staged {
     ///
     /// # Errors
     ///
-    /// Linking or renaming the file; the staged file is gone either way.
-    pub(crate) fn commit(mut self, name: &str) -> io::Result<PathBuf> {
+    /// Linking or renaming the file, or a worker's `flags` process gone; the staged file is
+    /// gone either way.
+    pub(crate) fn commit(self, name: &str) -> io::Result<PathBuf> {
+        let _saving = SAVES.read().unwrap_or_else(PoisonError::into_inner);
+        if orphaned() {
+            return Err(io::Error::other(
+                "the flags process this worker served is gone",
+            ));
+        }
+        self.commit_locked(name)
+    }
+
+    /// [`Staged::commit`], with [`SAVES`] held by the caller.
+    fn commit_locked(mut self, name: &str) -> io::Result<PathBuf> {
         let path = self.dest.join(name);
         match std::mem::replace(&mut self.kind, Kind::Gone) {
             #[cfg(target_os = "linux")]
@@ -136,14 +176,13 @@ impl Staged {
                 Some(done) => done.map(|()| path),
                 // This file system cannot link an unnamed file: copy it to a named one.
                 None => {
-                    let mut named = Self::named(&self.dest)?;
+                    let mut named = Self::named_locked(&self.dest)?;
                     self.file.rewind()?;
                     io::copy(&mut self.file, &mut named.file)?;
-                    named.commit(name)
+                    named.commit_locked(name)
                 }
             },
             Kind::Named(temp) => {
-                let _saving = SAVES.read().unwrap_or_else(PoisonError::into_inner);
                 let listed = temp.to_path_buf();
                 let persisted = temp.persist(&path);
                 forget_named(&listed);
@@ -254,9 +293,11 @@ impl NameLock {
 impl Drop for Staged {
     fn drop(&mut self) {
         if let Kind::Named(temp) = std::mem::replace(&mut self.kind, Kind::Gone) {
-            let _saving = SAVES.read().unwrap_or_else(PoisonError::into_inner);
-            forget_named(&temp);
+            // Removed, then taken off the list: an exit in between removes it once more,
+            // which does no harm, so no lock is needed (the caller may hold `SAVES`).
+            let path = temp.to_path_buf();
             drop(temp);
+            forget_named(&path);
         }
     }
 }
@@ -292,13 +333,13 @@ mod unnamed {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     use std::path::Path;
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{OnceLock, PoisonError};
 
     use nix::errno::Errno;
     use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 
-    use super::{SAVES, temporary_file};
+    use super::temporary_file;
 
     /// Set once unnamed files turned out to be unavailable here (the file system has none, or
     /// neither way of linking one works): every later save goes the named way at once.
@@ -414,9 +455,9 @@ mod unnamed {
         linked
     }
 
-    /// `path` exists: link the file under a temporary name, then rename that over `path`.
+    /// `path` exists: link the file under a temporary name, then rename that over `path`
+    /// (the caller holds `SAVES`, so no exit strands the temporary name).
     fn replace(file: &File, dest: &Path, path: &Path) -> io::Result<()> {
-        let _saving = SAVES.read().unwrap_or_else(PoisonError::into_inner);
         let named =
             temporary_file().make_in(dest, |temp| link(file, temp).map_err(io::Error::from))?;
         named.persist(path).map_err(|e| e.error)?;
