@@ -36,6 +36,15 @@ pub enum Error {
     /// The processes mode's pool refused a task without having been shut down by Ctrl-C.
     #[error("the process pool refused a task")]
     ProcessPoolRefused,
+    /// Nothing could be created in `--dest` (to date the start of the run).
+    #[error("cannot write to --dest {}", path.display())]
+    Dest {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The `--trace` file could not be created.
     #[error("cannot create --trace {}", path.display())]
     TraceCreate {

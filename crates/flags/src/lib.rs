@@ -16,7 +16,8 @@
 //!   need `concurrent_futures::process_worker_main()` at the top of `main`).
 //! - [`Record`] and [`Outcome`]: what one download yields; [`Tally`] and [`Summary`]: what a
 //!   run counts; [`JsonReport`] and [`TraceLine`]: what it writes for programs to read.
-//! - [`Cancel`]: the Ctrl-C token; [`exit_between_saves`] for a second Ctrl-C.
+//! - [`Cancel`]: the token that Ctrl-C or SIGTERM cancels, with the [`Stop`] that says
+//!   which; [`exit_between_saves`] for a second one.
 //! - [`countries`]: the code lists and the expansion of `CC...` arguments.
 //!
 //! # Examples
@@ -50,6 +51,9 @@
 //! ```
 
 #![deny(missing_docs)]
+// Output goes through `progress` or a locked handle whose errors are ignored: `println!`
+// and `eprintln!` panic on a closed stream (issue 17).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -69,7 +73,8 @@ pub use crate::download::{Cancel, exit_between_saves};
 pub use crate::error::Error;
 pub use crate::plan::{MAX_CONCURRENT_REQ, Mode, NameBy, Plan, Server};
 pub use crate::report::{
-    DownloadStatus, EXIT_INTERRUPTED, ErrorDetail, JsonReport, Outcome, Record, Summary, Tally,
+    DownloadStatus, EXIT_INTERRUPTED, ErrorDetail, JsonReport, Outcome, Record, Stop, Summary,
+    Tally,
 };
 pub use crate::run::run;
 pub use crate::trace::{BadTraceLine, TraceLine, parse_trace, write_trace};

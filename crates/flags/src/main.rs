@@ -7,18 +7,30 @@
 //! usage errors, 1 for a run that could not be carried out, otherwise the summary's). The
 //! crate's README says where the engine ends and the command line begins.
 
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+/// Writes one line on stderr, like `eprintln!`, but a stderr that is closed or full is
+/// ignored: `eprintln!` panics then, which turned a usage error's status 2 into 101
+/// (issue 17). A diagnostic that cannot be written must not change the exit status.
+macro_rules! diag {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod cli;
 mod serve;
+mod signals;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use flags_engine::{Cancel, EXIT_INTERRUPTED, Plan, exit_between_saves};
+use flags_engine::{Cancel, Plan};
 
-use crate::cli::{BenchArgs, Cli, Command, UsageError};
+use crate::cli::{BenchArgs, Cli, Command, OutputError, UsageError};
 
 fn main() -> ExitCode {
     // In a worker process of `--mode processes` this serves downloads and never returns.
@@ -29,7 +41,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => bench_main(args),
         None => match Plan::try_from(cli.download) {
             Ok(plan) => download(&plan).unwrap_or_else(|error| {
-                eprintln!("flags: {error:#}");
+                diag!("flags: {error:#}");
                 ExitCode::FAILURE
             }),
             Err(error) => usage_error(&error, &cli::usage()),
@@ -44,7 +56,7 @@ fn bench_main(args: BenchArgs) -> ExitCode {
     }
     match bench::Plan::try_from(args) {
         Ok(plan) => bench::run(&plan).unwrap_or_else(|error| {
-            eprintln!("flags bench: {error:#}");
+            diag!("flags bench: {error:#}");
             ExitCode::FAILURE
         }),
         Err(error) => usage_error(&error, &cli::bench_usage()),
@@ -53,28 +65,22 @@ fn bench_main(args: BenchArgs) -> ExitCode {
 
 /// Prints `*** Usage error: …` and the usage line; exit status 2.
 fn usage_error(error: &UsageError, usage: &str) -> ExitCode {
-    eprintln!("*** Usage error: {error}\n{usage}");
+    diag!("*** Usage error: {error}\n{usage}");
     ExitCode::from(2)
 }
 
 /// Downloads as `plan` says (the reports are the engine's) and returns the exit status.
 fn download(plan: &Plan) -> anyhow::Result<ExitCode> {
-    if let Err(error) = cli::prepare_dest(&plan.dest) {
-        return Ok(usage_error(&error, &cli::usage()));
+    // Before any download: a path that cannot be written is a usage error, a full file
+    // system a run-time one.
+    let prepared = cli::prepare_dest(&plan.dest)
+        .and_then(|()| plan.trace.as_deref().map_or(Ok(()), cli::prepare_trace));
+    match prepared {
+        Ok(()) => {}
+        Err(OutputError::Usage(error)) => return Ok(usage_error(&error, &cli::usage())),
+        Err(OutputError::Full(error)) => return Err(error),
     }
     let cancel = Cancel::new();
-    ctrlc::set_handler({
-        let cancel = Arc::clone(&cancel);
-        move || {
-            if cancel.is_cancelled() {
-                // A second Ctrl-C does not wait for the requests in flight; it only waits for
-                // a save in progress (a short write), so no temporary file is left behind.
-                eprintln!("*** Interrupted again: exiting now");
-                exit_between_saves(EXIT_INTERRUPTED.into());
-            }
-            cancel.cancel();
-        }
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    signals::install(&cancel).context("cannot take over Ctrl-C and SIGTERM")?;
     Ok(flags_engine::run(plan, &cancel)?.exit_code())
 }

@@ -13,6 +13,34 @@ use crate::plan::Mode;
 /// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
+/// Why a run was stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stop {
+    /// Ctrl-C (SIGINT): exit status 130.
+    Interrupt,
+    /// SIGTERM: exit status 143.
+    Terminate,
+}
+
+impl Stop {
+    /// 128 plus the signal's number, as shells report a process the signal stopped:
+    /// 130 after Ctrl-C, 143 after SIGTERM.
+    pub fn exit_status(self) -> u8 {
+        match self {
+            Self::Interrupt => EXIT_INTERRUPTED,
+            Self::Terminate => 128 + 15,
+        }
+    }
+
+    /// How the report names it: `Ctrl-C` or `SIGTERM`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Interrupt => "Ctrl-C",
+            Self::Terminate => "SIGTERM",
+        }
+    }
+}
+
 /// How one download ended, with the detail to print ([`DownloadStatus`] is the same without
 /// it). Serde: it crosses from the worker processes of `--mode processes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,12 +190,13 @@ pub(crate) fn initial_report(
     out
 }
 
-/// The lines printed after downloading, as in flags2_common.py, plus a line after Ctrl-C.
+/// The lines printed after downloading, as in flags2_common.py, plus a line after Ctrl-C
+/// (or SIGTERM).
 pub(crate) fn final_report(
     tally: &Tally,
     total: usize,
     elapsed: Duration,
-    interrupted: bool,
+    stopped: Option<Stop>,
 ) -> String {
     let mut out = format!("{}\n", "-".repeat(20));
     let _ = writeln!(
@@ -182,9 +211,13 @@ pub(crate) fn final_report(
     if tally.errors > 0 {
         let _ = writeln!(out, "{:3} error{}.", tally.errors, plural(tally.errors));
     }
-    if interrupted {
+    if let Some(stop) = stopped {
         let skipped = total.saturating_sub(tally.finished());
-        let _ = writeln!(out, "{skipped:3} not attempted: interrupted by Ctrl-C.");
+        let _ = writeln!(
+            out,
+            "{skipped:3} not attempted: interrupted by {}.",
+            stop.name()
+        );
     }
     let _ = writeln!(out, "Elapsed time: {:.2}s", elapsed.as_secs_f64());
     out
@@ -215,7 +248,7 @@ pub struct JsonReport {
     pub errors: usize,
     /// Codes not attempted because of Ctrl-C.
     pub not_attempted: usize,
-    /// Whether Ctrl-C stopped the run.
+    /// Whether Ctrl-C (or SIGTERM) stopped the run.
     pub interrupted: bool,
     /// From just before the first download to the end of the last, in seconds.
     pub elapsed_secs: f64,
@@ -271,27 +304,28 @@ impl JsonReport {
     }
 }
 
-/// How a run ended: what it counted, and whether Ctrl-C stopped it.
+/// How a run ended: what it counted, and whether Ctrl-C or SIGTERM stopped it.
 #[derive(Debug)]
 pub struct Summary {
     /// The counters and the records.
     pub tally: Tally,
-    /// Whether Ctrl-C stopped the run (codes not started were not attempted).
-    pub interrupted: bool,
+    /// What stopped the run early, if anything (codes not started were not attempted).
+    pub stopped: Option<Stop>,
 }
 
 impl Summary {
-    /// The exit status of the `flags` command after this run: 130 after Ctrl-C, 1 when any
-    /// download failed, 0 otherwise (not found is not a failure).
+    /// The exit status of the `flags` command after this run: 130 after Ctrl-C, 143 after
+    /// SIGTERM, 1 when any download failed, 0 otherwise (not found is not a failure).
     pub fn exit_code(&self) -> ExitCode {
-        exit_code(&self.tally, self.interrupted)
+        exit_code(&self.tally, self.stopped)
     }
 }
 
-/// 130 after Ctrl-C, 1 when any download failed, 0 otherwise (not found is not a failure).
-fn exit_code(tally: &Tally, interrupted: bool) -> ExitCode {
-    if interrupted {
-        ExitCode::from(EXIT_INTERRUPTED)
+/// 130 after Ctrl-C, 143 after SIGTERM, 1 when any download failed, 0 otherwise (not found
+/// is not a failure).
+fn exit_code(tally: &Tally, stopped: Option<Stop>) -> ExitCode {
+    if let Some(stop) = stopped {
+        ExitCode::from(stop.exit_status())
     } else if tally.errors > 0 {
         ExitCode::FAILURE
     } else {
@@ -357,22 +391,38 @@ mod tests {
             },
         ));
         assert_eq!(
-            final_report(&tally, 24, Duration::from_millis(50), false),
+            final_report(&tally, 24, Duration::from_millis(50), None),
             "--------------------\n 20 flags downloaded.\n  3 not found.\n  1 error.\nElapsed time: 0.05s\n"
         );
-        assert_eq!(exit_code(&tally, false), ExitCode::FAILURE);
+        assert_eq!(exit_code(&tally, None), ExitCode::FAILURE);
         assert_eq!(
-            final_report(&tally, 30, Duration::from_millis(1234), true),
+            final_report(
+                &tally,
+                30,
+                Duration::from_millis(1234),
+                Some(Stop::Interrupt)
+            ),
             "--------------------\n 20 flags downloaded.\n  3 not found.\n  1 error.\n  6 not attempted: interrupted by Ctrl-C.\nElapsed time: 1.23s\n"
         );
-        assert_eq!(exit_code(&tally, true), ExitCode::from(130));
+        assert_eq!(
+            exit_code(&tally, Some(Stop::Interrupt)),
+            ExitCode::from(130)
+        );
+        assert!(
+            final_report(&tally, 30, Duration::ZERO, Some(Stop::Terminate))
+                .contains("\n  6 not attempted: interrupted by SIGTERM.\n")
+        );
+        assert_eq!(
+            exit_code(&tally, Some(Stop::Terminate)),
+            ExitCode::from(143)
+        );
     }
 
     #[test]
     fn final_report_singular_and_zero() {
         let mut tally = Tally::default();
         assert_eq!(
-            final_report(&tally, 0, Duration::ZERO, false),
+            final_report(&tally, 0, Duration::ZERO, None),
             "--------------------\n  0 flags downloaded.\nElapsed time: 0.00s\n"
         );
         tally.add(record("BR", Outcome::Ok));
@@ -389,7 +439,7 @@ mod tests {
             },
         ));
         assert_eq!(
-            final_report(&tally, 3, Duration::ZERO, false),
+            final_report(&tally, 3, Duration::ZERO, None),
             "--------------------\n  1 flag downloaded.\n  2 errors.\nElapsed time: 0.00s\n"
         );
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::download::{self, Cancel, Target};
 use crate::error::Error;
-use crate::plan::{Plan, Server};
+use crate::plan::{NameBy, Plan, Server};
 use crate::progress::Progress;
 use crate::report::{self, JsonReport, Record, Summary, Tally};
 use crate::trace;
@@ -28,7 +28,9 @@ use crate::trace;
 /// # Errors
 ///
 /// [`Error`] when the run cannot be carried out: the built-in server, an HTTP client, a pool
-/// or a runtime cannot start, or the trace cannot be written.
+/// or a runtime cannot start, nothing can be created in `plan.dest`, or the trace cannot be
+/// written (it is created before the first download, so a trace that cannot be created stops
+/// the run before it starts).
 pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
     // Keeps the built-in server running until the run ends.
     let (label, base_url, _builtin) = match &plan.server {
@@ -38,6 +40,12 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
             ("BUILTIN", server.flags_url(), Some(server))
         }
         Server::Remote { label, base_url } => (*label, base_url.clone(), None),
+    };
+    // Created before the first download, so that a trace that cannot be written stops the
+    // run before it starts rather than losing it at the end.
+    let trace_file = match &plan.trace {
+        Some(path) => Some((path, create_trace(path)?)),
+        None => None,
     };
     if !plan.json {
         let header = report::initial_report(label, &base_url, &plan.codes, plan.concurrency);
@@ -49,6 +57,15 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
         let progress = progress.clone();
         move || progress.note("*** Interrupted: starting no more downloads")
     });
+    let run_start = match plan.name_by {
+        NameBy::Country => Some(
+            download::run_start(&plan.dest).map_err(|source| Error::Dest {
+                path: plan.dest.clone(),
+                source,
+            })?,
+        ),
+        NameBy::Code => None,
+    };
     let target = Target {
         base_url: base_url.clone(),
         dest: plan.dest.clone(),
@@ -56,6 +73,7 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
         retries: plan.retries,
         timeout: plan.timeout,
         cancel: Arc::clone(cancel),
+        run_start,
     };
     let mut tally = Tally::default();
     let start = Instant::now();
@@ -70,10 +88,10 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
     cancel.wait_settled();
     progress.finish();
 
-    if let Some(path) = &plan.trace {
-        save_trace(path, &tally.records, start)?;
+    if let Some((path, file)) = trace_file {
+        save_trace(path, file, &tally.records, start)?;
     }
-    let interrupted = cancel.is_cancelled();
+    let stopped = cancel.stopped();
     let total = plan.codes.len();
     let out = if plan.json {
         let json = JsonReport::new(
@@ -83,23 +101,32 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
             plan.concurrency,
             &tally,
             elapsed,
-            interrupted,
+            stopped.is_some(),
         );
         serde_json::to_string(&json).map_err(Error::Json)? + "\n"
     } else {
-        report::final_report(&tally, total, elapsed, interrupted)
+        report::final_report(&tally, total, elapsed, stopped)
     };
     // A closed stdout does not change the outcome: the counters decide the exit status.
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
-    Ok(Summary { tally, interrupted })
+    Ok(Summary { tally, stopped })
 }
 
-/// Writes the trace of `records` to `path`.
-fn save_trace(path: &Path, records: &[Record], start: Instant) -> Result<(), Error> {
-    let file = std::fs::File::create(path).map_err(|source| Error::TraceCreate {
+/// Creates (or empties) the trace file.
+fn create_trace(path: &Path) -> Result<std::fs::File, Error> {
+    std::fs::File::create(path).map_err(|source| Error::TraceCreate {
         path: path.to_owned(),
         source,
-    })?;
+    })
+}
+
+/// Writes the trace of `records` to `file`, the trace file at `path`.
+fn save_trace(
+    path: &Path,
+    file: std::fs::File,
+    records: &[Record],
+    start: Instant,
+) -> Result<(), Error> {
     let mut file = std::io::BufWriter::new(file);
     trace::write_trace(&mut file, records, start)
         .and_then(|()| file.flush())

@@ -4,6 +4,7 @@
 //! 8002); with `--port` it runs one server with the delays and error rate given. The servers
 //! are [`slow_server::Server`]s on one tokio runtime, stopped by Ctrl-C (or SIGTERM).
 
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,20 +78,25 @@ pub(crate) fn main(args: ServeArgs) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: {}", ServerError::Runtime(error));
+            diag!("error: {}", ServerError::Runtime(error));
             return ExitCode::FAILURE;
         }
     };
-    for (label, summary, server) in &servers {
-        println!("{label:<6} {}  ({summary})", server.flags_url());
+    {
+        // A closed stdout loses the banner, not the servers.
+        let mut out = std::io::stdout().lock();
+        for (label, summary, server) in &servers {
+            let _ = writeln!(out, "{label:<6} {}  ({summary})", server.flags_url());
+        }
+        let _ = out.flush();
     }
-    eprintln!("Press Ctrl-C to stop.");
+    diag!("Press Ctrl-C to stop.");
     let result = runtime.block_on(run(servers.into_iter().map(|(_, _, server)| server)));
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            diag!("error: {error}");
             ExitCode::FAILURE
         }
     }
@@ -98,7 +104,7 @@ pub(crate) fn main(args: ServeArgs) -> ExitCode {
 
 /// Prints a one-line error and gives the exit status of bad options.
 fn usage_error(message: &str) -> ExitCode {
-    eprintln!("error: {message}");
+    diag!("error: {message}");
     ExitCode::from(2)
 }
 

@@ -124,7 +124,7 @@ pub(crate) fn probe(args: &[String]) -> ExitCode {
     let status = match status {
         Ok(status) => status,
         Err(e) => {
-            eprintln!("flags bench: cannot run flags: {e}");
+            diag!("flags bench: cannot run flags: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -342,7 +342,7 @@ fn measure_once(
         row.untraced.push(measure::run(&args, false, no_proxy)?);
     }
     let run = measure::run(&args, true, no_proxy)?;
-    eprintln!(
+    diag!(
         "{mode_name:>10} -m {:<4} run {round}/{}: {:.3} s",
         row.max_req,
         plan.runs,

@@ -278,19 +278,60 @@ impl TryFrom<Cli> for Plan {
     }
 }
 
-/// Creates `dest` if needed and checks that a file can be written in it.
+/// Why an output of the run (`--dest`, `--trace`) cannot be written.
+#[derive(Debug)]
+pub(crate) enum OutputError {
+    /// The path cannot be used (not a directory, no permission, a read-only file system):
+    /// a usage error, exit status 2.
+    Usage(UsageError),
+    /// The file system has no room (no block or inode left, or the quota spent): nothing is
+    /// wrong with the command line, so a run-time error, exit status 1.
+    Full(anyhow::Error),
+}
+
+impl OutputError {
+    /// Sorts an I/O error on `what` (`--dest DIR`) into the two kinds.
+    fn new(what: &str, error: std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        // tempfile's errors carry the temporary file's path; the OS error says it all.
+        let error = error
+            .raw_os_error()
+            .map_or(error, std::io::Error::from_raw_os_error);
+        if matches!(
+            error.kind(),
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded
+        ) {
+            Self::Full(anyhow::Error::new(error).context(format!("cannot write to {what}")))
+        } else {
+            Self::Usage(UsageError(format!("cannot write to {what}: {error}")))
+        }
+    }
+}
+
+/// Creates `dest` if needed and checks that a file can be created in it.
 ///
 /// # Errors
 ///
-/// A [`UsageError`] naming the directory and the reason.
-pub(crate) fn prepare_dest(dest: &Path) -> Result<(), UsageError> {
-    let unwritable =
-        |e: std::io::Error| UsageError(format!("cannot write to --dest {}: {e}", dest.display()));
-    std::fs::create_dir_all(dest).map_err(unwritable)?;
-    tempfile::Builder::new()
-        .prefix(".flags-check")
-        .tempfile_in(dest)
-        .map_err(unwritable)?;
+/// An [`OutputError`] naming the directory and the reason.
+pub(crate) fn prepare_dest(dest: &Path) -> Result<(), OutputError> {
+    let what = format!("--dest {}", dest.display());
+    std::fs::create_dir_all(dest).map_err(|e| OutputError::new(&what, e))?;
+    tempfile::tempfile_in(dest).map_err(|e| OutputError::new(&what, e))?;
+    Ok(())
+}
+
+/// Checks, before any download, that the `--trace` file can be written: creates it if
+/// missing, and leaves an existing one as it is until the run replaces it.
+///
+/// # Errors
+///
+/// An [`OutputError`] naming the file and the reason.
+pub(crate) fn prepare_trace(trace: &Path) -> Result<(), OutputError> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(trace)
+        .map_err(|e| OutputError::new(&format!("--trace {}", trace.display()), e))?;
     Ok(())
 }
 
@@ -395,8 +436,16 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("file");
         std::fs::write(&file, b"x")?;
-        assert!(prepare_dest(&file).is_err());
-        assert!(prepare_dest(&file.join("below")).is_err());
+        assert!(matches!(prepare_dest(&file), Err(OutputError::Usage(_))));
+        assert!(matches!(
+            prepare_dest(&file.join("below")),
+            Err(OutputError::Usage(_))
+        ));
+        assert!(matches!(
+            prepare_trace(dir.path()),
+            Err(OutputError::Usage(_))
+        ));
+        assert!(prepare_trace(&dir.path().join("trace.jsonl")).is_ok());
         assert!(prepare_dest(&dir.path().join("new/dir")).is_ok());
         Ok(())
     }

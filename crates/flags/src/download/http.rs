@@ -1,45 +1,65 @@
-//! The two [`Transport`]s: a blocking ureq agent (sequential and threads) and an async reqwest
-//! client (async). Each is built once per run and keeps its connections alive; both follow at
-//! most [`MAX_REDIRECTS`] redirects, give up after the `--timeout` (whole request, body
-//! included), read at most [`MAX_BODY`] bytes and turn failures into one-line [`FetchError`]s.
+//! The two [`Transport`]s: a blocking ureq agent (sequential, threads and processes) and an
+//! async reqwest client (async). Each is built once per run and keeps its connections alive.
+//! Both send the same request (see [`Transport`]), follow no redirect, give up after the
+//! `--timeout` (whole request, body included), hand the body over a piece at a time
+//! ([`Body`]) and sort what goes wrong into the same [`Fault`]s: the shared path decides and
+//! words the rest.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
+use ureq::http::header::{self, HeaderMap, HeaderValue};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
-use super::{Cancel, FetchError, Response, Transport};
+use super::{Body, Cancel, Fault, Head, Transport};
 use crate::error::Error;
 
-/// Redirects followed before "too many redirects".
-const MAX_REDIRECTS: u32 = 10;
-/// Largest body accepted (flags are a few KiB).
-const MAX_BODY: u64 = 10 * 1024 * 1024;
 /// ureq's read buffer per connection. ureq cannot parse a response head larger than its
-/// buffer, so [`MAX_HEAD`] is set just below it (a larger head is then "response header is
-/// too big", not a disconnection retried as transient). 16 KiB is four times what nginx
-/// accepts from a server it proxies by default (one 4 KiB page); every buffer is zeroed when
-/// its connection opens, so a larger one costs page faults on every connection.
+/// buffer, so [`MAX_HEAD`] is set just below it (a larger head is then an invalid head, not a
+/// disconnection retried as transient). 16 KiB is four times what nginx accepts from a
+/// server it proxies by default (one 4 KiB page); every buffer is zeroed when its connection
+/// opens, so a larger one costs page faults on every connection.
 const INPUT_BUFFER: usize = 16 * 1024;
-/// The largest response head accepted.
+/// The largest response head accepted, by both clients.
 const MAX_HEAD: usize = INPUT_BUFFER - 1;
 /// ureq's write buffer per connection: a request head, so the longest URL (a redirect's
 /// `Location` included) is a little under 8 KiB.
 const OUTPUT_BUFFER: usize = 8 * 1024;
+/// The blocking client's read size: the pieces its body is handed over in (ureq's own buffer
+/// is [`INPUT_BUFFER`]).
+const BODY_PIECE: usize = 16 * 1024;
 /// Sent with every request.
 const USER_AGENT: &str = concat!("flags/", env!("CARGO_PKG_VERSION"));
+/// Sent with every request: no content encoding is wanted (flags are GIFs, already
+/// compressed) and none is decoded.
+const ACCEPT_ENCODING: &str = "identity";
+
+/// The head of a response, from its status and headers.
+fn head(status: u16, headers: &HeaderMap) -> Head {
+    let text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(|value| value.trim().to_owned())
+    };
+    Head {
+        status,
+        retry_after: retry_after(headers),
+        content_length: text(header::CONTENT_LENGTH).and_then(|len| len.parse().ok()),
+        content_encoding: text(header::CONTENT_ENCODING).filter(|encoding| !encoding.is_empty()),
+        location: text(header::LOCATION),
+    }
+}
 
 /// `Retry-After` as a number of seconds (the HTTP-date form is ignored: backoff applies).
-fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(ureq::http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?;
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
@@ -65,6 +85,36 @@ fn one_line(error: &dyn StdError) -> String {
         source = cause.source();
     }
     line.replace(['\n', '\r'], " ")
+}
+
+/// Where a request failed: while the head was awaited, or within the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Head,
+    Body,
+}
+
+/// The [`Fault`] of a system I/O error, met in `phase`.
+fn io_fault(error: &io::Error, phase: Phase) -> Fault {
+    use io::ErrorKind as K;
+    match (error.kind(), phase) {
+        (K::TimedOut, _) => Fault::Timeout,
+        (
+            K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable,
+            Phase::Head,
+        ) => Fault::Connect(error.to_string()),
+        (K::UnexpectedEof, Phase::Head) => Fault::ClosedBeforeHead,
+        (K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe, Phase::Head) => {
+            Fault::ResetBeforeHead
+        }
+        (K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe, _) => {
+            Fault::BodyCut
+        }
+        // hyper's chunked decoder says `InvalidInput` where ureq says `InvalidData`.
+        (K::InvalidData | K::InvalidInput, Phase::Head) => Fault::InvalidHead,
+        (K::InvalidData | K::InvalidInput, Phase::Body) => Fault::InvalidBody,
+        _ => Fault::Other(error.to_string().replace(['\n', '\r'], " ")),
+    }
 }
 
 /// The blocking client: one ureq agent whose pool keeps up to `connections` connections.
@@ -97,10 +147,13 @@ impl BlockingClient {
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
-            .max_redirects(MAX_REDIRECTS)
+            // Redirects are the shared path's, the same in every mode.
+            .max_redirects(0)
             .max_idle_connections(connections.max(1))
             .max_idle_connections_per_host(connections.max(1))
             .user_agent(USER_AGENT)
+            .accept("*/*")
+            .accept_encoding(ACCEPT_ENCODING)
             // Flags are small: ureq's 128 KiB buffers each way per connection only cost memory
             // (mapped and faulted in per connection).
             .input_buffer_size(INPUT_BUFFER)
@@ -116,48 +169,76 @@ impl BlockingClient {
         }
     }
 
-    fn get_blocking(&self, url: &str) -> Result<Response, FetchError> {
-        let mut response = self.agent.get(url).call().map_err(|e| self.error(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = retry_after(response.headers());
-        let read = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_vec();
-        let body = match read {
-            Ok(body) => body,
-            // The body of an error status does not matter; the status is the error.
-            Err(_) if !response.status().is_success() => Vec::new(),
-            Err(e) => return Err(self.error(&e)),
+    fn get_blocking(&self, url: &str) -> Result<(Head, BlockingBody), Fault> {
+        let response = self
+            .agent
+            .get(url)
+            .call()
+            .map_err(|e| blocking_fault(&e, Phase::Head))?;
+        let head = head(response.status().as_u16(), response.headers());
+        // No limit here: the shared path counts the bytes against its own cap.
+        let reader = response.into_body().into_with_config().reader();
+        let body = BlockingBody {
+            reader,
+            piece: vec![0; BODY_PIECE].into_boxed_slice(),
         };
-        Ok(Response {
-            status,
-            retry_after,
-            body,
-        })
+        Ok((head, body))
     }
+}
 
-    fn error(&self, error: &ureq::Error) -> FetchError {
-        use ureq::Error as E;
-        match error {
-            E::Timeout(_) => FetchError::transient(format!("timed out after {:?}", self.timeout)),
-            E::TooManyRedirects => {
-                FetchError::permanent(format!("too many redirects (more than {MAX_REDIRECTS})"))
+/// The [`Fault`] of a ureq error met in `phase`.
+fn blocking_fault(error: &ureq::Error, phase: Phase) -> Fault {
+    use ureq::Error as E;
+    match error {
+        E::Timeout(_) => Fault::Timeout,
+        E::Io(io) => io_fault(io, phase),
+        E::HostNotFound | E::ConnectionFailed => Fault::Connect(one_line(error)),
+        E::Protocol(_) | E::LargeResponseHeader(..) | E::BadUri(_) if phase == Phase::Head => {
+            Fault::InvalidHead
+        }
+        E::Protocol(_) => Fault::InvalidBody,
+        E::BodyStalled => Fault::BodyCut,
+        _ => Fault::Other(one_line(error)),
+    }
+}
+
+/// A body read from ureq's connection a piece at a time.
+pub(crate) struct BlockingBody {
+    reader: ureq::BodyReader<'static>,
+    piece: Box<[u8]>,
+}
+
+impl std::fmt::Debug for BlockingBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingBody").finish_non_exhaustive()
+    }
+}
+
+impl BlockingBody {
+    fn read(&mut self) -> Result<Option<&[u8]>, Fault> {
+        use std::io::Read;
+        loop {
+            match self.reader.read(&mut self.piece) {
+                Ok(0) => return Ok(None),
+                Ok(n) => return Ok(Some(&self.piece[..n])),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // ureq wraps its own errors in the `io::Error`s of its reader.
+                Err(e) => return Err(blocking_fault(&ureq::Error::from(e), Phase::Body)),
             }
-            E::BodyExceedsLimit(_) => {
-                FetchError::permanent(format!("body larger than {MAX_BODY} bytes"))
-            }
-            E::Io(_) | E::ConnectionFailed | E::HostNotFound | E::Protocol(_) | E::BodyStalled => {
-                FetchError::transient(one_line(error))
-            }
-            _ => FetchError::permanent(one_line(error)),
         }
     }
 }
 
+impl Body for BlockingBody {
+    fn chunk(&mut self) -> impl Future<Output = Result<Option<&[u8]>, Fault>> + Send {
+        std::future::ready(self.read())
+    }
+}
+
 impl Transport for BlockingClient {
-    fn get(&self, url: &str) -> impl Future<Output = Result<Response, FetchError>> + Send {
+    type Body = BlockingBody;
+
+    fn get(&self, url: &str) -> impl Future<Output = Result<(Head, BlockingBody), Fault>> + Send {
         std::future::ready(self.get_blocking(url))
     }
 
@@ -241,10 +322,16 @@ impl Resolver for CachingResolver {
     }
 }
 
-/// The async client: one reqwest client (its pool holds the connections) for the whole run.
+/// The async client: reqwest clients (their pools hold the connections) for the whole run.
 #[derive(Debug)]
 pub(crate) struct AsyncClient {
-    client: reqwest::Client,
+    /// For `http://` URLs, without certificates (see [`AsyncClient::new`]); `None` for an
+    /// `https://` base URL, whose client serves both schemes.
+    plain: Option<reqwest::Client>,
+    /// For `https://` URLs: built at once for an `https://` base URL, else at the first
+    /// redirect to one.
+    tls: OnceLock<Result<reqwest::Client, String>>,
+    connections: usize,
     timeout: Duration,
     cancel: Arc<Cancel>,
 }
@@ -254,8 +341,8 @@ impl AsyncClient {
     ///
     /// For an `http://` base URL the client loads no certificates: reqwest's platform verifier
     /// reads the whole system CA store when the client is built, which an http server never
-    /// needs. Such a client refuses a redirect to https with an error that says so; an
-    /// `https://` base URL gets the verifier.
+    /// needs. A redirect to an `https://` URL builds the verifying client then, once, so
+    /// that it is followed as in the blocking modes.
     pub(crate) fn new(
         base_url: &str,
         timeout: Duration,
@@ -265,90 +352,164 @@ impl AsyncClient {
         // reqwest is built without a default crypto provider; https needs one. Installing fails
         // only when one is installed already, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let tls = base_url
+        let https = base_url
             .get(..8)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
-        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > MAX_REDIRECTS as usize {
-                attempt.error(format!("too many redirects (more than {MAX_REDIRECTS})"))
-            } else if !tls && attempt.url().scheme() == "https" {
-                let error = format!("redirect to {} (https) from an http server", attempt.url());
-                attempt.error(error)
-            } else {
-                attempt.follow()
-            }
-        });
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(redirects)
-            .pool_max_idle_per_host(connections.max(1))
-            .tcp_nodelay(true)
-            .user_agent(USER_AGENT);
-        if !tls {
-            builder = builder.tls_certs_only([]);
-        }
-        let client = builder.build().map_err(Error::HttpClient)?;
-        Ok(Self {
-            client,
+        let client = Self {
+            plain: None,
+            tls: OnceLock::new(),
+            connections,
             timeout,
             cancel,
-        })
+        };
+        if https {
+            let tls = client.builder().build().map_err(Error::HttpClient)?;
+            let _ = client.tls.set(Ok(tls));
+            Ok(client)
+        } else {
+            let plain = client
+                .builder()
+                .tls_certs_only([])
+                .build()
+                .map_err(Error::HttpClient)?;
+            Ok(Self {
+                plain: Some(plain),
+                ..client
+            })
+        }
     }
 
-    async fn get_async(&self, url: String) -> Result<Response, FetchError> {
-        let mut response = self
-            .client
+    /// The settings both clients share: the request of [`Transport`], no redirects.
+    fn builder(&self) -> reqwest::ClientBuilder {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static(ACCEPT_ENCODING),
+        );
+        reqwest::Client::builder()
+            .timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(self.connections.max(1))
+            .tcp_nodelay(true)
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+    }
+
+    /// The client for `url`.
+    fn client(&self, url: &str) -> Result<&reqwest::Client, Fault> {
+        let https = url
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+        match &self.plain {
+            Some(plain) if !https => Ok(plain),
+            _ => self
+                .tls
+                .get_or_init(|| {
+                    self.builder()
+                        .build()
+                        .map_err(|e| format!("cannot build the TLS client: {}", one_line(&e)))
+                })
+                .as_ref()
+                .map_err(|message| Fault::Other(message.clone())),
+        }
+    }
+
+    async fn get_async(&self, url: String) -> Result<(Head, AsyncBody), Fault> {
+        let response = self
+            .client(&url)?
             .get(&url)
             .send()
             .await
-            .map_err(|e| self.error(&e))?;
-        let status = response.status().as_u16();
-        let retry_after = retry_after(response.headers());
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if (body.len() + chunk.len()) as u64 > MAX_BODY {
-                        if response.status().is_success() {
-                            return Err(FetchError::permanent(format!(
-                                "body larger than {MAX_BODY} bytes"
-                            )));
-                        }
-                        break;
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(_) if !response.status().is_success() => break,
-                Err(e) => return Err(self.error(&e)),
+            .map_err(|e| async_fault(&e, Phase::Head))?;
+        // hyper takes heads of up to about 400 KiB; the blocking client's limit holds here too.
+        if head_size(&response) > MAX_HEAD {
+            return Err(Fault::InvalidHead);
+        }
+        let head = head(response.status().as_u16(), response.headers());
+        let body = AsyncBody {
+            response,
+            piece: bytes::Bytes::new(),
+        };
+        Ok((head, body))
+    }
+}
+
+/// The size of a response's head as it came on the wire (give or take its whitespace).
+fn head_size(response: &reqwest::Response) -> usize {
+    let status_line =
+        "HTTP/1.1 200 \r\n".len() + response.status().canonical_reason().map_or(0, str::len);
+    let headers: usize = response
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+        .sum();
+    status_line + headers + "\r\n".len()
+}
+
+/// The [`Fault`] of a reqwest error met in `phase`: hyper's and the system's errors are found
+/// among its causes.
+fn async_fault(error: &reqwest::Error, phase: Phase) -> Fault {
+    if error.is_timeout() {
+        return Fault::Timeout;
+    }
+    if error.is_connect() {
+        return Fault::Connect(root_cause(error));
+    }
+    let mut cause: Option<&(dyn StdError + 'static)> = error.source();
+    while let Some(current) = cause {
+        if let Some(hyper) = current.downcast_ref::<hyper::Error>() {
+            if hyper.is_timeout() {
+                return Fault::Timeout;
+            }
+            if hyper.is_parse() || hyper.is_parse_too_large() {
+                return match phase {
+                    Phase::Head => Fault::InvalidHead,
+                    Phase::Body => Fault::InvalidBody,
+                };
+            }
+            if hyper.is_incomplete_message() {
+                return match phase {
+                    Phase::Head => Fault::ClosedBeforeHead,
+                    Phase::Body => Fault::BodyCut,
+                };
             }
         }
-        Ok(Response {
-            status,
-            retry_after,
-            body,
-        })
+        if let Some(io) = current.downcast_ref::<io::Error>() {
+            return io_fault(io, phase);
+        }
+        cause = current.source();
     }
+    Fault::Other(one_line(error))
+}
 
-    fn error(&self, error: &reqwest::Error) -> FetchError {
-        if error.is_timeout() {
-            FetchError::transient(format!("timed out after {:?}", self.timeout))
-        } else if error.is_redirect() {
-            FetchError::permanent(root_cause(error))
-        } else if error.is_connect() {
-            FetchError::transient(format!("connection failed: {}", root_cause(error)))
-        } else if error.is_body() || error.is_decode() {
-            FetchError::transient(format!("incomplete body: {}", root_cause(error)))
-        } else if error.is_request() {
-            FetchError::transient(format!("request failed: {}", root_cause(error)))
-        } else {
-            FetchError::permanent(one_line(error))
+/// A body as hyper hands it over: each piece is dropped when the next is asked for.
+#[derive(Debug)]
+pub(crate) struct AsyncBody {
+    response: reqwest::Response,
+    piece: bytes::Bytes,
+}
+
+impl Body for AsyncBody {
+    async fn chunk(&mut self) -> Result<Option<&[u8]>, Fault> {
+        // The piece handed over last is written by now: dropped before the next read, so
+        // that hyper can reuse its buffer instead of growing another one.
+        self.piece = bytes::Bytes::new();
+        match self.response.chunk().await {
+            Ok(Some(piece)) => {
+                self.piece = piece;
+                Ok(Some(&self.piece))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(async_fault(&e, Phase::Body)),
         }
     }
 }
 
 impl Transport for AsyncClient {
-    fn get(&self, url: &str) -> impl Future<Output = Result<Response, FetchError>> + Send {
+    type Body = AsyncBody;
+
+    fn get(&self, url: &str) -> impl Future<Output = Result<(Head, AsyncBody), Fault>> + Send {
         self.get_async(url.to_owned())
     }
 
@@ -360,7 +521,7 @@ impl Transport for AsyncClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ureq::http::{HeaderMap, HeaderValue, header::RETRY_AFTER};
+    use ureq::http::header::RETRY_AFTER;
 
     /// A server on loopback that answers one request with a head of about `head_bytes`.
     fn serve_head(head_bytes: usize) -> std::io::Result<String> {
@@ -384,17 +545,16 @@ mod tests {
     #[test]
     fn a_head_over_the_limit_is_a_permanent_error() -> std::io::Result<()> {
         let client = BlockingClient::new(Duration::from_secs(5), 1, Cancel::new());
-        let fits = client.get_blocking(&serve_head(MAX_HEAD - 200)?);
-        assert!(
-            matches!(&fits, Ok(r) if r.status == 200 && r.body == b"GIF89a"),
-            "{fits:?}"
-        );
+        let (head, mut body) = client
+            .get_blocking(&serve_head(MAX_HEAD - 200)?)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        assert_eq!(head.status, 200);
+        assert_eq!(body.read().ok().flatten(), Some(&b"GIF89a"[..]));
         for too_big in [MAX_HEAD + 100, 70_000] {
-            let error = client
-                .get_blocking(&serve_head(too_big)?)
-                .expect_err("a head over the limit");
-            assert!(!error.transient, "{too_big}: {error:?}");
-            assert!(error.message.contains("too big"), "{too_big}: {error:?}");
+            let Err(error) = client.get_blocking(&serve_head(too_big)?) else {
+                panic!("{too_big}: a head over the limit was accepted");
+            };
+            assert_eq!(error, Fault::InvalidHead, "{too_big}");
         }
         Ok(())
     }

@@ -1,10 +1,14 @@
 //! The download path every mode shares, and the modes (one file each) that only schedule it.
 //!
 //! [`get_flag`] is written once, as an `async fn` generic over a [`Transport`]: the GET with
-//! retries, the status classification, the optional `metadata.json`, the atomic save and the
-//! timing record. The async mode awaits it on tokio with [`AsyncClient`]; the blocking modes drive
-//! it with [`block_on`] over [`BlockingClient`], whose futures are ready at their first poll, so
-//! the same code runs on a plain thread without a runtime.
+//! redirects and retries, the status classification, the body streamed into a staged file as
+//! it arrives (under a size cap), the optional `metadata.json`, the file's naming and the
+//! timing record. The clients only send a request and sort what goes wrong into a [`Fault`];
+//! every decision and every message is made here, once, so that a fault reads the same in
+//! every mode (issue 17).
+//! The async mode awaits it on tokio with [`AsyncClient`]; the blocking modes drive it with
+//! [`block_on`] over [`BlockingClient`], whose futures are ready at their first poll, so the
+//! same code runs on a plain thread without a runtime.
 
 mod asynchronous;
 mod cancel;
@@ -15,15 +19,18 @@ mod sequential;
 mod threads;
 
 use std::future::Future;
+use std::io;
 use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub use self::cancel::Cancel;
 use self::http::{AsyncClient, BlockingClient};
+use self::save::Staged;
 pub use self::save::exit_between_saves;
+pub(crate) use self::save::run_start;
 use crate::error::Error;
 use crate::plan::{Mode, NameBy, Plan};
 use crate::report::{Outcome, Record};
@@ -34,14 +41,79 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// Longest `Retry-After` honoured; a server asking for more gets this.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+/// Largest flag accepted (flags are a few KiB).
+const MAX_BODY: u64 = 10 * 1024 * 1024;
+/// Largest `metadata.json` accepted (it holds one short name), read into memory.
+const MAX_METADATA: u64 = 64 * 1024;
+/// Redirects followed before "too many redirects".
+const MAX_REDIRECTS: u32 = 10;
+/// The largest `Content-Length` that is a length: hyper, the async client's parser, takes the
+/// two values above it for markers and refuses them, so the blocking client does too.
+const MAX_CONTENT_LENGTH: u64 = u64::MAX - 2;
+/// The most of an error response's body read (and thrown away) so that its connection can
+/// serve the next request; a longer one costs the connection instead.
+const MAX_DRAINED: u64 = 64 * 1024;
 
-/// A response, with its body read in full.
-#[derive(Debug)]
-pub(crate) struct Response {
+/// The head of a response, as the shared download path needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
     pub(crate) status: u16,
     /// `Retry-After` in seconds, when present.
     pub(crate) retry_after: Option<Duration>,
-    pub(crate) body: Vec<u8>,
+    /// `Content-Length`, when present.
+    pub(crate) content_length: Option<u64>,
+    /// `Content-Encoding`, when present: every request asks for `identity`.
+    pub(crate) content_encoding: Option<String>,
+    /// `Location`, when present (followed for 301, 302, 303, 307 and 308).
+    pub(crate) location: Option<String>,
+}
+
+/// What went wrong with a request, sorted by the client into the classes that read the same
+/// whichever client met them: each becomes one message in [`Fault::into_error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The request took longer than `--timeout`.
+    Timeout,
+    /// No connection (refused, unreachable, no such host, TLS): the system's reason.
+    Connect(String),
+    /// The connection was closed before a whole response head arrived.
+    ClosedBeforeHead,
+    /// The connection was reset before a whole response head arrived.
+    ResetBeforeHead,
+    /// A head that cannot be used: malformed, over the clients' limit, or with a
+    /// `Content-Length` no body can have.
+    InvalidHead,
+    /// The connection ended (closed or reset) before the body did.
+    BodyCut,
+    /// The body's chunked framing is malformed.
+    InvalidBody,
+    /// Anything else, in the client's own words.
+    Other(String),
+}
+
+impl Fault {
+    /// The one-line error of this fault, `received` bytes into a body of `expected` bytes.
+    fn into_error(self, timeout: Duration, received: u64, expected: Option<u64>) -> FetchError {
+        match self {
+            Self::Timeout => FetchError::transient(format!("timed out after {timeout:?}")),
+            Self::Connect(reason) => FetchError::transient(format!("connection failed: {reason}")),
+            Self::ClosedBeforeHead => {
+                FetchError::transient("connection closed before the response".into())
+            }
+            Self::ResetBeforeHead => {
+                FetchError::transient("connection reset before the response".into())
+            }
+            Self::InvalidHead => FetchError::permanent("invalid response head".into()),
+            Self::BodyCut => FetchError::transient(match expected {
+                Some(len) => {
+                    format!("incomplete body: connection ended after {received} of {len} bytes")
+                }
+                None => format!("incomplete body: connection ended after {received} bytes"),
+            }),
+            Self::InvalidBody => FetchError::permanent("invalid chunked body".into()),
+            Self::Other(message) => FetchError::permanent(message),
+        }
+    }
 }
 
 /// A request that failed: why, in one line, and whether trying again may help.
@@ -84,16 +156,84 @@ impl FetchError {
             retry_after,
         }
     }
+
+    /// A body over `cap` bytes.
+    fn too_large(cap: u64) -> Self {
+        Self::permanent(format!("body larger than {cap} bytes"))
+    }
 }
 
 /// An HTTP client as the shared download path sees it. Implementations reuse connections: one
 /// client serves a whole run (or a whole worker), never one request.
+///
+/// Every implementation sends the same request: `GET`, `Host`, `User-Agent: flags/VERSION`,
+/// `Accept: */*` and `Accept-Encoding: identity`; follows no redirect; decodes no content
+/// encoding; and gives up after the `--timeout`, body included.
 pub(crate) trait Transport {
-    /// GETs `url`, following a bounded number of redirects, and reads the whole body.
-    fn get(&self, url: &str) -> impl Future<Output = Result<Response, FetchError>> + Send;
+    /// The body of a response, read a piece at a time.
+    type Body: Body;
+
+    /// GETs `url` (one request: redirects are the caller's) and returns the head of the
+    /// answer; its body is read through the returned [`Body`].
+    fn get(&self, url: &str) -> impl Future<Output = Result<(Head, Self::Body), Fault>> + Send;
 
     /// Sleeps before a retry; `false` when the run was cancelled meanwhile.
     fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send;
+}
+
+/// A response body as it arrives: no more of it is held than one piece.
+pub(crate) trait Body: Send {
+    /// The next piece of the body, `None` at its end.
+    fn chunk(&mut self) -> impl Future<Output = Result<Option<&[u8]>, Fault>> + Send;
+}
+
+/// Where the body of a 2xx answer goes: a flag's staged file, or memory (`metadata.json`).
+trait Sink: Send {
+    /// Appends `chunk`.
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+    /// Forgets what was written (before the body is received again).
+    fn clear(&mut self) -> io::Result<()>;
+}
+
+impl Sink for Vec<u8> {
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn clear(&mut self) -> io::Result<()> {
+        Vec::clear(self);
+        Ok(())
+    }
+}
+
+/// A flag's body: a staged file in `--dest`, created at the first byte (a 404 creates none).
+struct FlagFile<'a> {
+    dest: &'a std::path::Path,
+    staged: Option<Staged>,
+}
+
+impl Sink for FlagFile<'_> {
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        let staged = match &mut self.staged {
+            Some(staged) => staged,
+            staged @ None => staged.insert(Staged::new(self.dest)?),
+        };
+        staged.write_all(chunk)
+    }
+
+    fn clear(&mut self) -> io::Result<()> {
+        self.staged.as_mut().map_or(Ok(()), Staged::clear)
+    }
+}
+
+/// Why [`get_with_retries`] gave up.
+#[derive(Debug)]
+enum Failed {
+    /// The request failed (or the server refused): the one-line reason.
+    Fetch(String),
+    /// The body could not be written where it goes (a full file system, say).
+    Save(io::Error),
 }
 
 /// What every download of a run shares.
@@ -106,6 +246,9 @@ pub(crate) struct Target {
     pub(crate) retries: u32,
     pub(crate) timeout: Duration,
     pub(crate) cancel: Arc<Cancel>,
+    /// With `--name-by country`: when the run started, as `dest`'s file system dates it
+    /// ([`run_start`]); a file that changed since is never replaced.
+    pub(crate) run_start: Option<SystemTime>,
 }
 
 /// Downloads and saves the flag of `code`; never fails, the outcome is in the record.
@@ -136,25 +279,48 @@ async fn fetch_and_save<T: Transport>(
 ) -> Outcome {
     let lower = code.to_ascii_lowercase();
     let url = format!("{}/{lower}/{lower}.gif", target.base_url);
-    let body = match get_with_retries(client, target, &url, attempts).await {
-        Ok(Some(body)) if body.is_empty() => {
+    // What a failed write is about: the name when it is known before the body arrives.
+    let saving = match target.name_by {
+        NameBy::Code => format!("{code}.gif"),
+        NameBy::Country => format!("the flag of {code}"),
+    };
+    let mut flag = FlagFile {
+        dest: &target.dest,
+        staged: None,
+    };
+    match get_with_retries(client, target, &url, &mut flag, MAX_BODY, attempts).await {
+        Ok(true) => {}
+        Ok(false) => return Outcome::NotFound { url },
+        Err(Failed::Fetch(message)) => return Outcome::Error { message },
+        Err(Failed::Save(e)) => {
             return Outcome::Error {
-                message: format!("empty response body: {url}"),
+                message: format!("cannot save {saving}: {e}"),
             };
         }
-        Ok(Some(body)) => body,
-        Ok(None) => return Outcome::NotFound { url },
-        Err(message) => return Outcome::Error { message },
+    }
+    let Some(staged) = flag.staged.filter(|staged| staged.len() > 0) else {
+        return Outcome::Error {
+            message: format!("empty response body: {url}"),
+        };
     };
-    let name = match target.name_by {
-        NameBy::Code => format!("{code}.gif"),
-        NameBy::Country => match country_name(client, target, &lower, attempts).await {
-            Ok(country) => save::country_file_name(&country, code),
-            Err(message) => return Outcome::Error { message },
-        },
+    let (name, saved) = match target.name_by {
+        NameBy::Code => {
+            let saved = staged.commit(&saving).map(drop);
+            (saving, saved)
+        }
+        NameBy::Country => {
+            let name = match country_name(client, target, &lower, attempts).await {
+                Ok(country) => save::country_file_name(&country, code),
+                Err(message) => return Outcome::Error { message },
+            };
+            // Two codes may want one name: the second gets `{stem}_{code}.gif`.
+            let run_start = target.run_start.unwrap_or(SystemTime::UNIX_EPOCH);
+            let saved = staged.commit_unique(&name, code, run_start).map(drop);
+            (name, saved)
+        }
     };
-    match save::save_atomically(&target.dest, &name, &body) {
-        Ok(_) => Outcome::Ok,
+    match saved {
+        Ok(()) => Outcome::Ok,
         Err(e) => Outcome::Error {
             message: format!("cannot save {name}: {e}"),
         },
@@ -173,38 +339,167 @@ async fn country_name<T: Transport>(
         country: String,
     }
     let url = format!("{}/{lower}/metadata.json", target.base_url);
-    match get_with_retries(client, target, &url, attempts).await? {
-        Some(body) => serde_json::from_slice::<Metadata>(&body)
+    let mut body = Vec::new();
+    match get_with_retries(client, target, &url, &mut body, MAX_METADATA, attempts).await {
+        Ok(true) => serde_json::from_slice::<Metadata>(&body)
             .map(|m| m.country)
             .map_err(|e| format!("bad metadata.json ({e}): {url}")),
-        None => Err(format!("metadata.json not found: {url}")),
+        Ok(false) => Err(format!("metadata.json not found: {url}")),
+        Err(Failed::Fetch(message)) => Err(message),
+        Err(Failed::Save(e)) => Err(format!("cannot read metadata.json: {e}")),
     }
 }
 
-/// GETs `url`, retrying transient errors up to `target.retries` times. `Ok(None)` is a 404.
+/// GETs `url`, retrying transient errors up to `target.retries` times, and streams the body of
+/// a 2xx answer into `sink` (at most `cap` bytes). `Ok(false)` is a 404.
 async fn get_with_retries<T: Transport>(
     client: &T,
     target: &Target,
     url: &str,
+    sink: &mut dyn Sink,
+    cap: u64,
     attempts: &mut u32,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<bool, Failed> {
     let mut retry = 0;
     loop {
         *attempts += 1;
-        let error = match client.get(url).await {
-            Ok(response) if (200..300).contains(&response.status) => {
-                return Ok(Some(response.body));
+        let error = match get_following(client, target.timeout, url).await {
+            Ok((head, mut body)) if (200..300).contains(&head.status) => {
+                sink.clear().map_err(Failed::Save)?;
+                match receive(&head, &mut body, sink, cap, target.timeout).await {
+                    Ok(()) => return Ok(true),
+                    Err(BodyError::Save(e)) => return Err(Failed::Save(e)),
+                    Err(BodyError::Fetch(error)) => error,
+                }
             }
-            Ok(response) if response.status == 404 => return Ok(None),
-            Ok(response) => FetchError::status(response.status, response.retry_after),
+            Ok((head, mut body)) => {
+                drain(&head, &mut body).await;
+                if head.status == 404 {
+                    return Ok(false);
+                }
+                FetchError::status(head.status, head.retry_after)
+            }
             Err(error) => error,
         };
         if !error.transient || retry >= target.retries || target.cancel.is_cancelled() {
-            return Err(error.message);
+            return Err(Failed::Fetch(error.message));
         }
         retry += 1;
         if !client.sleep(backoff(retry, error.retry_after)).await {
-            return Err(error.message);
+            return Err(Failed::Fetch(error.message));
+        }
+    }
+}
+
+/// GETs `url`, following at most [`MAX_REDIRECTS`] redirects (301, 302, 303, 307, 308; to
+/// `http` and `https` URLs only, relative ones resolved against the URL that answered).
+async fn get_following<T: Transport>(
+    client: &T,
+    timeout: Duration,
+    url: &str,
+) -> Result<(Head, T::Body), FetchError> {
+    let mut url = url.to_owned();
+    let mut redirects = 0;
+    loop {
+        let (head, mut body) = client
+            .get(&url)
+            .await
+            .map_err(|fault| fault.into_error(timeout, 0, None))?;
+        if head
+            .content_length
+            .is_some_and(|len| len > MAX_CONTENT_LENGTH)
+        {
+            return Err(Fault::InvalidHead.into_error(timeout, 0, None));
+        }
+        if !matches!(head.status, 301 | 302 | 303 | 307 | 308) {
+            return Ok((head, body));
+        }
+        if redirects == MAX_REDIRECTS {
+            return Err(FetchError::permanent(format!(
+                "too many redirects (more than {MAX_REDIRECTS})"
+            )));
+        }
+        redirects += 1;
+        drain(&head, &mut body).await;
+        let location = head
+            .location
+            .ok_or_else(|| FetchError::permanent("redirect without a Location header".into()))?;
+        url = redirect_target(&url, &location)?;
+    }
+}
+
+/// Where a redirect from `url` to `location` leads: an `http` or `https` URL.
+fn redirect_target(url: &str, location: &str) -> Result<String, FetchError> {
+    let invalid = || FetchError::permanent(format!("invalid redirect location: {location}"));
+    let next = reqwest::Url::parse(url)
+        .and_then(|base| base.join(location))
+        .map_err(|_| invalid())?;
+    match next.scheme() {
+        "http" | "https" => Ok(next.into()),
+        scheme => Err(FetchError::permanent(format!(
+            "unsupported redirect scheme: {scheme}"
+        ))),
+    }
+}
+
+/// Why a body could not be received.
+enum BodyError {
+    /// The body did not arrive whole, or is over the cap.
+    Fetch(FetchError),
+    /// It could not be written where it goes.
+    Save(io::Error),
+}
+
+/// Streams the body of a 2xx answer into `sink`, a piece at a time, failing as soon as it is
+/// known to be over `cap` bytes (by its `Content-Length`, or as it arrives). A body in a
+/// content encoding is refused: every request asks for `identity`, and nothing is decoded.
+async fn receive<B: Body>(
+    head: &Head,
+    body: &mut B,
+    sink: &mut dyn Sink,
+    cap: u64,
+    timeout: Duration,
+) -> Result<(), BodyError> {
+    if let Some(encoding) = &head.content_encoding
+        && !encoding.trim().eq_ignore_ascii_case("identity")
+    {
+        return Err(BodyError::Fetch(FetchError::permanent(format!(
+            "unsupported content encoding: {encoding}"
+        ))));
+    }
+    if head.content_length.is_some_and(|len| len > cap) {
+        return Err(BodyError::Fetch(FetchError::too_large(cap)));
+    }
+    let mut received: u64 = 0;
+    loop {
+        let chunk = match body.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Ok(()),
+            Err(fault) => {
+                let error = fault.into_error(timeout, received, head.content_length);
+                return Err(BodyError::Fetch(error));
+            }
+        };
+        received += chunk.len() as u64;
+        if received > cap {
+            return Err(BodyError::Fetch(FetchError::too_large(cap)));
+        }
+        sink.write(chunk).map_err(BodyError::Save)?;
+    }
+}
+
+/// Reads and drops the body of an answer that is not saved (a 404, an error status), so that
+/// its connection can serve the next request; one longer than [`MAX_DRAINED`] costs the
+/// connection instead.
+async fn drain<B: Body>(head: &Head, body: &mut B) {
+    if head.content_length.is_some_and(|len| len > MAX_DRAINED) {
+        return;
+    }
+    let mut read: u64 = 0;
+    while let Ok(Some(chunk)) = body.chunk().await {
+        read += chunk.len() as u64;
+        if read > MAX_DRAINED {
+            return;
         }
     }
 }
@@ -307,16 +602,26 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
+    /// A scripted answer: a status, a `Retry-After`, and a body in pieces, the last of which
+    /// may be an error (a connection lost in the body).
+    #[derive(Debug)]
+    struct Response {
+        status: u16,
+        retry_after: Option<Duration>,
+        location: Option<String>,
+        body: Vec<u8>,
+    }
+
     /// A scripted transport: answers from a queue, records the URLs and sleeps.
     #[derive(Default)]
     struct Script {
-        answers: Mutex<VecDeque<Result<Response, FetchError>>>,
+        answers: Mutex<VecDeque<Result<Response, Fault>>>,
         urls: Mutex<Vec<String>>,
         sleeps: Mutex<Vec<Duration>>,
     }
 
     impl Script {
-        fn new(answers: Vec<Result<Response, FetchError>>) -> Self {
+        fn new(answers: Vec<Result<Response, Fault>>) -> Self {
             Self {
                 answers: Mutex::new(answers.into()),
                 ..Self::default()
@@ -324,15 +629,45 @@ mod tests {
         }
     }
 
+    /// A scripted body, handed over in pieces of at most 4 bytes.
+    struct ScriptBody {
+        rest: Vec<u8>,
+        piece: Vec<u8>,
+    }
+
+    impl Body for ScriptBody {
+        fn chunk(&mut self) -> impl Future<Output = Result<Option<&[u8]>, Fault>> + Send {
+            let n = self.rest.len().min(4);
+            self.piece = self.rest.drain(..n).collect();
+            std::future::ready(Ok((n > 0).then_some(&self.piece[..])))
+        }
+    }
+
     impl Transport for Script {
-        fn get(&self, url: &str) -> impl Future<Output = Result<Response, FetchError>> + Send {
+        type Body = ScriptBody;
+
+        fn get(&self, url: &str) -> impl Future<Output = Result<(Head, ScriptBody), Fault>> + Send {
             if let Ok(mut urls) = self.urls.lock() {
                 urls.push(url.to_owned());
             }
             let answer = self.answers.lock().ok().and_then(|mut a| a.pop_front());
-            std::future::ready(
-                answer.unwrap_or_else(|| Err(FetchError::permanent("script ended".into()))),
-            )
+            let answer = answer
+                .unwrap_or_else(|| Err(Fault::Other("script ended".into())))
+                .map(|response| {
+                    let head = Head {
+                        status: response.status,
+                        retry_after: response.retry_after,
+                        content_length: Some(response.body.len() as u64),
+                        content_encoding: None,
+                        location: response.location,
+                    };
+                    let body = ScriptBody {
+                        rest: response.body,
+                        piece: Vec::new(),
+                    };
+                    (head, body)
+                });
+            std::future::ready(answer)
         }
 
         fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send {
@@ -343,10 +678,11 @@ mod tests {
         }
     }
 
-    fn ok(status: u16, body: &[u8]) -> Result<Response, FetchError> {
+    fn ok(status: u16, body: &[u8]) -> Result<Response, Fault> {
         Ok(Response {
             status,
             retry_after: None,
+            location: None,
             body: body.to_vec(),
         })
     }
@@ -359,6 +695,7 @@ mod tests {
             retries,
             timeout: Duration::from_secs(1),
             cancel: Cancel::new(),
+            run_start: Some(SystemTime::now()),
         }
     }
 
@@ -424,13 +761,10 @@ mod tests {
         let busy = Ok(Response {
             status: 503,
             retry_after: Some(Duration::from_secs(2)),
+            location: None,
             body: vec![],
         });
-        let script = Script::new(vec![
-            busy,
-            Err(FetchError::transient("reset".into())),
-            ok(200, b"GIF"),
-        ]);
+        let script = Script::new(vec![busy, Err(Fault::ResetBeforeHead), ok(200, b"GIF")]);
         let record = block_on(get_flag(
             &script,
             &target(dir.path(), 2, NameBy::Code),
@@ -512,6 +846,70 @@ mod tests {
         ));
         assert!(
             matches!(&record.outcome, Outcome::Error { message } if message.starts_with("bad metadata.json"))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn redirects_resolve_against_the_url_and_keep_to_http() {
+        let from = "http://h:8000/flags/br/br.gif";
+        let target = |location: &str| redirect_target(from, location).map_err(|e| e.message);
+        assert_eq!(target("/x/br.gif"), Ok("http://h:8000/x/br.gif".into()));
+        assert_eq!(
+            target("br2.gif"),
+            Ok("http://h:8000/flags/br/br2.gif".into())
+        );
+        assert_eq!(target("https://o/y"), Ok("https://o/y".into()));
+        assert_eq!(
+            target("file:///etc/passwd"),
+            Err("unsupported redirect scheme: file".into())
+        );
+        assert_eq!(
+            target("http://[::1"),
+            Err("invalid redirect location: http://[::1".into())
+        );
+    }
+
+    #[test]
+    fn a_redirect_chain_is_followed_and_bounded() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let hop = |location: &str| {
+            Ok(Response {
+                status: 302,
+                retry_after: None,
+                location: Some(location.into()),
+                body: b"moved".to_vec(),
+            })
+        };
+        let script = Script::new(vec![hop("/a.gif"), hop("b.gif"), ok(200, b"GIF89a")]);
+        let record = block_on(get_flag(
+            &script,
+            &target(dir.path(), 0, NameBy::Code),
+            "BR",
+            0,
+        ));
+        assert_eq!(record.outcome, Outcome::Ok);
+        assert_eq!(
+            *script.urls.lock().unwrap_or_else(|e| e.into_inner()),
+            [
+                "http://h/flags/br/br.gif",
+                "http://h/a.gif",
+                "http://h/b.gif"
+            ]
+        );
+
+        let script = Script::new((0..=MAX_REDIRECTS).map(|_| hop("/again")).collect());
+        let record = block_on(get_flag(
+            &script,
+            &target(dir.path(), 0, NameBy::Code),
+            "BR",
+            0,
+        ));
+        assert_eq!(
+            record.outcome,
+            Outcome::Error {
+                message: "too many redirects (more than 10)".into()
+            }
         );
         Ok(())
     }

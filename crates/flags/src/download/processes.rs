@@ -10,14 +10,15 @@
 //! its length as a monotonic `Duration`, and the parent places them on its own clock (`Anchor`).
 //! Lanes are the workers' pids numbered in the order their first result arrives.
 //!
-//! Ctrl-C (which reaches only this process: workers run in process groups of their own) shuts
-//! the pool down with `cancel_futures`: codes not handed to a worker are cancelled at once, and
-//! the downloads workers have already taken finish (within `--timeout`) and are counted.
-//! A second Ctrl-C exits this process at once; a worker then ends the download it runs and exits
-//! (its pipe is closed), so it still leaves no partial file.
+//! Ctrl-C or SIGTERM (which reach only this process: workers run in process groups of their
+//! own) calls the pool's `terminate_workers`: codes not handed to a worker are cancelled at
+//! once, and every worker gets SIGTERM, which it takes as its own Ctrl-C (see [`watch`]): a
+//! retry backoff ends at once, no new request starts, and the download in flight finishes
+//! (within `--timeout`) and is counted, as in the threads mode. A second one exits this
+//! process; each worker then gets its parent-death signal and exits at once, in a request or
+//! not, naming no file after it noticed (an unnamed file vanishes with it).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use concurrent_futures::{FutureError, ProcessPoolExecutor, SubmitError, as_completed};
 use serde::{Deserialize, Serialize};
 
-use super::{BlockingClient, Cancel, Record, Target, block_on, get_flag};
+use super::{BlockingClient, Cancel, Record, Target, block_on, get_flag, save};
 use crate::error::Error;
 use crate::plan::NameBy;
 use crate::report::Outcome;
@@ -38,6 +39,9 @@ struct Settings {
     name_by: NameBy,
     retries: u32,
     timeout: Duration,
+    run_start: Option<SystemTime>,
+    /// The pid of this `flags` process: a worker whose parent is no longer this one stops.
+    parent: u32,
 }
 
 /// A worker process's state: its client and the run's target.
@@ -63,11 +67,19 @@ struct Done {
     outcome: Outcome,
 }
 
-/// The pool's initializer: builds this worker's client (one connection: a worker runs one
-/// download at a time).
-fn init(settings: Settings) -> Result<(), Infallible> {
-    // A worker never sees Ctrl-C: the parent decides what stops, so this token stays unset.
+/// The pool's initializer: watches for the parent's SIGTERM and death ([`watch`]) and builds
+/// this worker's client (one connection: a worker runs one download at a time).
+///
+/// # Errors
+///
+/// The watch could not be set up: the worker would outlive its parent, so the pool must not
+/// run.
+fn init(settings: Settings) -> Result<(), String> {
+    // Cancelled by the parent's SIGTERM (its Ctrl-C), never by the terminal's Ctrl-C.
     let cancel = Cancel::new();
+    save::save_only_for(settings.parent);
+    #[cfg(target_os = "linux")]
+    watch::start(settings.parent, Arc::clone(&cancel))?;
     let client = BlockingClient::new(settings.timeout, 1, Arc::clone(&cancel));
     let target = Target {
         base_url: settings.base_url,
@@ -76,17 +88,19 @@ fn init(settings: Settings) -> Result<(), Infallible> {
         retries: settings.retries,
         timeout: settings.timeout,
         cancel,
+        run_start: settings.run_start,
     };
     // Runs once per worker process; a second call would find the same run's settings.
     let _ = WORKER.set(Worker { client, target });
     Ok(())
 }
 
-/// The task: downloads and saves the flag of `code` in this worker process.
-fn fetch(code: String) -> Done {
+/// The task: downloads and saves the flag of `code` in this worker process; `None` when the
+/// run was cancelled before it started (a task already in the worker's pipe).
+fn fetch(code: String) -> Option<Done> {
     let pid = std::process::id();
     let Some(worker) = WORKER.get() else {
-        return Done {
+        return Some(Done {
             pid,
             started: SystemTime::now(),
             took: Duration::ZERO,
@@ -94,18 +108,84 @@ fn fetch(code: String) -> Done {
             outcome: Outcome::Error {
                 message: "the worker process has no settings (initializer not run)".into(),
             },
-        };
+        });
     };
+    if worker.target.cancel.is_cancelled() {
+        return None;
+    }
     let record = block_on(get_flag(&worker.client, &worker.target, &code, 0));
     // The start on the system clock: now, less the monotonic time since the start.
     let (now, wall) = (Instant::now(), SystemTime::now());
     let since_start = now.saturating_duration_since(record.start);
-    Done {
+    Some(Done {
         pid,
         started: wall.checked_sub(since_start).unwrap_or(wall),
         took: record.end.saturating_duration_since(record.start),
         attempts: record.attempts,
         outcome: record.outcome,
+    })
+}
+
+/// A worker's watch: SIGTERM from the pool (the parent's Ctrl-C) and the death of the parent.
+///
+/// Both signals are blocked in every thread of the worker (the initializer runs on its only
+/// thread, before any other starts) and taken by one thread with `sigwait`, so no handler
+/// (and no `unsafe`) is needed:
+/// - SIGTERM, sent by `terminate_workers`, cancels the worker's token, as Ctrl-C does in the
+///   other modes: a backoff ends at once and no request starts, the one in flight finishes;
+/// - SIGHUP is the parent-death signal (`PR_SET_PDEATHSIG`). The kernel sends it when the
+///   *thread* that started the worker ends, which is not always the end of the process (with
+///   `StartMethod::Spawn` a pool thread starts replacements), so the watch acts only if the
+///   parent pid changed: then `flags` is gone, and the worker exits at once, in a request or
+///   not, once no file is being named.
+#[cfg(target_os = "linux")]
+mod watch {
+    use std::os::unix::process::parent_id;
+    use std::sync::Arc;
+
+    use nix::sys::signal::{SigSet, Signal};
+
+    use super::Cancel;
+    use super::save::exit_between_saves;
+    use crate::report::Stop;
+
+    /// Exit status of a worker whose parent died: as if the hangup had killed it.
+    const EXIT_ORPHANED: i32 = 128 + Signal::SIGHUP as i32;
+
+    /// Starts the watch for the worker of the `flags` process `parent`, which cancels
+    /// `cancel` on SIGTERM.
+    ///
+    /// # Errors
+    ///
+    /// Blocking the signals, setting the parent-death signal or starting the thread failed.
+    pub(super) fn start(parent: u32, cancel: Arc<Cancel>) -> Result<(), String> {
+        let mut signals = SigSet::empty();
+        signals.add(Signal::SIGTERM);
+        signals.add(Signal::SIGHUP);
+        signals
+            .thread_block()
+            .map_err(|e| format!("cannot block SIGTERM and SIGHUP: {e}"))?;
+        nix::sys::prctl::set_pdeathsig(Signal::SIGHUP)
+            .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+        // The parent may have died before the signal was asked for.
+        if parent_id() != parent {
+            exit_between_saves(EXIT_ORPHANED);
+        }
+        std::thread::Builder::new()
+            .name("flags-watch".into())
+            .spawn(move || {
+                loop {
+                    match signals.wait() {
+                        Ok(Signal::SIGTERM) => cancel.cancel(Stop::Terminate),
+                        Ok(Signal::SIGHUP) if parent_id() != parent => {
+                            exit_between_saves(EXIT_ORPHANED)
+                        }
+                        _ => {}
+                    }
+                }
+            })
+            .map(drop)
+            .map_err(|e| format!("cannot start the watch thread: {e}"))
     }
 }
 
@@ -150,6 +230,8 @@ pub(super) fn run(
         name_by: target.name_by,
         retries: target.retries,
         timeout: target.timeout,
+        run_start: target.run_start,
+        parent: std::process::id(),
     };
     let pool = ProcessPoolExecutor::builder()
         .max_workers(workers)
@@ -157,9 +239,10 @@ pub(super) fn run(
         .build()
         .map_err(Error::ProcessPool)?;
     let pool = Arc::new(pool);
+    // Cancels what no worker has taken, and tells every worker (see `watch`).
     target.cancel.on_cancel({
         let pool = Arc::clone(&pool);
-        move || pool.shutdown(false, true)
+        move || pool.terminate_workers()
     });
 
     let anchor = Anchor::now();
@@ -179,7 +262,8 @@ pub(super) fn run(
         // Without a timeout, `as_completed` yields no errors.
         let Ok((code, handle)) = done else { continue };
         match handle.result() {
-            Ok(done) => {
+            Ok(None) => {}
+            Ok(Some(done)) => {
                 let next = lanes.len();
                 let lane = *lanes.entry(done.pid).or_insert(next);
                 let start = anchor.instant(done.started);
@@ -224,7 +308,9 @@ mod tests {
     fn fetch_without_settings_is_an_error_not_a_panic() {
         // Unit tests never run the initializer, so `WORKER` is unset here.
         let done = fetch("BR".into());
-        assert_eq!(done.attempts, 0);
-        assert!(matches!(done.outcome, Outcome::Error { .. }));
+        assert!(
+            matches!(&done, Some(done) if done.attempts == 0 && matches!(done.outcome, Outcome::Error { .. })),
+            "{done:?}"
+        );
     }
 }

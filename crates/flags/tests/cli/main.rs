@@ -6,6 +6,7 @@ mod bench;
 mod examples;
 mod faults;
 mod interrupt;
+mod memory;
 mod modes;
 mod reports;
 mod serve;

@@ -131,6 +131,11 @@ pub(crate) enum Reply {
     Truncated { declared: usize, body: Vec<u8> },
     /// Close the connection with a TCP reset.
     Reset,
+    /// A 200 whose body is shared rather than copied per request (a large body).
+    Shared(Arc<[u8]>),
+    /// These bytes exactly (a head and what follows, however malformed), then an orderly
+    /// close.
+    Raw(Vec<u8>),
     /// Hold the request until the server's gate opens (or it is dropped), then answer.
     Stall(Box<Reply>),
 }
@@ -169,6 +174,8 @@ struct Shared {
     seen: Mutex<HashMap<String, usize>>,
     /// Paths of requests, as they arrive.
     arrivals: Mutex<mpsc::Sender<String>>,
+    /// The head (request line and headers) of every request, in arrival order.
+    heads: Mutex<Vec<String>>,
     gate: Mutex<bool>,
     opened: Condvar,
     stop: AtomicBool,
@@ -194,6 +201,7 @@ impl FaultServer {
             handler: Box::new(handler),
             seen: Mutex::new(HashMap::new()),
             arrivals: Mutex::new(tx),
+            heads: Mutex::new(Vec::new()),
             gate: Mutex::new(false),
             opened: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -229,12 +237,27 @@ impl FaultServer {
         (0..n).filter_map(|_| self.arrivals.recv().ok()).collect()
     }
 
+    /// The path of the next request to arrive, waiting at most `bound` (a liveness bound for
+    /// a child that died, never a timing assertion).
+    pub(crate) fn next_request(&self, bound: std::time::Duration) -> Option<String> {
+        self.arrivals.recv_timeout(bound).ok()
+    }
+
     /// Lets stalled requests be answered.
     pub(crate) fn open_gate(&self) {
         if let Ok(mut open) = self.shared.gate.lock() {
             *open = true;
         }
         self.shared.opened.notify_all();
+    }
+
+    /// The heads of the requests that arrived so far, in order.
+    pub(crate) fn heads(&self) -> Vec<String> {
+        self.shared
+            .heads
+            .lock()
+            .map(|heads| heads.clone())
+            .unwrap_or_default()
     }
 
     /// How many requests arrived for `path`.
@@ -269,7 +292,10 @@ fn serve(stream: TcpStream, shared: &Shared) {
         return;
     };
     let mut reader = BufReader::new(stream);
-    while let Some(path) = read_head(&mut reader) {
+    while let Some((path, head)) = read_head(&mut reader) {
+        if let Ok(mut heads) = shared.heads.lock() {
+            heads.push(head);
+        }
         let count = {
             let Ok(mut seen) = shared.seen.lock() else {
                 return;
@@ -323,6 +349,16 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 let _ = socket2::SockRef::from(&out).set_linger(Some(std::time::Duration::ZERO));
                 return;
             }
+            Reply::Shared(body) => {
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                out.write_all(head.as_bytes())
+                    .and_then(|()| out.write_all(&body))
+                    .is_ok()
+            }
+            Reply::Raw(bytes) => {
+                let _ = out.write_all(&bytes);
+                false
+            }
             Reply::Stall(_) => false,
         };
         if !written {
@@ -332,22 +368,24 @@ fn serve(stream: TcpStream, shared: &Shared) {
     }
 }
 
-/// Reads a request head (request line and headers) and returns the path without the query;
-/// `None` at end of stream or on garbage.
-fn read_head(reader: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
+/// Reads a request head (request line and headers) and returns the path without the query,
+/// and the whole head; `None` at end of stream or on garbage.
+fn read_head(reader: &mut BufReader<TcpStream>) -> Option<(String, String)> {
+    let mut head = String::new();
+    if reader.read_line(&mut head).ok()? == 0 {
         return None;
     }
-    let target = line.split_whitespace().nth(1)?;
+    let target = head.split_whitespace().nth(1)?;
     let path = target.split('?').next().unwrap_or(target).to_owned();
+    let mut line = String::new();
     loop {
         line.clear();
         if reader.read_line(&mut line).ok()? == 0 {
             return None;
         }
         if line == "\r\n" || line == "\n" {
-            return Some(path);
+            return Some((path, head));
         }
+        head.push_str(&line);
     }
 }
