@@ -77,7 +77,7 @@ pub fn run(plan: &Plan, cancel: &Arc<Cancel>) -> Result<Summary, Error> {
     };
     let mut tally = Tally::default();
     let start = Instant::now();
-    download::run(plan, target, &mut |record| {
+    download::run(plan, target, &progress, &mut |record| {
         progress.inc();
         if plan.verbose {
             progress.line(&report::verbose_line(&record));

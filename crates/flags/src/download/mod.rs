@@ -33,6 +33,7 @@ pub use self::save::exit_between_saves;
 pub(crate) use self::save::run_start;
 use crate::error::Error;
 use crate::plan::{Mode, NameBy, Plan};
+use crate::progress::Progress;
 use crate::report::{Outcome, Record};
 
 /// First retry delay; doubles with each retry.
@@ -546,7 +547,12 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 ///
 /// Failing to build the HTTP client, the thread pool or the runtime. Failed downloads are
 /// records, not errors.
-pub(crate) fn run(plan: &Plan, target: Target, sink: &mut dyn FnMut(Record)) -> Result<(), Error> {
+pub(crate) fn run(
+    plan: &Plan,
+    target: Target,
+    progress: &Progress,
+    sink: &mut dyn FnMut(Record),
+) -> Result<(), Error> {
     let target = Arc::new(target);
     match plan.mode {
         Mode::Sequential => {
@@ -562,11 +568,12 @@ pub(crate) fn run(plan: &Plan, target: Target, sink: &mut dyn FnMut(Record)) -> 
                 plan.concurrency,
                 Arc::new(client),
                 target,
+                progress,
                 sink,
             )
         }
         // Each worker process builds its own client.
-        Mode::Processes => processes::run(&plan.codes, plan.concurrency, target, sink),
+        Mode::Processes => processes::run(&plan.codes, plan.concurrency, target, progress, sink),
         Mode::Async => {
             // One thread runs the event loop, the scheduling and the saves: the scheduler refills
             // a lane on the thread that saw it free, with no cross-thread wake-up per download

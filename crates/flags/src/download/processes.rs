@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::{BlockingClient, Cancel, Record, Target, block_on, get_flag, save};
 use crate::error::Error;
 use crate::plan::NameBy;
+use crate::progress::Progress;
 use crate::report::Outcome;
 
 /// What every download of a run needs, sent to each worker once (the pool's initializer).
@@ -222,6 +223,7 @@ pub(super) fn run(
     codes: &[String],
     workers: usize,
     target: Arc<Target>,
+    progress: &Progress,
     sink: &mut dyn FnMut(Record),
 ) -> Result<(), Error> {
     let settings = Settings {
@@ -238,6 +240,10 @@ pub(super) fn run(
         .initializer(init, settings)
         .build()
         .map_err(Error::ProcessPool)?;
+    let _watch = progress.watch_pool({
+        let pool = pool.clone();
+        move || pool.stats()
+    });
     let pool = Arc::new(pool);
     // Cancels what no worker has taken, and tells every worker (see `watch`).
     target.cancel.on_cancel({

@@ -14,6 +14,7 @@ use concurrent_futures::{FutureError, FutureHandle, ThreadPoolExecutor, as_compl
 
 use super::{BlockingClient, Record, Target, block_on, get_flag};
 use crate::error::Error;
+use crate::progress::Progress;
 
 thread_local! {
     /// This worker thread's lane in the run's records (the pool's threads serve one run).
@@ -43,6 +44,7 @@ pub(super) fn run(
     workers: usize,
     client: Arc<BlockingClient>,
     target: Arc<Target>,
+    progress: &Progress,
     sink: &mut dyn FnMut(Record),
 ) -> Result<(), Error> {
     let pool = ThreadPoolExecutor::builder()
@@ -50,6 +52,10 @@ pub(super) fn run(
         .thread_name_prefix("flags")
         .build()
         .map_err(Error::ThreadPool)?;
+    let _watch = progress.watch_pool({
+        let pool = pool.clone();
+        move || pool.stats()
+    });
     let pool = Arc::new(pool);
     target.cancel.on_cancel({
         let pool = Arc::clone(&pool);
