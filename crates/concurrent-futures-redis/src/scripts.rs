@@ -1,0 +1,149 @@
+//! The server-side scripts: each step that must see and change the broker's state at
+//! once. Invoked with `EVALSHA` (the `redis` crate falls back to `EVAL` when the
+//! broker does not know the script, as after a restart).
+//!
+//! Every script that settles a task first checks that the entry is still pending for
+//! the calling consumer (`XPENDING key group id id 1`): a worker that lost its lease
+//! (stopped past it, partitioned) and had its entry claimed by another cannot deliver a
+//! result, requeue or dead-letter it. Redis runs a script alone, so nothing can claim
+//! the entry between the check and the write.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Fenced commit of a batch of results.
+///
+/// `KEYS[1]` the task stream; for item `i` (from 1), `KEYS[2i]` the client's result
+/// stream and `KEYS[2i+1]` its cancel set. `ARGV[1]` group, `ARGV[2]` consumer; for
+/// item `i`, `ARGV[3i]` entry id, `ARGV[3i+1]` result message, `ARGV[3i+2]` sequence
+/// number. Returns, per item, 1 (committed: result added, entry acknowledged and
+/// deleted) or 0 (refused: the entry is not this consumer's any more). A client whose
+/// result stream expired gets nothing (`NOMKSTREAM`), and its entry is still removed.
+pub(crate) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+local n = (#KEYS - 1) / 2
+for i = 1, n do
+  local id = ARGV[3 * i]
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if #p == 1 and p[1][2] == ARGV[2] then
+    redis.call('XADD', KEYS[2 * i], 'NOMKSTREAM', '*', 'r', ARGV[3 * i + 1])
+    redis.call('SREM', KEYS[2 * i + 1], ARGV[3 * i + 2])
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+    redis.call('XDEL', KEYS[1], id)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+",
+    )
+});
+
+/// Fenced move of one entry: requeue it (a new entry at the end of the task stream,
+/// with its attempts so far) or dead-letter it, optionally adding a result for the
+/// client in the same step.
+///
+/// `KEYS[1]` task stream, `KEYS[2]` destination stream, `KEYS[3]` result stream,
+/// `KEYS[4]` cancel set. `ARGV[1]` group, `ARGV[2]` consumer, `ARGV[3]` entry id,
+/// `ARGV[4]` result message or empty, `ARGV[5]` sequence number or empty, `ARGV[6..]`
+/// the new entry's fields and values. Returns the new entry's id, or nil when the entry
+/// is not this consumer's any more.
+pub(crate) static MOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return false end
+local new = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 6))
+if ARGV[4] ~= '' then redis.call('XADD', KEYS[3], 'NOMKSTREAM', '*', 'r', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('SREM', KEYS[4], ARGV[5]) end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return new
+",
+    )
+});
+
+/// Heartbeat: resets the idle time of the entries this consumer still owns
+/// (`XCLAIM .. 0 id JUSTID`, which does not count a delivery) and returns the ids it
+/// no longer owns (claimed by another worker, or settled).
+///
+/// `KEYS[1]` task stream. `ARGV[1]` group, `ARGV[2]` consumer, `ARGV[3..]` entry ids.
+pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+",
+    )
+});
+
+/// Claims entries of other consumers idle past their own lease (field `l`; leases are
+/// per task, so one `XAUTOCLAIM` with one idle time cannot do it): a page of the
+/// pending list from a cursor, `XCLAIM` with the entry's lease as the minimum idle
+/// time (which counts a delivery).
+///
+/// `KEYS[1]` task stream. `ARGV[1]` group, `ARGV[2]` consumer, `ARGV[3]` start (`-` or
+/// `(id`), `ARGV[4]` page size, `ARGV[5]` the smallest idle time worth looking at,
+/// `ARGV[6]` the lease of an entry without `l`. Returns `{cursor, {{id, previous
+/// owner, fields}, ...}}`; the cursor is empty at the end of the list.
+pub(crate) static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local pend = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[5]), ARGV[3], '+', tonumber(ARGV[4]))
+local out = {}
+local last = ''
+for _, p in ipairs(pend) do
+  local id, owner, idle = p[1], p[2], p[3]
+  last = '(' .. id
+  local e = redis.call('XRANGE', KEYS[1], id, id)
+  if #e == 0 then
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+  elseif owner ~= ARGV[2] then
+    local fields = e[1][2]
+    local lease = tonumber(ARGV[6])
+    for i = 1, #fields, 2 do
+      if fields[i] == 'l' then lease = tonumber(fields[i + 1]) or lease end
+    end
+    if idle >= lease then
+      local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], lease, id)
+      if #c > 0 then table.insert(out, {id, owner, c[1][2]}) end
+    end
+  end
+end
+if #pend < tonumber(ARGV[4]) then last = '' end
+return {last, out}
+",
+    )
+});
+
+/// Cancels one task: an entry no worker holds is deleted from the stream (returns 1);
+/// otherwise its sequence number goes into the client's cancel set and the channel
+/// tells the workers (returns 2), and the worker holding it stops it.
+///
+/// `KEYS[1]` task stream, `KEYS[2]` the client's cancel set. `ARGV[1]` group, `ARGV[2]`
+/// entry id, `ARGV[3]` sequence number, `ARGV[4]` channel, `ARGV[5]` message,
+/// `ARGV[6]` the cancel set's time to live in ms.
+pub(crate) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 and redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then return 1 end
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 2
+",
+    )
+});

@@ -1,0 +1,787 @@
+//! ClusterExecutor tests (issue 16, point 4). A `harness = false` binary: workers are
+//! this executable started again (`CF_REDIS_TEST_ROLE=worker`), whose own pool children
+//! are forks of it too, so `main` must hand over to `process_worker_main` first, which
+//! libtest's generated `main` cannot do. Each test starts its own `redis-server` on a
+//! Unix socket in a temporary directory and stops it. Tasks are held in known states
+//! through a Unix socket ([`common::Holds`]); worker progress is read from their stderr
+//! (a pipe); nothing sleeps, and the only deadlines guard against hangs.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use common::{HANG, Holds, Redis, TempDir, WorkerProc};
+use concurrent_futures::{FutureError, ReturnWhen, ThreadPoolExecutor, as_completed, wait};
+use concurrent_futures_redis::{ClusterExecutor, OnDataLoss, SubmitError, Task, TaskError, Worker};
+use nix::sys::signal::Signal;
+
+// ---------------------------------------------------------------- tasks
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn square32(x: u32) -> u32 {
+    x * x
+}
+
+fn fallible(x: i64) -> Result<i64, String> {
+    if x < 0 {
+        Err(format!("{x} is negative"))
+    } else {
+        Ok(x)
+    }
+}
+
+/// The line of `boom`'s panic, for the location check.
+const BOOM_LINE: u32 = line!() + 6;
+
+/// Leaves a mark in `dir` (so the test can count runs), then panics.
+fn boom(dir: String) -> u32 {
+    let mark = std::path::Path::new(&dir).join(format!("run-{}", std::process::id()));
+    std::fs::write(mark, b"").expect("mark");
+    panic!("boom in {}", std::process::id());
+}
+
+/// Aborts on the first delivery of `n` (the mark in `dir` says it happened), returns
+/// `n` on the next.
+fn crash_once((dir, n): (String, u64)) -> u64 {
+    let mark = std::path::Path::new(&dir).join(n.to_string());
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(mark)
+        .is_ok()
+    {
+        std::process::abort();
+    }
+    n
+}
+
+fn always_abort(_: u32) -> u32 {
+    std::process::abort()
+}
+
+fn hold(path: String) -> String {
+    common::hold_task(&path)
+}
+
+const SQUARE: Task<u64, u64> = Task::new("square", square);
+const FALLIBLE: Task<i64, Result<i64, String>> = Task::new("fallible", fallible);
+const BOOM: Task<String, u32> = Task::new("boom", boom);
+const CRASH_ONCE: Task<(String, u64), u64> = Task::new("crash_once", crash_once);
+const ALWAYS_ABORT: Task<u32, u32> = Task::new("always_abort", always_abort);
+const HOLD: Task<String, String> = Task::new("hold", hold);
+/// Not registered by the workers.
+const UNREGISTERED: Task<u64, u64> = Task::new("not_registered", square);
+/// "square" with other types: what a client of another build would send.
+const SQUARE_OTHER_BUILD: Task<u32, u32> = Task::new("square", square32);
+
+// ---------------------------------------------------------------- roles
+
+/// This binary as a worker: serves the queue until killed.
+fn worker_main() -> ExitCode {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let worker = Worker::builder()
+        .broker(var(common::BROKER))
+        .queue(var(common::QUEUE))
+        .procs(var(common::PROCS).parse().unwrap_or(2))
+        .prefetch(var(common::PREFETCH).parse().unwrap_or(256))
+        .register(SQUARE)
+        .register(FALLIBLE)
+        .register(BOOM)
+        .register(CRASH_ONCE)
+        .register(ALWAYS_ABORT)
+        .register(HOLD)
+        .build();
+    let worker = match worker {
+        Ok(worker) => worker,
+        Err(e) => {
+            eprintln!("worker build failed: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    eprintln!("ready {}", worker.consumer());
+    match worker.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("worker failed: {e}");
+            ExitCode::from(4)
+        }
+    }
+}
+
+/// This binary as a client that submits five tasks, says its id and waits to be killed.
+fn client_main() -> ExitCode {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let cluster = ClusterExecutor::builder()
+        .broker(var(common::BROKER))
+        .queue(var(common::QUEUE))
+        .client_ttl(Duration::from_millis(500))
+        .build()
+        .expect("client");
+    let handles: Vec<_> = (0..5)
+        .map(|n| cluster.submit(SQUARE, n).expect("submit"))
+        .collect();
+    println!("{:016x}", cluster.client_id());
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line); // killed while waiting here
+    drop(handles);
+    ExitCode::SUCCESS
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn client(redis: &Redis, queue: &str) -> ClusterExecutor {
+    ClusterExecutor::builder()
+        .broker(redis.url())
+        .queue(queue)
+        .build()
+        .expect("build the client")
+}
+
+fn xlen(con: &mut redis::Connection, key: &str) -> usize {
+    redis::cmd("XLEN").arg(key).query(con).expect("XLEN")
+}
+
+/// Blocks until the stream `key` has had `n` entries added (read through the broker).
+fn wait_entries(con: &mut redis::Connection, key: &str, n: usize) {
+    let mut last = String::from("0");
+    let mut seen = 0;
+    while seen < n {
+        let reply: redis::Value = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(HANG.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(&last)
+            .query(con)
+            .expect("XREAD");
+        assert!(
+            !matches!(reply, redis::Value::Nil),
+            "no entries in {key} in time"
+        );
+        // [[key, [[id, fields], ...]]]
+        let mut ids = Vec::new();
+        if let redis::Value::Array(streams) = reply {
+            for stream in streams {
+                let redis::Value::Array(mut pair) = stream else {
+                    continue;
+                };
+                let Some(redis::Value::Array(entries)) = pair.pop() else {
+                    continue;
+                };
+                for entry in entries {
+                    let redis::Value::Array(parts) = entry else {
+                        continue;
+                    };
+                    if let Some(redis::Value::BulkString(id)) = parts.into_iter().next() {
+                        ids.push(String::from_utf8_lossy(&id).into_owned());
+                    }
+                }
+            }
+        }
+        seen += ids.len();
+        if let Some(id) = ids.last() {
+            last.clone_from(id);
+        }
+    }
+}
+
+fn task_error(e: &FutureError) -> &TaskError {
+    TaskError::of(e).unwrap_or_else(|| panic!("expected a cluster error, got {e:?}"))
+}
+
+// ---------------------------------------------------------------- tests
+
+/// Point 4, first bullet: a task's `Err` is its value, a panic is `Panicked` with the
+/// message and location, and neither runs again. Handles mix with a thread pool's.
+fn errors_and_panics_fail_their_future_once() {
+    let redis = Redis::start();
+    let _worker = WorkerProc::start(&redis, "q", "A", 2);
+    let cluster = client(&redis, "q");
+    assert_eq!(cluster.submit(SQUARE, 12).unwrap().result().unwrap(), 144);
+    assert_eq!(
+        cluster.submit(FALLIBLE, -3).unwrap().result().unwrap(),
+        Err(String::from("-3 is negative"))
+    );
+    let marks = TempDir::new("boom");
+    let dir = marks.path().display().to_string();
+    match cluster.submit(BOOM, dir).unwrap().result() {
+        Err(FutureError::Panicked(p)) => {
+            assert!(p.message().starts_with("boom in "), "{}", p.message());
+            let at = p.location().expect("a location");
+            assert!(at.file().ends_with("cluster.rs"), "{at}");
+            assert_eq!(at.line(), BOOM_LINE);
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    let runs = std::fs::read_dir(marks.path()).unwrap().count();
+    assert_eq!(runs, 1, "a panicking task is not delivered again");
+    // Cluster and thread-pool handles in one as_completed.
+    let threads = ThreadPoolExecutor::new();
+    let local = threads.submit(|| 7u64).unwrap();
+    let remote = cluster.submit(SQUARE, 5).unwrap();
+    let mut values: Vec<u64> = as_completed(vec![local, remote], Some(HANG))
+        .map(|h| h.unwrap().result().unwrap())
+        .collect();
+    values.sort_unstable();
+    assert_eq!(values, [7, 25]);
+    assert_eq!(cluster.stats().unexpected_results, 0);
+}
+
+/// Bad input: a task the worker does not know, or knows with other types, fails with
+/// a clear error and is never run.
+fn unknown_tasks_and_other_signatures_are_refused() {
+    let redis = Redis::start();
+    let worker = WorkerProc::start(&redis, "q", "A", 1);
+    let cluster = client(&redis, "q");
+    let e = cluster
+        .submit(UNREGISTERED, 3)
+        .unwrap()
+        .result()
+        .unwrap_err();
+    assert!(
+        matches!(task_error(&e), TaskError::UnknownTask { task, .. } if task == "not_registered")
+    );
+    assert!(
+        e.to_string()
+            .contains("does not know the task \"not_registered\""),
+        "{e}"
+    );
+    let e = cluster
+        .submit(SQUARE_OTHER_BUILD, 3)
+        .unwrap()
+        .result()
+        .unwrap_err();
+    assert!(
+        matches!(task_error(&e), TaskError::SignatureMismatch { task, .. } if task == "square")
+    );
+    assert!(e.to_string().contains("another signature"), "{e}");
+    worker.wait_line("refused task");
+    // The worker is fine.
+    assert_eq!(cluster.submit(SQUARE, 3).unwrap().result().unwrap(), 9);
+}
+
+/// Bad input: a message that does not decode goes to the dead-letter stream with the
+/// reason; the worker goes on.
+fn undecodable_messages_are_dead_lettered() {
+    let redis = Redis::start();
+    let worker = WorkerProc::start(&redis, "q", "A", 1);
+    let mut con = redis.con();
+    let _: String = redis::cmd("XADD")
+        .arg("{q}:tasks")
+        .arg("*")
+        .arg("t")
+        .arg(b"\xff\xff\xff\xff garbage".as_slice())
+        .query(&mut con)
+        .unwrap();
+    // Blocks until the worker moved it.
+    let dead: redis::Value = redis::cmd("XREAD")
+        .arg("BLOCK")
+        .arg(HANG.as_millis() as u64)
+        .arg("STREAMS")
+        .arg("{q}:dead")
+        .arg("0")
+        .query(&mut con)
+        .unwrap();
+    let text = format!("{dead:?}");
+    assert!(text.contains("does not decode"), "{text}");
+    worker.wait_line("does not decode");
+    assert_eq!(xlen(&mut con, "{q}:tasks"), 0);
+    let cluster = client(&redis, "q");
+    assert_eq!(cluster.submit(SQUARE, 4).unwrap().result().unwrap(), 16);
+}
+
+/// Bad input: URLs that do not parse, a broker that is down, bad options: clear errors
+/// at once.
+fn bad_urls_and_a_broker_that_is_down_are_clear_errors() {
+    let e = ClusterExecutor::builder()
+        .broker("http://localhost:6379")
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("\"http\""), "{e}");
+    let e = ClusterExecutor::builder()
+        .broker("localhost")
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("not a URL"), "{e}");
+    let e = ClusterExecutor::builder().build().unwrap_err();
+    assert!(e.to_string().contains("no broker"), "{e}");
+    let dir = TempDir::new("down");
+    let url = format!("redis+unix://{}/none.sock", dir.path().display());
+    let e = ClusterExecutor::builder().broker(&url).build().unwrap_err();
+    assert!(e.to_string().contains("cannot reach the broker"), "{e}");
+    let e = Worker::builder()
+        .broker(&url)
+        .register(SQUARE)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("cannot reach the broker"), "{e}");
+    let e = Worker::builder().broker(&url).build().unwrap_err();
+    assert!(e.to_string().contains("no task registered"), "{e}");
+    let e = ClusterExecutor::builder()
+        .broker(&url)
+        .queue("a b")
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("queue name"), "{e}");
+    let e = ClusterExecutor::builder()
+        .broker(&url)
+        .window(0)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("window"), "{e}");
+}
+
+/// Point 4, second bullet: a child killed on a live host runs the task again at once:
+/// the lease is an hour, so only the immediate redelivery can finish it in time.
+fn a_killed_child_runs_its_task_again_at_once() {
+    let redis = Redis::start();
+    let worker = WorkerProc::start(&redis, "q", "A", 2);
+    let cluster = ClusterExecutor::builder()
+        .broker(redis.url())
+        .queue("q")
+        .lease(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let marks = TempDir::new("crash");
+    let dir = marks.path().display().to_string();
+    let handle = cluster.submit(CRASH_ONCE, (dir, 41)).unwrap();
+    assert_eq!(handle.result_timeout(HANG).unwrap(), 41);
+    assert!(
+        marks.path().join("41").exists(),
+        "the first delivery crashed"
+    );
+    let line = worker.wait_line("died");
+    assert!(line.contains("delivery 1 of 3"), "{line}");
+}
+
+/// Point 4, fifth bullet: a task that kills every process it runs in fails after
+/// `max_deliveries` with each attempt listed, goes to the dead-letter stream, and no
+/// other task is blamed.
+fn a_task_that_kills_every_child_is_dead_lettered_with_its_attempts() {
+    let redis = Redis::start();
+    let _worker = WorkerProc::start(&redis, "q", "A", 2);
+    let cluster = ClusterExecutor::builder()
+        .broker(redis.url())
+        .queue("q")
+        .max_deliveries(3)
+        .build()
+        .unwrap();
+    let bad = cluster.submit(ALWAYS_ABORT, 1).unwrap();
+    let good: Vec<_> = (0..50u64)
+        .map(|n| cluster.submit(SQUARE, n).unwrap())
+        .collect();
+    let e = bad.result_timeout(HANG).unwrap_err();
+    let e = match e {
+        concurrent_futures::ResultTimeoutError::Failed(e) => e,
+        other => panic!("expected a failure, got {other:?}"),
+    };
+    let why = task_error(&e);
+    let attempts = why.attempts().expect("attempts");
+    assert_eq!(attempts.len(), 3, "{why}");
+    for attempt in attempts {
+        assert_eq!(attempt.signal(), Some(6), "{attempt}");
+        assert!(attempt.child_pid().is_some(), "{attempt}");
+        assert!(!attempt.host().is_empty());
+        assert!(!attempt.is_lease_expired());
+    }
+    let text = e.to_string();
+    assert!(
+        text.contains("3 deliveries") && text.contains("killed by signal 6"),
+        "{text}"
+    );
+    for (n, handle) in good.into_iter().enumerate() {
+        assert_eq!(handle.result().unwrap(), (n * n) as u64);
+    }
+    let mut con = redis.con();
+    assert_eq!(xlen(&mut con, "{q}:dead"), 1);
+}
+
+/// Point 4, third bullet: the tasks of a worker that vanished (SIGKILL of the worker
+/// and of its child: the whole host) are claimed by another after the lease.
+fn a_vanished_workers_task_is_claimed_by_another() {
+    let redis = Redis::start();
+    let holds = Holds::new();
+    let mut a = WorkerProc::start(&redis, "q", "A", 1);
+    let cluster = ClusterExecutor::builder()
+        .broker(redis.url())
+        .queue("q")
+        .lease(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let handle = cluster.submit(HOLD, holds.path()).unwrap();
+    let first = holds.next();
+    assert_eq!(first.worker, "A");
+    a.kill();
+    common::signal_pid(first.pid, Signal::SIGKILL);
+    let b = WorkerProc::start(&redis, "q", "B", 1);
+    let second = holds.next();
+    assert_eq!(second.worker, "B");
+    b.wait_line("whose lease expired");
+    second.release();
+    assert_eq!(handle.result_timeout(HANG).unwrap(), "B");
+    assert_eq!(cluster.stats().unexpected_results, 0);
+}
+
+/// Point 4, fourth bullet: a worker stopped past its lease loses its task to another;
+/// when it resumes it cannot deliver (its heartbeat finds the entry gone and stops the
+/// task; a commit would be refused by the fence), and the future gets one result.
+fn a_worker_stopped_past_its_lease_cannot_deliver() {
+    let redis = Redis::start();
+    let holds = Holds::new();
+    let a = WorkerProc::start(&redis, "q", "A", 1);
+    let cluster = ClusterExecutor::builder()
+        .broker(redis.url())
+        .queue("q")
+        .lease(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let handle = cluster.submit(HOLD, holds.path()).unwrap();
+    let first = holds.next();
+    assert_eq!(first.worker, "A");
+    a.signal(Signal::SIGSTOP);
+    let b = WorkerProc::start(&redis, "q", "B", 1);
+    let second = holds.next();
+    assert_eq!(second.worker, "B");
+    b.wait_line("whose lease expired");
+    second.release();
+    assert_eq!(handle.result_timeout(HANG).unwrap(), "B");
+    a.signal(Signal::SIGCONT);
+    a.wait_line("lost the lease");
+    first.wait_closed(); // A killed its child
+    // A round trip through A's queue after it resumed: its commit, had it made one,
+    // came before this result.
+    assert_eq!(cluster.submit(SQUARE, 9).unwrap().result().unwrap(), 81);
+    assert_eq!(cluster.stats().unexpected_results, 0);
+}
+
+/// Point 4, sixth bullet (queued): `cancel()` removes the task from the stream and
+/// wakes `wait` at once.
+fn cancel_of_a_queued_task_removes_it_and_wakes_wait() {
+    let redis = Redis::start();
+    let cluster = client(&redis, "q"); // no worker: the task stays queued
+    let handles = vec![cluster.submit(SQUARE, 3).unwrap()];
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| wait(&handles, Some(HANG), ReturnWhen::AllCompleted));
+        assert!(handles[0].cancel());
+        let sets = waiter.join().unwrap();
+        assert_eq!(sets.done.len(), 1);
+        assert!(sets.not_done.is_empty());
+    });
+    assert!(handles[0].is_cancelled());
+    cluster.shutdown(true, false); // the writer has sent the cancellation
+    let mut con = redis.con();
+    assert_eq!(xlen(&mut con, "{q}:tasks"), 0);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("{q}:r:*").query(&mut con).unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+/// Point 4, sixth bullet (running): `cancel()` of a running task kills the child
+/// running it; the worker goes on.
+fn cancel_of_a_running_task_kills_its_child() {
+    let redis = Redis::start();
+    let holds = Holds::new();
+    let worker = WorkerProc::start(&redis, "q", "A", 1);
+    let cluster = client(&redis, "q");
+    let handle = cluster.submit(HOLD, holds.path()).unwrap();
+    let held = holds.next();
+    assert!(handle.cancel());
+    assert!(matches!(handle.result(), Err(FutureError::Cancelled)));
+    worker.wait_line("cancelled; stopped it");
+    held.wait_closed();
+    assert_eq!(cluster.submit(SQUARE, 6).unwrap().result().unwrap(), 36);
+    assert_eq!(cluster.stats().unexpected_results, 0);
+}
+
+/// Point 4, seventh bullet: a client that dies leaves nothing behind: its result
+/// stream expires and workers drop its queued tasks.
+fn a_dead_client_leaves_nothing_behind() {
+    let redis = Redis::start();
+    let mut con = redis.con();
+    let mut client = Command::new(std::env::current_exe().unwrap())
+        .env(common::ROLE, "client")
+        .env(common::BROKER, redis.url())
+        .env(common::QUEUE, "q")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut id)
+        .unwrap();
+    let id = id.trim().to_owned();
+    wait_entries(&mut con, "{q}:tasks", 5);
+    let results = format!("{{q}}:r:{id}");
+    let mut events = redis.con();
+    let mut pubsub = events.as_pubsub();
+    pubsub.subscribe("__keyevent@0__:expired").unwrap();
+    client.kill().unwrap();
+    client.wait().unwrap();
+    loop {
+        let message = pubsub.get_message().expect("an expiry event in time");
+        if message.get_payload::<String>().unwrap() == results {
+            break;
+        }
+    }
+    drop(pubsub);
+    let worker = WorkerProc::start(&redis, "q", "A", 1);
+    let line = worker.wait_line("dropped");
+    assert!(
+        line.contains(&format!("dropped 5 tasks of client {id}")),
+        "{line}"
+    );
+    let lingering: Vec<String> = redis::cmd("KEYS")
+        .arg("{q}:[rc]:*")
+        .query(&mut con)
+        .unwrap();
+    assert!(lingering.is_empty(), "{lingering:?}");
+    assert_eq!(xlen(&mut con, "{q}:tasks"), 0);
+}
+
+/// Point 4, eighth bullet: a broker killed and restarted with its append-only file
+/// loses no future: the client and the worker reconnect, a task held across the
+/// restart commits, the queued ones run.
+fn a_broker_restart_loses_no_future() {
+    let mut redis = Redis::start_with(true);
+    let holds = Holds::new();
+    let _worker = WorkerProc::start(&redis, "q", "A", 1);
+    let cluster = client(&redis, "q");
+    let held = cluster.submit(HOLD, holds.path()).unwrap();
+    let task = holds.next();
+    let queued: Vec<_> = (0..50u64)
+        .map(|n| cluster.submit(SQUARE, n).unwrap())
+        .collect();
+    redis.restart();
+    task.release();
+    assert_eq!(held.result_timeout(HANG).unwrap(), "A");
+    for (n, handle) in queued.into_iter().enumerate() {
+        assert_eq!(handle.result_timeout(HANG).unwrap(), (n * n) as u64);
+    }
+    assert_eq!(cluster.stats().unexpected_results, 0);
+}
+
+/// Point 4, eighth bullet: a broker that comes back without its data: the client
+/// resubmits what it holds (the default) or fails it clearly.
+fn a_broker_that_lost_its_data_resubmits_or_fails() {
+    let mut redis = Redis::start();
+    let resubmitting = ClusterExecutor::builder()
+        .broker(redis.url())
+        .queue("q")
+        .client_ttl(Duration::from_millis(600))
+        .build()
+        .unwrap();
+    let failing = ClusterExecutor::builder()
+        .broker(redis.url())
+        .queue("q")
+        .client_ttl(Duration::from_millis(600))
+        .on_data_loss(OnDataLoss::Fail)
+        .build()
+        .unwrap();
+    let kept: Vec<_> = (0..5u64)
+        .map(|n| resubmitting.submit(SQUARE, n).unwrap())
+        .collect();
+    let lost = failing.submit(SQUARE, 9).unwrap();
+    wait_entries(&mut redis.con(), "{q}:tasks", 6);
+    redis.restart_empty();
+    let e = lost.result_timeout(HANG).unwrap_err();
+    let concurrent_futures::ResultTimeoutError::Failed(e) = e else {
+        panic!("timed out");
+    };
+    assert!(
+        matches!(task_error(&e), TaskError::BrokerDataLost { .. }),
+        "{e}"
+    );
+    let _worker = WorkerProc::start(&redis, "q", "A", 1);
+    for (n, handle) in kept.into_iter().enumerate() {
+        assert_eq!(handle.result_timeout(HANG).unwrap(), (n * n) as u64);
+    }
+}
+
+/// Point 4, last bullet: `map` over many items keeps at most `window` messages in
+/// flight (so in the broker) and the client's memory flat; results in order.
+fn map_keeps_the_window_and_flat_memory() {
+    let redis = Redis::start();
+    let _a = WorkerProc::start(&redis, "q", "A", 2);
+    let cluster = ClusterExecutor::builder()
+        .broker(redis.url())
+        .queue("q")
+        .window(4)
+        .build()
+        .unwrap();
+    let items: u64 = std::env::var("CF_REDIS_TEST_MAP_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let before = common::rss_kb();
+    let mut n = 0u64;
+    let mut max_rss = before;
+    for (i, result) in cluster.map(SQUARE, 0..items, 1000).enumerate() {
+        assert_eq!(result.unwrap(), (i as u64) * (i as u64));
+        n += 1;
+        if i % 10_000 == 0 {
+            max_rss = max_rss.max(common::rss_kb());
+        }
+    }
+    assert_eq!(n, items);
+    let stats = cluster.stats();
+    assert!(stats.max_in_flight <= 4, "{stats:?}");
+    assert_eq!(stats.submitted, items.div_ceil(1000));
+    assert!(
+        max_rss - before < 50 * 1024,
+        "grew from {before} kB to {max_rss} kB"
+    );
+    let mut con = redis.con();
+    assert_eq!(xlen(&mut con, "{q}:tasks"), 0);
+}
+
+/// `shutdown(cancel_futures)` cancels what is queued; a submit after shutdown is
+/// refused with the argument back.
+fn shutdown_cancels_and_refuses() {
+    let redis = Redis::start();
+    let cluster = client(&redis, "q");
+    let queued: Vec<_> = (0..10u64)
+        .map(|n| cluster.submit(SQUARE, n).unwrap())
+        .collect();
+    cluster.shutdown(true, true);
+    for handle in queued {
+        assert!(matches!(handle.result(), Err(FutureError::Cancelled)));
+    }
+    match cluster.submit(SQUARE, 5) {
+        Err(e @ SubmitError::ShutDown(_)) => assert_eq!(e.into_inner(), 5),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let mut con = redis.con();
+    assert_eq!(xlen(&mut con, "{q}:tasks"), 0);
+}
+
+// ---------------------------------------------------------------- main
+
+fn main() -> ExitCode {
+    concurrent_futures::process_worker_main();
+    match std::env::var(common::ROLE).as_deref() {
+        Ok("worker") => return worker_main(),
+        Ok("client") => return client_main(),
+        _ => {}
+    }
+    let tests: &[(&str, fn())] = &[
+        (
+            "errors_and_panics_fail_their_future_once",
+            errors_and_panics_fail_their_future_once,
+        ),
+        (
+            "unknown_tasks_and_other_signatures_are_refused",
+            unknown_tasks_and_other_signatures_are_refused,
+        ),
+        (
+            "undecodable_messages_are_dead_lettered",
+            undecodable_messages_are_dead_lettered,
+        ),
+        (
+            "bad_urls_and_a_broker_that_is_down_are_clear_errors",
+            bad_urls_and_a_broker_that_is_down_are_clear_errors,
+        ),
+        (
+            "a_killed_child_runs_its_task_again_at_once",
+            a_killed_child_runs_its_task_again_at_once,
+        ),
+        (
+            "a_task_that_kills_every_child_is_dead_lettered_with_its_attempts",
+            a_task_that_kills_every_child_is_dead_lettered_with_its_attempts,
+        ),
+        (
+            "a_vanished_workers_task_is_claimed_by_another",
+            a_vanished_workers_task_is_claimed_by_another,
+        ),
+        (
+            "a_worker_stopped_past_its_lease_cannot_deliver",
+            a_worker_stopped_past_its_lease_cannot_deliver,
+        ),
+        (
+            "cancel_of_a_queued_task_removes_it_and_wakes_wait",
+            cancel_of_a_queued_task_removes_it_and_wakes_wait,
+        ),
+        (
+            "cancel_of_a_running_task_kills_its_child",
+            cancel_of_a_running_task_kills_its_child,
+        ),
+        (
+            "a_dead_client_leaves_nothing_behind",
+            a_dead_client_leaves_nothing_behind,
+        ),
+        (
+            "a_broker_restart_loses_no_future",
+            a_broker_restart_loses_no_future,
+        ),
+        (
+            "a_broker_that_lost_its_data_resubmits_or_fails",
+            a_broker_that_lost_its_data_resubmits_or_fails,
+        ),
+        (
+            "map_keeps_the_window_and_flat_memory",
+            map_keeps_the_window_and_flat_memory,
+        ),
+        ("shutdown_cancels_and_refuses", shutdown_cancels_and_refuses),
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let exact = args.iter().any(|a| a == "--exact");
+    let filters: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let selected: Vec<_> = tests
+        .iter()
+        .filter(|(name, _)| {
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| if exact { name == f } else { name.contains(f) })
+        })
+        .filter(|_| !args.iter().any(|a| a == "--ignored"))
+        .collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in &selected {
+            println!("{name}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!("\nrunning {} tests", selected.len());
+    let mut failed = Vec::new();
+    for (name, test) in &selected {
+        let outcome = catch_unwind(AssertUnwindSafe(test));
+        match outcome {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    let passed = selected.len() - failed.len();
+    let unique: HashSet<_> = failed.iter().collect();
+    if !unique.is_empty() {
+        println!("\nfailures:");
+        for name in &failed {
+            println!("    {name}");
+        }
+    }
+    println!(
+        "\ntest result: {}. {passed} passed; {} failed; 0 ignored; 0 measured; {} filtered out\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len(),
+        tests.len() - selected.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
