@@ -147,3 +147,222 @@ return 2
 ",
     )
 });
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use redis::Value;
+
+    use super::*;
+
+    /// A private redis-server on a Unix socket, killed on drop.
+    struct Server {
+        child: Child,
+        dir: PathBuf,
+    }
+
+    impl Server {
+        fn start(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("cfr-unit-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    "0",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--unixsocket",
+                ])
+                .arg(dir.join("redis.sock"))
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("redis-server (apt-get install redis-server)");
+            let stdout = child.stdout.take().unwrap();
+            let mut lines = BufReader::new(stdout).lines();
+            loop {
+                let line = lines.next().expect("redis-server ended").unwrap();
+                if line
+                    .to_ascii_lowercase()
+                    .contains("ready to accept connections")
+                {
+                    break;
+                }
+            }
+            std::thread::spawn(move || lines.for_each(drop));
+            Self { child, dir }
+        }
+
+        fn con(&self) -> redis::Connection {
+            let url = format!("redis+unix://{}", self.dir.join("redis.sock").display());
+            let con = redis::Client::open(url).unwrap().get_connection().unwrap();
+            con.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            con
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn commit(con: &mut redis::Connection, consumer: &str, id: &str) -> Vec<i64> {
+        COMMIT
+            .key("tasks")
+            .key("results")
+            .key("cancels")
+            .arg("workers")
+            .arg(consumer)
+            .arg(id)
+            .arg("the result")
+            .arg(7)
+            .invoke(con)
+            .unwrap()
+    }
+
+    /// The fence: once another consumer claimed the entry (the first one's lease
+    /// expired), the first one can neither commit, requeue nor extend it; the owner can.
+    #[test]
+    fn a_worker_that_lost_its_entry_cannot_settle_it() {
+        let server = Server::start("fence");
+        let mut con = server.con();
+        let () = redis::cmd("XGROUP")
+            .arg(vec!["CREATE", "tasks", "workers", "0", "MKSTREAM"])
+            .query(&mut con)
+            .unwrap();
+        let _: String = redis::cmd("XADD")
+            .arg(vec!["results", "*", "hello", "1"])
+            .query(&mut con)
+            .unwrap();
+        let id: String = redis::cmd("XADD")
+            .arg(vec!["tasks", "*", "t", "x", "l", "10"])
+            .query(&mut con)
+            .unwrap();
+        let _: Value = redis::cmd("XREADGROUP")
+            .arg(vec![
+                "GROUP", "workers", "A", "COUNT", "1", "STREAMS", "tasks", ">",
+            ])
+            .query(&mut con)
+            .unwrap();
+        // A's lease runs out: B claims the entry as the reclaim script would.
+        let _: Value = redis::cmd("XCLAIM")
+            .arg(vec!["tasks", "workers", "B", "0", id.as_str()])
+            .query(&mut con)
+            .unwrap();
+        let lost: Vec<String> = EXTEND
+            .key("tasks")
+            .arg("workers")
+            .arg("A")
+            .arg(&id)
+            .invoke(&mut con)
+            .unwrap();
+        assert_eq!(lost, [id.clone()], "A's heartbeat finds the entry gone");
+        assert_eq!(commit(&mut con, "A", &id), [0], "A's commit is refused");
+        let moved: Option<String> = MOVE
+            .key("tasks")
+            .key("tasks")
+            .key("results")
+            .key("cancels")
+            .arg("workers")
+            .arg("A")
+            .arg(&id)
+            .arg("")
+            .arg("")
+            .arg("t")
+            .arg("x")
+            .invoke(&mut con)
+            .unwrap();
+        assert_eq!(moved, None, "A cannot requeue it either");
+        let len: usize = redis::cmd("XLEN").arg("results").query(&mut con).unwrap();
+        assert_eq!(len, 1, "no result from A");
+        assert_eq!(commit(&mut con, "B", &id), [1], "the owner commits");
+        assert_eq!(commit(&mut con, "B", &id), [0], "once");
+        let len: usize = redis::cmd("XLEN").arg("results").query(&mut con).unwrap();
+        assert_eq!(len, 2);
+        let len: usize = redis::cmd("XLEN").arg("tasks").query(&mut con).unwrap();
+        assert_eq!(len, 0, "the entry is deleted");
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(vec!["tasks", "workers"])
+            .query(&mut con)
+            .unwrap();
+        assert!(
+            matches!(&pending, Value::Array(v) if v.first() == Some(&Value::Int(0))),
+            "{pending:?}"
+        );
+    }
+
+    /// The reclaim script claims an entry idle past its own lease (field `l`), not one
+    /// within it, and never the caller's own.
+    #[test]
+    fn reclaim_takes_only_entries_past_their_own_lease() {
+        let server = Server::start("reclaim");
+        let mut con = server.con();
+        let () = redis::cmd("XGROUP")
+            .arg(vec!["CREATE", "tasks", "workers", "0", "MKSTREAM"])
+            .query(&mut con)
+            .unwrap();
+        let short: String = redis::cmd("XADD")
+            .arg(vec!["tasks", "*", "t", "x", "l", "0"])
+            .query(&mut con)
+            .unwrap();
+        let _long: String = redis::cmd("XADD")
+            .arg(vec!["tasks", "*", "t", "y", "l", "3600000"])
+            .query(&mut con)
+            .unwrap();
+        let _: Value = redis::cmd("XREADGROUP")
+            .arg(vec![
+                "GROUP", "workers", "A", "COUNT", "2", "STREAMS", "tasks", ">",
+            ])
+            .query(&mut con)
+            .unwrap();
+        let claim = |con: &mut redis::Connection, me: &str| -> Value {
+            RECLAIM
+                .key("tasks")
+                .arg("workers")
+                .arg(me)
+                .arg("-")
+                .arg(100)
+                .arg(0)
+                .arg(10_000)
+                .invoke(con)
+                .unwrap()
+        };
+        let mine = claim(&mut con, "A");
+        assert!(
+            matches!(&mine, Value::Array(v) if matches!(v.get(1), Some(Value::Array(c)) if c.is_empty())),
+            "{mine:?}"
+        );
+        let taken = claim(&mut con, "B");
+        let Value::Array(parts) = taken else {
+            panic!("{taken:?}")
+        };
+        let Some(Value::Array(claimed)) = parts.get(1) else {
+            panic!("{parts:?}")
+        };
+        assert_eq!(
+            claimed.len(),
+            1,
+            "only the entry past its lease: {claimed:?}"
+        );
+        let Value::Array(first) = &claimed[0] else {
+            panic!("{claimed:?}")
+        };
+        assert_eq!(first[0], Value::BulkString(short.into_bytes()));
+        assert_eq!(
+            first[1],
+            Value::BulkString(b"A".to_vec()),
+            "the previous owner"
+        );
+    }
+}
