@@ -267,7 +267,11 @@ mod tests {
             .arg(&id)
             .invoke(&mut con)
             .unwrap();
-        assert_eq!(lost, [id.clone()], "A's heartbeat finds the entry gone");
+        assert_eq!(
+            lost,
+            std::slice::from_ref(&id),
+            "A's heartbeat finds the entry gone"
+        );
         assert_eq!(commit(&mut con, "A", &id), [0], "A's commit is refused");
         let moved: Option<String> = MOVE
             .key("tasks")
