@@ -776,8 +776,17 @@ fn writer_loop(inner: &Inner, mut con: Connection, commands: &Receiver<Command>)
             }
         }
         for seq in cancels {
-            let Some(pending) = inner.state.lock().pending.remove(&seq) else {
-                continue;
+            let pending = {
+                let mut state = inner.state.lock();
+                let Some(pending) = state.pending.remove(&seq) else {
+                    continue;
+                };
+                // Before the cancel script runs: the worker's answer (its cancellation,
+                // or a result that raced it) may reach the reader first.
+                if pending.entry.is_some() {
+                    state.cancelled_in_flight.insert(seq);
+                }
+                pending
             };
             inner.changed.notify_all();
             pending.sink.fail(Failure::Cancelled);
@@ -796,8 +805,9 @@ fn writer_loop(inner: &Inner, mut con: Connection, commands: &Receiver<Command>)
             }) else {
                 return;
             };
-            if outcome == 2 {
-                inner.state.lock().cancelled_in_flight.insert(seq);
+            if outcome == 1 {
+                // Removed before any worker took it: no answer will come.
+                inner.state.lock().cancelled_in_flight.remove(&seq);
             }
         }
         if stop {
@@ -922,9 +932,7 @@ fn reader_loop(inner: &Inner, mut con: Connection, hello: String) {
             continue;
         }
         let mut done = Vec::with_capacity(entries.len());
-        let mut ids = Vec::with_capacity(entries.len());
         for entry in &entries {
-            ids.push(entry.id.as_str());
             let Some(bytes) = entry.field(FIELD_RESULT) else {
                 continue; // the hello entry
             };
@@ -955,10 +963,13 @@ fn reader_loop(inner: &Inner, mut con: Connection, hello: String) {
         for (sink, outcome) in finished {
             sink.finish(outcome);
         }
-        // Read results are of no further use: delete them so the stream stays small.
-        let _: Result<(), RedisError> = redis::cmd("XDEL")
+        // Read results are of no further use: trim them (all but the last, which a trim
+        // to its own id keeps) so the stream stays small. A trim frees whole nodes,
+        // far cheaper for the broker than deleting entries one by one.
+        let _: Result<(), RedisError> = redis::cmd("XTRIM")
             .arg(&inner.results)
-            .arg(&ids)
+            .arg("MINID")
+            .arg(&last)
             .query(&mut con);
     }
     inner.stop.store(true, Ordering::Release);

@@ -12,35 +12,92 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Stream ids compared as numbers (`ms-seq`), for the scripts below.
+const ID_LESS: &str = r"
+local function id_parts(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms) or 0, tonumber(seq) or 0
+end
+local function id_less(a, b)
+  local am, as = id_parts(a)
+  local bm, bs = id_parts(b)
+  return am < bm or (am == bm and as < bs)
+end
+";
+
 /// Fenced commit of a batch of results.
 ///
 /// `KEYS[1]` the task stream; for item `i` (from 1), `KEYS[2i]` the client's result
-/// stream and `KEYS[2i+1]` its cancel set. `ARGV[1]` group, `ARGV[2]` consumer; for
-/// item `i`, `ARGV[3i]` entry id, `ARGV[3i+1]` result message, `ARGV[3i+2]` sequence
-/// number. Returns, per item, 1 (committed: result added, entry acknowledged and
-/// deleted) or 0 (refused: the entry is not this consumer's any more). A client whose
-/// result stream expired gets nothing (`NOMKSTREAM`), and its entry is still removed.
+/// stream and `KEYS[2i+1]` its cancel set. `ARGV[1]` group, `ARGV[2]` consumer,
+/// `ARGV[3]` how many ms after the oldest pending entry an entry is deleted at once;
+/// for item `i`, `ARGV[3i+1]` entry id, `ARGV[3i+2]` result message, `ARGV[3i+3]`
+/// sequence number to remove from the cancel set (empty: none). Returns, per item, 1
+/// (committed: result added, entry acknowledged) or 0 (refused: the entry is not this
+/// consumer's any more). A client whose result stream expired gets nothing
+/// (`NOMKSTREAM`), and its entry is still acknowledged.
+///
+/// An acknowledged entry is left for [`TRIM`], which removes whole stream nodes at
+/// once: `XDEL` of single entries was most of the broker's time per task (it rewrites
+/// a listpack node, and deleting a node's first entry rescans its tombstones). Only
+/// while an old task keeps its entry pending (a long task: trimming stops at it) is
+/// an entry more than `ARGV[3]` ms younger deleted at once, so that what a long task
+/// pins stays bounded.
 pub(crate) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{ID_LESS}{}",
         r"
 local out = {}
 local n = (#KEYS - 1) / 2
+local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
+local pin_ms = nil
+if summary[2] then
+  pin_ms = id_parts(summary[2]) + tonumber(ARGV[3])
+  local now = redis.call('TIME')
+  -- No entry is younger than now: skip the per-entry check while nothing pins.
+  if pin_ms > tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) then pin_ms = nil end
+end
 for i = 1, n do
-  local id = ARGV[3 * i]
+  local id = ARGV[3 * i + 1]
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
   if #p == 1 and p[1][2] == ARGV[2] then
-    redis.call('XADD', KEYS[2 * i], 'NOMKSTREAM', '*', 'r', ARGV[3 * i + 1])
-    redis.call('SREM', KEYS[2 * i + 1], ARGV[3 * i + 2])
+    redis.call('XADD', KEYS[2 * i], 'NOMKSTREAM', '*', 'r', ARGV[3 * i + 2])
+    if ARGV[3 * i + 3] ~= '' then redis.call('SREM', KEYS[2 * i + 1], ARGV[3 * i + 3]) end
     redis.call('XACK', KEYS[1], ARGV[1], id)
-    redis.call('XDEL', KEYS[1], id)
+    if pin_ms and id_parts(id) > pin_ms then redis.call('XDEL', KEYS[1], id) end
     out[i] = 1
   else
     out[i] = 0
   end
 end
 return out
-",
-    )
+"
+    ))
+});
+
+/// Trims the task stream of acknowledged entries: everything older than both the
+/// oldest pending entry and the group's last delivered one (`XTRIM MINID`, which frees
+/// whole nodes). Undelivered and pending entries stay.
+///
+/// `KEYS[1]` the task stream. `ARGV[1]` group. Returns how many entries went.
+pub(crate) static TRIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{ID_LESS}{}",
+        r"
+local safe = nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, last = nil, nil
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] end
+    if g[i] == 'last-delivered-id' then last = g[i + 1] end
+  end
+  if name == ARGV[1] then safe = last end
+end
+if not safe then return 0 end
+local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
+if summary[2] and id_less(summary[2], safe) then safe = summary[2] end
+return redis.call('XTRIM', KEYS[1], 'MINID', safe)
+"
+    ))
 });
 
 /// Fenced move of one entry: requeue it (a new entry at the end of the task stream,
@@ -224,6 +281,7 @@ mod tests {
             .key("cancels")
             .arg("workers")
             .arg(consumer)
+            .arg(1000)
             .arg(id)
             .arg("the result")
             .arg(7)
@@ -294,8 +352,10 @@ mod tests {
         assert_eq!(commit(&mut con, "B", &id), [0], "once");
         let len: usize = redis::cmd("XLEN").arg("results").query(&mut con).unwrap();
         assert_eq!(len, 2);
+        let trimmed: usize = TRIM.key("tasks").arg("workers").invoke(&mut con).unwrap();
+        assert_eq!(trimmed, 0, "the last delivered entry stays");
         let len: usize = redis::cmd("XLEN").arg("tasks").query(&mut con).unwrap();
-        assert_eq!(len, 0, "the entry is deleted");
+        assert_eq!(len, 1, "the acknowledged entry waits for a trim");
         let pending: Value = redis::cmd("XPENDING")
             .arg(vec!["tasks", "workers"])
             .query(&mut con)

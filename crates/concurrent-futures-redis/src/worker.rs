@@ -35,6 +35,11 @@ const RECLAIM_PAGE: usize = 100;
 const RECENT_CANCELS: usize = 10_000;
 /// How many settled entries the commit thread puts in one script call at most.
 const COMMIT_BATCH: usize = 512;
+/// While the oldest pending entry is older than an entry by this much, the commit
+/// deletes the entry at once instead of leaving it to the trim (see `scripts::COMMIT`).
+const PIN_MS: u64 = 1000;
+/// How often a worker that committed trims the task stream.
+const TRIM_EVERY: Duration = Duration::from_millis(100);
 
 /// What a registered task looks like to the worker: its fingerprint and how to start
 /// one item of it in the pool.
@@ -1057,6 +1062,8 @@ fn move_entry(
 /// The commit thread: settles entries (fenced), sends heartbeats.
 fn commit_loop(shared: &Arc<Shared>, mut con: Connection, settle: &Receiver<Settle>) {
     let mut last_beat = Instant::now();
+    let mut last_trim = Instant::now();
+    let mut committed_since_trim = false;
     loop {
         let beat_every = {
             let held = shared.held.lock();
@@ -1068,7 +1075,9 @@ fn commit_loop(shared: &Arc<Shared>, mut con: Connection, settle: &Receiver<Sett
                 .unwrap_or(DEFAULT_LEASE_MS);
             Duration::from_millis(min_lease / 4).max(Duration::from_millis(2))
         };
-        let wait = beat_every.saturating_sub(last_beat.elapsed());
+        let wait = beat_every
+            .saturating_sub(last_beat.elapsed())
+            .min(TRIM_EVERY);
         let mut batch = Vec::new();
         match settle.recv_timeout(wait) {
             Ok(first) => {
@@ -1089,8 +1098,24 @@ fn commit_loop(shared: &Arc<Shared>, mut con: Connection, settle: &Receiver<Sett
                 return;
             }
         }
-        if !batch.is_empty() && !settle_batch(shared, &mut con, batch) {
-            return;
+        if !batch.is_empty() {
+            committed_since_trim = true;
+            if !settle_batch(shared, &mut con, batch) {
+                return;
+            }
+        }
+        if committed_since_trim && last_trim.elapsed() >= TRIM_EVERY {
+            last_trim = Instant::now();
+            committed_since_trim = false;
+            let trimmed = shared.retrying(&mut con, |con| {
+                scripts::TRIM
+                    .key(&shared.keys.tasks)
+                    .arg(GROUP)
+                    .invoke::<i64>(con)
+            });
+            if trimmed.is_none() {
+                return;
+            }
         }
     }
 }
@@ -1133,7 +1158,8 @@ fn heartbeat(shared: &Shared, con: &mut Connection) -> bool {
 /// Settles a batch: commits results in one fenced script call, requeues or
 /// dead-letters entries whose child died. Returns false when the worker must stop.
 fn settle_batch(shared: &Shared, con: &mut Connection, batch: Vec<Settle>) -> bool {
-    let mut commits: Vec<(Arc<Taken>, Vec<u8>)> = Vec::with_capacity(batch.len());
+    // (entry, result, whether the task was cancelled: its seq leaves the cancel set)
+    let mut commits: Vec<(Arc<Taken>, Vec<u8>, bool)> = Vec::with_capacity(batch.len());
     let mut moves: Vec<(Arc<Taken>, Vec<Attempt>, Option<Outcome>)> = Vec::new();
     let mut gone: HashMap<u64, usize> = HashMap::new();
     for settle in batch {
@@ -1207,32 +1233,36 @@ fn settle_batch(shared: &Shared, con: &mut Connection, batch: Vec<Settle>) -> bo
                 }
             }
         };
+        let cancelled = matches!(outcome, Outcome::Cancelled);
         let result = ResultMsg {
             seq: taken.message.seq,
             outcome,
         };
         let bytes = wire::encode(&result).unwrap_or_default();
-        commits.push((taken, bytes));
+        commits.push((taken, bytes, cancelled));
     }
     for chunk in commits.chunks(COMMIT_BATCH) {
         let Some(committed) = shared.retrying(con, |con| {
             let mut call = scripts::COMMIT.prepare_invoke();
             call.key(&shared.keys.tasks);
-            for (taken, _) in chunk {
+            for (taken, _, _) in chunk {
                 call.key(shared.keys.results(taken.message.client))
                     .key(shared.keys.cancels(taken.message.client));
             }
-            call.arg(GROUP).arg(&shared.consumer);
-            for (taken, bytes) in chunk {
-                call.arg(&taken.entry)
-                    .arg(bytes.as_slice())
-                    .arg(taken.message.seq);
+            call.arg(GROUP).arg(&shared.consumer).arg(PIN_MS);
+            for (taken, bytes, cancelled) in chunk {
+                call.arg(&taken.entry).arg(bytes.as_slice());
+                if *cancelled {
+                    call.arg(taken.message.seq);
+                } else {
+                    call.arg("");
+                }
             }
             call.invoke::<Vec<i64>>(con)
         }) else {
             return false;
         };
-        for ((taken, _), ok) in chunk.iter().zip(committed) {
+        for ((taken, _, _), ok) in chunk.iter().zip(committed) {
             if ok != 1 {
                 eprintln!(
                     "concurrent-futures-redis worker {}: commit of entry {} (task {:016x}:{}) refused: the lease was lost to another worker",
