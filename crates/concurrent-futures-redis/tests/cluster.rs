@@ -62,6 +62,15 @@ fn crash_once((dir, n): (String, u64)) -> u64 {
     n
 }
 
+/// The fault run's task: about one call in 64 (chosen by a hash of `n`) aborts its
+/// process on its first delivery.
+fn fault_task((dir, n): (String, u64)) -> u64 {
+    if n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58 == 0 {
+        return crash_once((dir, n));
+    }
+    n
+}
+
 fn always_abort(_: u32) -> u32 {
     std::process::abort()
 }
@@ -76,6 +85,7 @@ const BOOM: Task<String, u32> = Task::new("boom", boom);
 const CRASH_ONCE: Task<(String, u64), u64> = Task::new("crash_once", crash_once);
 const ALWAYS_ABORT: Task<u32, u32> = Task::new("always_abort", always_abort);
 const HOLD: Task<String, String> = Task::new("hold", hold);
+const FAULT: Task<(String, u64), u64> = Task::new("fault", fault_task);
 /// Not registered by the workers.
 const UNREGISTERED: Task<u64, u64> = Task::new("not_registered", square);
 /// "square" with other types: what a client of another build would send.
@@ -97,6 +107,7 @@ fn worker_main() -> ExitCode {
         .register(CRASH_ONCE)
         .register(ALWAYS_ABORT)
         .register(HOLD)
+        .register(FAULT)
         .build();
     let worker = match worker {
         Ok(worker) => worker,
@@ -669,6 +680,69 @@ fn map_keeps_the_window_and_flat_memory() {
     assert_eq!(unfinished(&mut con), 0);
 }
 
+/// Point 7: 10,000 tasks with child kills (about one task in 64 aborts its process
+/// once), one worker stopped past its lease and resumed, and the broker killed and
+/// restarted: every future completes with its own value, none gets two results, and
+/// nothing stays queued or pending.
+fn fault_run_loses_nothing_and_duplicates_nothing() {
+    const TASKS: u64 = 10_000;
+    let mut redis = Redis::start_with(true);
+    let a = WorkerProc::start(&redis, "q", "A", 1);
+    let b = WorkerProc::start(&redis, "q", "B", 1);
+    let cluster = ClusterExecutor::builder()
+        .broker(redis.url())
+        .queue("q")
+        .lease(Duration::from_millis(500))
+        .max_deliveries(5)
+        .window(TASKS as usize)
+        .build()
+        .unwrap();
+    let marks = TempDir::new("fault");
+    let dir = marks.path().display().to_string();
+    let handles: Vec<_> = (0..TASKS)
+        .map(|n| (n, cluster.submit(FAULT, (dir.clone(), n)).unwrap()))
+        .collect();
+    let (progress, done) = crossbeam_channel::unbounded();
+    std::thread::scope(|s| {
+        let collector = s.spawn(move || {
+            let mut seen = HashSet::new();
+            for (i, item) in as_completed(handles, Some(HANG * 3)).enumerate() {
+                let (n, handle) = item.expect("every future completes in time");
+                assert_eq!(handle.result().expect("a value"), n);
+                assert!(seen.insert(n), "task {n} completed twice");
+                let _ = progress.send(i + 1);
+            }
+            seen.len()
+        });
+        let wait_for = |count: usize| {
+            loop {
+                match done.recv_timeout(HANG) {
+                    Ok(n) if n >= count => break,
+                    Ok(_) => {}
+                    Err(e) => panic!("progress stopped before {count} results: {e:?}"),
+                }
+            }
+        };
+        // A worker stopped past its lease: B claims what A held.
+        wait_for(1000);
+        // A holds entries now: thousands are queued and it refills up to its prefetch.
+        a.signal(Signal::SIGSTOP);
+        b.wait_line("whose lease expired");
+        a.signal(Signal::SIGCONT);
+        a.wait_line("lost the lease");
+        // The broker killed and restarted (append-only, every write synced).
+        wait_for(5000);
+        redis.restart();
+        wait_for(TASKS as usize);
+        assert_eq!(collector.join().unwrap(), TASKS as usize);
+    });
+    let crashed = std::fs::read_dir(marks.path()).unwrap().count();
+    assert!(crashed > 50, "only {crashed} tasks crashed a child");
+    assert_eq!(cluster.stats().unexpected_results, 0);
+    let mut con = redis.con();
+    assert_eq!(unfinished(&mut con), 0);
+}
+
 /// `shutdown(cancel_futures)` cancels what is queued; a submit after shutdown is
 /// refused with the argument back.
 fn shutdown_cancels_and_refuses() {
@@ -756,6 +830,10 @@ fn main() -> ExitCode {
             map_keeps_the_window_and_flat_memory,
         ),
         ("shutdown_cancels_and_refuses", shutdown_cancels_and_refuses),
+        (
+            "fault_run_loses_nothing_and_duplicates_nothing",
+            fault_run_loses_nothing_and_duplicates_nothing,
+        ),
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
     let exact = args.iter().any(|a| a == "--exact");
