@@ -1,6 +1,6 @@
 //! The crate's errors: [`BuildError`], [`RunError`], [`SubmitError`], and [`TaskError`],
 //! the cluster's own reasons for a future's failure (inside
-//! [`FutureError::Executor`](concurrent_futures::FutureError::Executor)).
+//! [`FutureError::Executor`]).
 
 use std::fmt;
 
@@ -90,11 +90,11 @@ impl<A> fmt::Display for SubmitError<A> {
 impl<A> std::error::Error for SubmitError<A> {}
 
 /// Why the cluster failed a task, carried by
-/// [`FutureError::Executor`](concurrent_futures::FutureError::Executor): use
+/// [`FutureError::Executor`]: use
 /// [`TaskError::of`] (or `error.executor_error()?.downcast_ref::<TaskError>()`) to get it.
 ///
 /// A task's own `Err` is its value and a task's panic is
-/// [`FutureError::Panicked`](concurrent_futures::FutureError::Panicked), as in the local
+/// [`FutureError::Panicked`], as in the local
 /// pools; these are the failures only a cluster has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]

@@ -1,5 +1,5 @@
 //! The completing side of a cluster task in the client: turns the worker's outcome
-//! into the value (or failure) of the task's [`FutureHandle`].
+//! into the value (or failure) of the task's [`FutureHandle`](concurrent_futures::FutureHandle).
 
 use std::marker::PhantomData;
 
