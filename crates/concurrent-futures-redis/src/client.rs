@@ -198,6 +198,7 @@ impl ClusterExecutorBuilder {
             to_writer,
             stop: AtomicBool::new(false),
             unexpected_results: AtomicU64::new(0),
+            second_runs: AtomicU64::new(0),
         });
         let writer = {
             let inner = Arc::clone(&inner);
@@ -330,6 +331,9 @@ struct Inner {
     /// Results for tasks that were neither pending nor cancelled: a second result for
     /// one task (which the fence should make impossible). Kept for tests and monitoring.
     unexpected_results: AtomicU64,
+    /// Results dropped because they came from a second run of a task that was sent
+    /// twice (see `State::in_doubt`).
+    second_runs: AtomicU64,
 }
 
 /// The client's bookkeeping, under `Inner::state`'s lock.
@@ -339,6 +343,10 @@ struct State {
     /// Tasks cancelled while a worker held them: their result (a cancellation, or a
     /// value that raced the cancel) may still come, and is not unexpected.
     cancelled_in_flight: HashSet<u64>,
+    /// Tasks sent again after a connection broke during their batch: the broker may
+    /// have added them twice, so a second result is expected. Kept until that second
+    /// result, or until the client ends (a few per broken connection).
+    in_doubt: HashSet<u64>,
     next_seq: u64,
     closed: bool,
     broken: Option<TaskError>,
@@ -375,9 +383,13 @@ pub struct ClusterStats {
     pub in_flight: usize,
     /// The most tasks that were in flight at once: never more than the window.
     pub max_in_flight: usize,
-    /// Results that arrived for a task that already had one: always 0 while the fence
-    /// holds.
+    /// Results that arrived for a task that already had one, other than those counted
+    /// in `second_runs`: always 0 while the fence holds.
     pub unexpected_results: u64,
+    /// Results of a second run of a task that the client sent twice (the connection
+    /// broke after the broker took a batch of `XADD`s and before its reply): dropped,
+    /// the future kept its first result. Tasks run at least once.
+    pub second_runs: u64,
 }
 
 impl ClusterExecutor {
@@ -400,6 +412,7 @@ impl ClusterExecutor {
             in_flight: state.pending.len(),
             max_in_flight: state.max_in_flight,
             unexpected_results: self.inner.unexpected_results.load(Ordering::Relaxed),
+            second_runs: self.inner.second_runs.load(Ordering::Relaxed),
         }
     }
 
@@ -764,8 +777,18 @@ fn writer_loop(inner: &Inner, mut con: Connection, commands: &Receiver<Command>)
             }
         }
         if !submits.is_empty() {
-            let Some(ids) = run_retrying(inner, &mut con, |con| add_tasks(inner, con, &submits))
-            else {
+            let mut tries = 0;
+            let Some(ids) = run_retrying(inner, &mut con, |con| {
+                tries += 1;
+                if tries == 2 {
+                    // The connection broke after the batch was sent: the broker may have
+                    // added some of it, which now go in twice (their second results are
+                    // expected, and dropped).
+                    let mut state = inner.state.lock();
+                    state.in_doubt.extend(submits.iter().map(|(seq, _)| *seq));
+                }
+                add_tasks(inner, con, &submits)
+            }) else {
                 return;
             };
             let mut state = inner.state.lock();
@@ -954,6 +977,8 @@ fn reader_loop(inner: &Inner, mut con: Connection, hello: String) {
                 if let Some(pending) = state.pending.remove(&result.seq) {
                     state.completed += 1;
                     finished.push((pending.sink, result.outcome));
+                } else if state.in_doubt.remove(&result.seq) {
+                    inner.second_runs.fetch_add(1, Ordering::Relaxed);
                 } else if !state.cancelled_in_flight.remove(&result.seq) {
                     inner.unexpected_results.fetch_add(1, Ordering::Relaxed);
                 }

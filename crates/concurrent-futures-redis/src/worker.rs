@@ -946,22 +946,33 @@ fn reclaim(shared: &Shared, con: &mut Connection, cursor: &mut String) -> bool {
             continue;
         };
         let mut attempts = wire::decode_attempts(entry.field(FIELD_ATTEMPTS)).unwrap_or_default();
-        let mut parts = owner.rsplitn(3, ':');
-        let _tag = parts.next();
-        let worker_pid = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        let host = parts.next().unwrap_or("?").to_owned();
-        attempts.push(Attempt {
-            host,
-            worker_pid,
-            child_pid: None,
-            exit_code: None,
-            signal: None,
-            lease_expired: true,
-        });
-        eprintln!(
-            "concurrent-futures-redis worker {}: claimed entry {id} (task {:?} of client {:016x}) from {owner}, whose lease expired",
-            shared.consumer, message.task, message.client
-        );
+        if owner == shared.consumer {
+            if shared.held.lock().entries.contains_key(&id) {
+                continue; // running here, its heartbeat late: keep it
+            }
+            // Delivered to this worker while its connection broke: it never ran here.
+            eprintln!(
+                "concurrent-futures-redis worker {}: requeued entry {id} (task {:?} of client {:016x}), delivered to this worker while its connection broke",
+                shared.consumer, message.task, message.client
+            );
+        } else {
+            let mut parts = owner.rsplitn(3, ':');
+            let _tag = parts.next();
+            let worker_pid = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let host = parts.next().unwrap_or("?").to_owned();
+            attempts.push(Attempt {
+                host,
+                worker_pid,
+                child_pid: None,
+                exit_code: None,
+                signal: None,
+                lease_expired: true,
+            });
+            eprintln!(
+                "concurrent-futures-redis worker {}: claimed entry {id} (task {:?} of client {:016x}) from {owner}, whose lease expired",
+                shared.consumer, message.task, message.client
+            );
+        }
         let lease_ms = entry
             .field(FIELD_LEASE)
             .and_then(|l| std::str::from_utf8(l).ok())
@@ -1245,13 +1256,22 @@ fn settle_batch(shared: &Shared, con: &mut Connection, batch: Vec<Settle>) -> bo
         let Some(committed) = shared.retrying(con, |con| {
             let mut call = scripts::COMMIT.prepare_invoke();
             call.key(&shared.keys.tasks);
+            // Each client's keys once (a batch usually has one client).
+            let mut clients: Vec<u64> = Vec::new();
             for (taken, _, _) in chunk {
-                call.key(shared.keys.results(taken.message.client))
-                    .key(shared.keys.cancels(taken.message.client));
+                if !clients.contains(&taken.message.client) {
+                    clients.push(taken.message.client);
+                    call.key(shared.keys.results(taken.message.client))
+                        .key(shared.keys.cancels(taken.message.client));
+                }
             }
             call.arg(GROUP).arg(&shared.consumer).arg(PIN_MS);
             for (taken, bytes, cancelled) in chunk {
-                call.arg(&taken.entry).arg(bytes.as_slice());
+                let client = clients
+                    .iter()
+                    .position(|&c| c == taken.message.client)
+                    .unwrap_or(0);
+                call.arg(&taken.entry).arg(bytes.as_slice()).arg(client + 1);
                 if *cancelled {
                     call.arg(taken.message.seq);
                 } else {
