@@ -9,8 +9,10 @@
 //! - client RSS over a `map` of 1,000,000 items.
 //!
 //! `cargo bench -p concurrent-futures-redis --bench cluster` (`-- --quick` for a short
-//! run). Workers are this binary started again. The Python competitors (Celery, RQ,
-//! Dramatiq) run from `bench/python.sh`, against the same kind of server.
+//! run). Workers are this binary started again. With `CF_REDIS_BENCH_PYTHON` naming a
+//! python that has Celery, RQ and Dramatiq (`bench/python.sh` makes that virtual
+//! environment and runs this), each of them then does the same no-op load against the
+//! same server (`bench/competitors.py`), and the ratios are printed.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -88,6 +90,48 @@ fn used_memory(con: &mut redis::Connection) -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs each Python queue on the same server and prints its rate and our ratio to it.
+fn competitors(python: &str, redis: &Redis, n: u64, ours: f64) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/competitors.py");
+    for name in ["celery", "rq", "dramatiq"] {
+        let output = std::process::Command::new(python)
+            .arg(script)
+            .arg(name)
+            .arg(redis.socket())
+            .arg(n.to_string())
+            .output();
+        let line = match output {
+            Ok(out) if out.status.success() => {
+                String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            }
+            Ok(out) => {
+                println!(
+                    "{name}: failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                );
+                continue;
+            }
+            Err(e) => {
+                println!("{name}: cannot run {python}: {e}");
+                continue;
+            }
+        };
+        let rate: f64 = line
+            .rsplit(" = ")
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0.0);
+        println!(
+            "{line} (2 worker processes); ours is {:.0}x",
+            ours / rate.max(1e-9)
+        );
+    }
+}
+
 fn main() -> ExitCode {
     concurrent_futures::process_worker_main();
     if std::env::var(common::ROLE).as_deref() == Ok("worker") {
@@ -136,6 +180,7 @@ fn main() -> ExitCode {
             handle.result().expect("no-op");
         }
         let elapsed = start.elapsed();
+        let submit_elapsed = elapsed;
         println!(
             "submit: {tasks} no-op tasks in {:.2} s = {:.0} tasks/s (fenced commits)",
             elapsed.as_secs_f64(),
@@ -224,6 +269,10 @@ fn main() -> ExitCode {
             .query(&mut con)
             .expect("KEYS");
         assert!(leftover.is_empty(), "{leftover:?}");
+        if let Ok(python) = std::env::var("CF_REDIS_BENCH_PYTHON") {
+            let ours = tasks as f64 / submit_elapsed.as_secs_f64();
+            competitors(&python, &redis, if quick { 500 } else { 2000 }, ours);
+        }
     }
 
     // Redelivery after a worker SIGKILL, lease 1 s.
