@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use concurrent_futures::{FutureError, FutureHandle, ProcessPoolExecutor};
+use concurrent_futures::{FutureError, FutureHandle, ProcessPoolExecutor, ThreadPoolExecutor};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 use redis::{Connection, RedisError, Value};
@@ -48,10 +48,17 @@ struct Registered {
     start: Box<StartFn>,
 }
 
-/// Decodes one item's argument, submits it to the pool and arranges for `done` to get
+/// Where a worker runs its tasks: its process pool (children), and a thread pool for
+/// tasks registered as I/O bound ([`WorkerBuilder::register_io`]). Each is built only
+/// when a task needs it.
+struct Pools {
+    processes: Option<ProcessPoolExecutor>,
+    threads: Option<ThreadPoolExecutor>,
+}
+
+/// Decodes one item's argument, submits it to its pool and arranges for `done` to get
 /// its end; returns what stops it, or the item's end when it could not start.
-type StartFn =
-    dyn Fn(&ProcessPoolExecutor, &[u8], Done) -> Result<Box<dyn Stop>, ItemEnd> + Send + Sync;
+type StartFn = dyn Fn(&Pools, &[u8], Done) -> Result<Box<dyn Stop>, ItemEnd> + Send + Sync;
 
 /// Receives one item's end.
 type Done = Box<dyn FnOnce(ItemEnd) + Send>;
@@ -91,6 +98,9 @@ pub struct WorkerBuilder {
     reconnect_budget: Duration,
     registry: HashMap<&'static str, Registered>,
     problems: Vec<String>,
+    needs_processes: bool,
+    needs_threads: bool,
+    threads: usize,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -117,6 +127,9 @@ impl Default for WorkerBuilder {
             reconnect_budget: Duration::from_secs(300),
             registry: HashMap::new(),
             problems: Vec::new(),
+            needs_processes: false,
+            needs_threads: false,
+            threads: 32,
         }
     }
 }
@@ -156,51 +169,89 @@ impl WorkerBuilder {
         self
     }
 
-    /// Registers a task: entries naming it (with its fingerprint) run it. Registering
-    /// one name twice with different signatures is a build error.
-    pub fn register<A, R>(mut self, task: Task<A, R>) -> Self
+    /// Registers a task: entries naming it (with its fingerprint) run it, each call in
+    /// a child process of the worker's process pool (a crash kills the child, and the
+    /// task is delivered again). Registering one name twice with different signatures
+    /// is a build error.
+    pub fn register<A, R>(self, task: Task<A, R>) -> Self
     where
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let fingerprint = task.fingerprint();
-        if let Some(known) = self.registry.get(task.name()) {
+        let f = task.function();
+        let mut this = self;
+        this.needs_processes = true;
+        this.insert(task.name(), task.fingerprint(), move |pools, arg: A| {
+            let pool = pools.processes.as_ref().ok_or("no process pool")?;
+            pool.submit(f, arg).map_err(|e| e.to_string())
+        })
+    }
+
+    /// Registers an I/O-bound task (a download, a database call): it runs on a thread
+    /// of the worker's thread pool (`threads`, default 32) instead of a child process,
+    /// so many wait at once without a process each. A panic fails its future as
+    /// usual; a crash would take the worker with it, and a running call cannot be
+    /// stopped: cancelling it (or losing its lease) throws its result away when it
+    /// returns.
+    pub fn register_io<A, R>(self, task: Task<A, R>) -> Self
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let f = task.function();
+        let mut this = self;
+        this.needs_threads = true;
+        this.insert(task.name(), task.fingerprint(), move |pools, arg: A| {
+            let pool = pools.threads.as_ref().ok_or("no thread pool")?;
+            pool.submit(move || f(arg)).map_err(|e| e.to_string())
+        })
+    }
+
+    /// How many threads run I/O-bound tasks (default 32).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// Adds a task whose items `submit` starts in one of the pools.
+    fn insert<A, R, S>(mut self, name: &'static str, fingerprint: u64, submit: S) -> Self
+    where
+        A: DeserializeOwned + 'static,
+        R: Serialize + Send + 'static,
+        S: Fn(&Pools, A) -> Result<FutureHandle<R>, String> + Send + Sync + 'static,
+    {
+        if let Some(known) = self.registry.get(name) {
             if known.fingerprint != fingerprint {
                 self.problems.push(format!(
-                    "the task {:?} is registered twice with different signatures",
-                    task.name()
+                    "the task {name:?} is registered twice with different signatures"
                 ));
             }
             return self;
         }
-        let name = task.name();
-        let f = task.function();
-        let start = move |pool: &ProcessPoolExecutor,
-                          bytes: &[u8],
-                          done: Done|
-              -> Result<Box<dyn Stop>, ItemEnd> {
-            let arg: A = wire::decode(bytes).map_err(|message| {
-                ItemEnd::Outcome(ItemOutcome::Failed(TaskError::ArgumentDecode {
-                    task: name.to_owned(),
-                    worker: identity().0,
-                    message,
-                }))
-            })?;
-            let handle = pool.submit(f, arg).map_err(|e| {
-                ItemEnd::Outcome(ItemOutcome::Failed(TaskError::Worker {
-                    task: name.to_owned(),
-                    worker: identity().0,
-                    message: e.to_string(),
-                }))
-            })?;
-            handle.add_done_callback(move |h| {
-                let end = h
-                    .try_with_result(|result| item_end(name, result))
-                    .unwrap_or(ItemEnd::Cancelled);
-                done(end);
-            });
-            Ok(Box::new(handle))
-        };
+        let start =
+            move |pools: &Pools, bytes: &[u8], done: Done| -> Result<Box<dyn Stop>, ItemEnd> {
+                let arg: A = wire::decode(bytes).map_err(|message| {
+                    ItemEnd::Outcome(ItemOutcome::Failed(TaskError::ArgumentDecode {
+                        task: name.to_owned(),
+                        worker: identity().0,
+                        message,
+                    }))
+                })?;
+                let handle = submit(pools, arg).map_err(|message| {
+                    ItemEnd::Outcome(ItemOutcome::Failed(TaskError::Worker {
+                        task: name.to_owned(),
+                        worker: identity().0,
+                        message,
+                    }))
+                })?;
+                handle.add_done_callback(move |h| {
+                    let end = h
+                        .try_with_result(|result| item_end(name, result))
+                        .unwrap_or(ItemEnd::Cancelled);
+                    done(end);
+                });
+                Ok(Box::new(handle))
+            };
         self.registry.insert(
             name,
             Registered {
@@ -247,15 +298,32 @@ impl WorkerBuilder {
         broker::ensure_group(&mut con, &keys.tasks).map_err(|e| {
             BuildError::new(format!("the broker at {} refused: {e}", broker.shown()))
         })?;
-        let mut pool = ProcessPoolExecutor::builder();
-        if let Some(procs) = self.procs {
-            pool = pool.max_workers(procs);
-        }
-        let pool = pool.build().map_err(|e| {
-            BuildError::new(format!(
-                "the worker's process pool cannot start: {e} (does main call concurrent_futures::process_worker_main() first?)"
-            ))
-        })?;
+        let processes = if self.needs_processes {
+            let mut pool = ProcessPoolExecutor::builder();
+            if let Some(procs) = self.procs {
+                pool = pool.max_workers(procs);
+            }
+            Some(pool.build().map_err(|e| {
+                BuildError::new(format!(
+                    "the worker's process pool cannot start: {e} (does main call concurrent_futures::process_worker_main() first?)"
+                ))
+            })?)
+        } else {
+            None
+        };
+        let threads = if self.needs_threads {
+            Some(
+                ThreadPoolExecutor::builder()
+                    .max_workers(self.threads)
+                    .thread_name_prefix("cluster-io")
+                    .build()
+                    .map_err(|e| {
+                        BuildError::new(format!("the worker's thread pool cannot start: {e}"))
+                    })?,
+            )
+        } else {
+            None
+        };
         let consumer = format!("{}:{:04x}", identity().0, crate::client_tag());
         Ok(Worker {
             shared: Arc::new(Shared {
@@ -264,7 +332,7 @@ impl WorkerBuilder {
                 consumer,
                 host: host_name(),
                 registry: self.registry,
-                pool,
+                pools: Pools { processes, threads },
                 prefetch: self.prefetch,
                 reconnect_budget: self.reconnect_budget,
                 io_timeout,
@@ -327,7 +395,7 @@ struct Shared {
     consumer: String,
     host: String,
     registry: HashMap<&'static str, Registered>,
-    pool: ProcessPoolExecutor,
+    pools: Pools,
     prefetch: usize,
     reconnect_budget: Duration,
     io_timeout: Duration,
@@ -483,7 +551,12 @@ impl Worker {
         drop(settle_tx);
         let _ = committer.join();
         let _ = listener.join();
-        shared.pool.shutdown(true, true);
+        if let Some(pool) = &shared.pools.processes {
+            pool.shutdown(true, true);
+        }
+        if let Some(pool) = &shared.pools.threads {
+            pool.shutdown(true, true);
+        }
         match shared.failed.lock().take() {
             Some(why) => Err(RunError::new(why)),
             None => Ok(()),
@@ -879,7 +952,7 @@ fn start_one(shared: &Arc<Shared>, held: &mut Held, taken: &Arc<Taken>, settle: 
     for (index, item) in message.items.iter().enumerate() {
         let done_collector = Arc::clone(&collector);
         let done: Done = Box::new(move |end| done_collector.put(index, end));
-        match (registered.start)(&shared.pool, item, done) {
+        match (registered.start)(&shared.pools, item, done) {
             Ok(stop) => {
                 if let Some(entry) = held.entries.get_mut(&taken.entry) {
                     entry.stops.push(stop);
@@ -1321,30 +1394,66 @@ fn cancel_loop(shared: &Arc<Shared>) {
         if pubsub.subscribe(&shared.keys.cancel_channel).is_err() {
             continue;
         }
+        // Cancellations published while this listener was not subscribed (the broker
+        // went away) are in the clients' cancel sets.
+        recheck_cancels(shared);
         while !shared.stopping() {
             let message = match pubsub.get_message() {
                 Ok(message) => message,
                 Err(e) if e.is_timeout() => continue,
                 Err(_) => break, // reconnect
             };
-            let payload = message.get_payload_bytes();
-            let Some(task) = parse_cancel(payload) else {
-                continue;
-            };
-            let mut held = shared.held.lock();
-            let entry = held.by_task.get(&task).cloned();
-            match entry.and_then(|id| held.entries.get_mut(&id)) {
-                Some(entry) => {
-                    entry.cancelled = true;
-                    for stop in &entry.stops {
-                        stop.stop();
-                    }
-                    eprintln!(
-                        "concurrent-futures-redis worker {}: task {:016x}:{} cancelled; stopped it",
-                        shared.consumer, task.0, task.1
-                    );
-                }
-                None => held.remember_cancel(task),
+            if let Some(task) = parse_cancel(message.get_payload_bytes()) {
+                cancel_held(shared, task);
+            }
+        }
+    }
+}
+
+/// Stops a task this worker holds, or remembers the cancellation for when it fetches it.
+fn cancel_held(shared: &Shared, task: (u64, u64)) {
+    let mut held = shared.held.lock();
+    let entry = held.by_task.get(&task).cloned();
+    match entry.and_then(|id| held.entries.get_mut(&id)) {
+        Some(entry) => {
+            entry.cancelled = true;
+            for stop in &entry.stops {
+                stop.stop();
+            }
+            eprintln!(
+                "concurrent-futures-redis worker {}: task {:016x}:{} cancelled; stopped it",
+                shared.consumer, task.0, task.1
+            );
+        }
+        None => held.remember_cancel(task),
+    }
+}
+
+/// Looks up every held task in its client's cancel set and stops those cancelled.
+fn recheck_cancels(shared: &Shared) {
+    let mut tasks: Vec<(u64, u64)> = shared.held.lock().by_task.keys().copied().collect();
+    if tasks.is_empty() {
+        return;
+    }
+    tasks.sort_unstable();
+    let Some(mut con) = shared.connect_retrying() else {
+        return;
+    };
+    let mut clients: Vec<u64> = tasks.iter().map(|t| t.0).collect();
+    clients.dedup();
+    for client in clients {
+        let seqs: Vec<u64> = tasks
+            .iter()
+            .filter(|t| t.0 == client)
+            .map(|t| t.1)
+            .collect();
+        let flags: Result<Vec<i64>, RedisError> = redis::cmd("SMISMEMBER")
+            .arg(shared.keys.cancels(client))
+            .arg(&seqs)
+            .query(&mut con);
+        for (seq, flag) in seqs.into_iter().zip(flags.unwrap_or_default()) {
+            if flag == 1 {
+                cancel_held(shared, (client, seq));
             }
         }
     }

@@ -75,6 +75,10 @@ fn always_abort(_: u32) -> u32 {
     std::process::abort()
 }
 
+fn pid(_: ()) -> u32 {
+    std::process::id()
+}
+
 fn hold(path: String) -> String {
     common::hold_task(&path)
 }
@@ -86,6 +90,10 @@ const CRASH_ONCE: Task<(String, u64), u64> = Task::new("crash_once", crash_once)
 const ALWAYS_ABORT: Task<u32, u32> = Task::new("always_abort", always_abort);
 const HOLD: Task<String, String> = Task::new("hold", hold);
 const FAULT: Task<(String, u64), u64> = Task::new("fault", fault_task);
+/// The pid of the process that runs it: registered for the process pool...
+const PID: Task<(), u32> = Task::new("pid", pid);
+/// ... and as I/O bound, on the worker's threads.
+const PID_IO: Task<(), u32> = Task::new("pid_io", pid);
 /// Not registered by the workers.
 const UNREGISTERED: Task<u64, u64> = Task::new("not_registered", square);
 /// "square" with other types: what a client of another build would send.
@@ -108,6 +116,8 @@ fn worker_main() -> ExitCode {
         .register(ALWAYS_ABORT)
         .register(HOLD)
         .register(FAULT)
+        .register(PID)
+        .register_io(PID_IO)
         .build();
     let worker = match worker {
         Ok(worker) => worker,
@@ -745,6 +755,60 @@ fn fault_run_loses_nothing_and_duplicates_nothing() {
     assert_eq!(unfinished(&mut con), 0);
 }
 
+/// Point 3: a task registered as I/O bound runs on a thread of the worker process, one
+/// registered plainly in a child.
+fn io_bound_tasks_run_on_the_workers_threads() {
+    let redis = Redis::start();
+    let worker = WorkerProc::start(&redis, "q", "A", 1);
+    let cluster = client(&redis, "q");
+    let on_thread = cluster.submit(PID_IO, ()).unwrap().result().unwrap();
+    let in_child = cluster.submit(PID, ()).unwrap().result().unwrap();
+    assert_eq!(i64::from(on_thread), i64::from(worker.pid()));
+    assert_ne!(i64::from(in_child), i64::from(worker.pid()));
+}
+
+/// The worker entry point as `flags worker` uses it, in this process: `run` returns
+/// `Ok` after a stop request (having finished what it held), and an error naming the
+/// broker when the broker stays away past the reconnect budget.
+fn a_worker_stops_when_asked_and_when_the_broker_stays_away() {
+    let mut redis = Redis::start();
+    let worker = Worker::builder()
+        .broker(redis.url())
+        .queue("q")
+        .procs(1)
+        .register(SQUARE)
+        .build()
+        .unwrap();
+    let stop = worker.stop_handle();
+    let (ended_tx, ended) = crossbeam_channel::bounded(1);
+    let running = std::thread::spawn(move || {
+        let _ = ended_tx.send(worker.run().map_err(|e| e.to_string()));
+    });
+    let cluster = client(&redis, "q");
+    assert_eq!(cluster.submit(SQUARE, 7).unwrap().result().unwrap(), 49);
+    stop.stop();
+    assert_eq!(ended.recv_timeout(HANG).expect("run returned"), Ok(()));
+    running.join().unwrap();
+    drop(cluster);
+
+    let worker = Worker::builder()
+        .broker(redis.url())
+        .queue("q")
+        .procs(1)
+        .reconnect_budget(Duration::from_millis(300))
+        .register(SQUARE)
+        .build()
+        .unwrap();
+    let (ended_tx, ended) = crossbeam_channel::bounded(1);
+    let running = std::thread::spawn(move || {
+        let _ = ended_tx.send(worker.run().map_err(|e| e.to_string()));
+    });
+    redis.kill();
+    let e = ended.recv_timeout(HANG).expect("run returned").unwrap_err();
+    assert!(e.contains("stayed unreachable"), "{e}");
+    running.join().unwrap();
+}
+
 /// `shutdown(cancel_futures)` cancels what is queued; a submit after shutdown is
 /// refused with the argument back.
 fn shutdown_cancels_and_refuses() {
@@ -835,6 +899,14 @@ fn main() -> ExitCode {
         (
             "fault_run_loses_nothing_and_duplicates_nothing",
             fault_run_loses_nothing_and_duplicates_nothing,
+        ),
+        (
+            "io_bound_tasks_run_on_the_workers_threads",
+            io_bound_tasks_run_on_the_workers_threads,
+        ),
+        (
+            "a_worker_stops_when_asked_and_when_the_broker_stays_away",
+            a_worker_stops_when_asked_and_when_the_broker_stays_away,
         ),
     ];
     let args: Vec<String> = std::env::args().skip(1).collect();
