@@ -271,7 +271,10 @@ pub(crate) fn random_id() -> u64 {
 /// its tasks claimed by another after their lease. See the crate's README for the
 /// design.
 ///
-/// Dropping the executor is `shutdown(true, false)`: it waits for every task.
+/// Dropping the executor is `shutdown(true, false)`: it waits for every task, as
+/// Python's `with` block does (with no worker serving the queue, until the broker stays
+/// away past the reconnect budget; call `shutdown(true, true)` first to give up what is
+/// left).
 ///
 /// Not the [`Executor`](concurrent_futures::Executor) trait: its `submit` takes a bare
 /// `fn(A) -> R`, which cannot say which name a worker on another host knows the

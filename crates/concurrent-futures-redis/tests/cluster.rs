@@ -809,6 +809,38 @@ fn a_worker_stops_when_asked_and_when_the_broker_stays_away() {
     running.join().unwrap();
 }
 
+/// Bad input: a broker that goes away for longer than the client's reconnect budget
+/// fails the unfinished futures with a clear error and refuses later submits, instead
+/// of hanging.
+fn a_client_fails_clearly_when_the_broker_stays_away() {
+    let mut redis = Redis::start();
+    let cluster = ClusterExecutor::builder()
+        .broker(redis.url())
+        .queue("q")
+        .client_ttl(Duration::from_millis(300))
+        .reconnect_budget(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let handle = cluster.submit(SQUARE, 2).unwrap(); // no worker: stays queued
+    redis.kill();
+    let e = match handle.result_timeout(HANG) {
+        Err(concurrent_futures::ResultTimeoutError::Failed(e)) => e,
+        other => panic!("expected a failure, got {other:?}"),
+    };
+    assert!(
+        matches!(task_error(&e), TaskError::BrokerUnavailable { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("stayed unreachable"), "{e}");
+    match cluster.submit(SQUARE, 3) {
+        Err(e @ SubmitError::Broken(..)) => {
+            assert!(e.to_string().contains("stayed unreachable"), "{e}");
+            assert_eq!(e.into_inner(), 3);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 /// `shutdown(cancel_futures)` cancels what is queued; a submit after shutdown is
 /// refused with the argument back.
 fn shutdown_cancels_and_refuses() {
@@ -899,6 +931,10 @@ fn main() -> ExitCode {
         (
             "fault_run_loses_nothing_and_duplicates_nothing",
             fault_run_loses_nothing_and_duplicates_nothing,
+        ),
+        (
+            "a_client_fails_clearly_when_the_broker_stays_away",
+            a_client_fails_clearly_when_the_broker_stays_away,
         ),
         (
             "io_bound_tasks_run_on_the_workers_threads",
