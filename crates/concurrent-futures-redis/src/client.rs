@@ -25,6 +25,8 @@ use crate::sink::{ChunkSink, Failure, OneSink, Sink};
 use crate::task::Task;
 use crate::wire::{self, FIELD_LEASE, FIELD_RESULT, FIELD_TASK, GROUP, Keys, ResultMsg, TaskMsg};
 
+/// How many chunks one `map` keeps in flight at most (fewer with a smaller window).
+const MAP_WINDOW: usize = 64;
 /// How many commands the writer puts in one pipeline at most.
 const WRITE_BATCH: usize = 1024;
 /// How many results the reader takes per read at most.
@@ -461,10 +463,10 @@ impl ClusterExecutor {
     }
 
     /// `task` over `items`, ordered and lazy, Python's `map(fn, items)`: `chunksize`
-    /// items per message, at most `window` messages of this client in flight, so an
-    /// endless input runs in constant memory (client and broker). A failing item is an
-    /// `Err` at its place and iteration goes on. Dropping the iterator cancels its
-    /// chunks in flight.
+    /// items per message, at most 64 messages of the map in flight (or the executor's
+    /// `window`, when smaller), so an endless input runs in constant memory (client and
+    /// broker). A failing item is an `Err` at its place and iteration goes on. Dropping
+    /// the iterator cancels its chunks in flight.
     ///
     /// A chunk is one delivery: a worker runs its items one by one in its process
     /// pool, and when one of them kills its process, the chunk is delivered again (and
@@ -490,7 +492,7 @@ impl ClusterExecutor {
             task,
             input: items.into_iter(),
             chunksize,
-            window: self.inner.window,
+            window: self.inner.window.min(MAP_WINDOW),
             in_flight: VecDeque::new(),
             current: Vec::new().into_iter(),
             _types: PhantomData,
