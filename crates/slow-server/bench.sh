@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks of the test server (issue 3); figures go in crates/slow-server/README.md.
+# Benchmarks of the test server (issue 3); figures go in crates/slow-server/BENCHMARKS.md.
 # Not a test and not run by CI: it needs wrk, nginx and the flag files.
 #
 #   apt-get install -y wrk nginx

@@ -10,13 +10,13 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use common::{HANG, Holds, Redis, TempDir, WorkerProc};
 use concurrent_futures::{FutureError, ReturnWhen, ThreadPoolExecutor, as_completed, wait};
 use concurrent_futures_redis::{ClusterExecutor, OnDataLoss, SubmitError, Task, TaskError, Worker};
+use libtest_mimic::{Arguments, Failed, Trial};
 use nix::sys::signal::Signal;
 
 // ---------------------------------------------------------------- tasks
@@ -863,6 +863,19 @@ fn shutdown_cancels_and_refuses() {
 
 // ---------------------------------------------------------------- main
 
+/// One trial per test function, named after it.
+macro_rules! trials {
+    ($($test:ident),* $(,)?) => {
+        vec![$(Trial::test(stringify!($test), || run($test))),*]
+    };
+}
+
+/// Runs a test function as a trial (a panic is its failure).
+fn run(test: fn()) -> Result<(), Failed> {
+    test();
+    Ok(())
+}
+
 fn main() -> ExitCode {
     concurrent_futures::process_worker_main();
     match std::env::var(common::ROLE).as_deref() {
@@ -870,133 +883,30 @@ fn main() -> ExitCode {
         Ok("client") => return client_main(),
         _ => {}
     }
-    let tests: &[(&str, fn())] = &[
-        (
-            "errors_and_panics_fail_their_future_once",
-            errors_and_panics_fail_their_future_once,
-        ),
-        (
-            "unknown_tasks_and_other_signatures_are_refused",
-            unknown_tasks_and_other_signatures_are_refused,
-        ),
-        (
-            "undecodable_messages_are_dead_lettered",
-            undecodable_messages_are_dead_lettered,
-        ),
-        (
-            "bad_urls_and_a_broker_that_is_down_are_clear_errors",
-            bad_urls_and_a_broker_that_is_down_are_clear_errors,
-        ),
-        (
-            "a_killed_child_runs_its_task_again_at_once",
-            a_killed_child_runs_its_task_again_at_once,
-        ),
-        (
-            "a_task_that_kills_every_child_is_dead_lettered_with_its_attempts",
-            a_task_that_kills_every_child_is_dead_lettered_with_its_attempts,
-        ),
-        (
-            "a_vanished_workers_task_is_claimed_by_another",
-            a_vanished_workers_task_is_claimed_by_another,
-        ),
-        (
-            "a_worker_stopped_past_its_lease_cannot_deliver",
-            a_worker_stopped_past_its_lease_cannot_deliver,
-        ),
-        (
-            "cancel_of_a_queued_task_removes_it_and_wakes_wait",
-            cancel_of_a_queued_task_removes_it_and_wakes_wait,
-        ),
-        (
-            "cancel_of_a_running_task_kills_its_child",
-            cancel_of_a_running_task_kills_its_child,
-        ),
-        (
-            "a_dead_client_leaves_nothing_behind",
-            a_dead_client_leaves_nothing_behind,
-        ),
-        (
-            "a_broker_restart_loses_no_future",
-            a_broker_restart_loses_no_future,
-        ),
-        (
-            "a_broker_that_lost_its_data_resubmits_or_fails",
-            a_broker_that_lost_its_data_resubmits_or_fails,
-        ),
-        (
-            "map_keeps_the_window_and_flat_memory",
-            map_keeps_the_window_and_flat_memory,
-        ),
-        ("shutdown_cancels_and_refuses", shutdown_cancels_and_refuses),
-        (
-            "fault_run_loses_nothing_and_duplicates_nothing",
-            fault_run_loses_nothing_and_duplicates_nothing,
-        ),
-        (
-            "a_client_fails_clearly_when_the_broker_stays_away",
-            a_client_fails_clearly_when_the_broker_stays_away,
-        ),
-        (
-            "io_bound_tasks_run_on_the_workers_threads",
-            io_bound_tasks_run_on_the_workers_threads,
-        ),
-        (
-            "a_worker_stops_when_asked_and_when_the_broker_stays_away",
-            a_worker_stops_when_asked_and_when_the_broker_stays_away,
-        ),
+    let trials = trials![
+        errors_and_panics_fail_their_future_once,
+        unknown_tasks_and_other_signatures_are_refused,
+        undecodable_messages_are_dead_lettered,
+        bad_urls_and_a_broker_that_is_down_are_clear_errors,
+        a_killed_child_runs_its_task_again_at_once,
+        a_task_that_kills_every_child_is_dead_lettered_with_its_attempts,
+        a_vanished_workers_task_is_claimed_by_another,
+        a_worker_stopped_past_its_lease_cannot_deliver,
+        cancel_of_a_queued_task_removes_it_and_wakes_wait,
+        cancel_of_a_running_task_kills_its_child,
+        a_dead_client_leaves_nothing_behind,
+        a_broker_restart_loses_no_future,
+        a_broker_that_lost_its_data_resubmits_or_fails,
+        map_keeps_the_window_and_flat_memory,
+        shutdown_cancels_and_refuses,
+        fault_run_loses_nothing_and_duplicates_nothing,
+        a_client_fails_clearly_when_the_broker_stays_away,
+        io_bound_tasks_run_on_the_workers_threads,
+        a_worker_stops_when_asked_and_when_the_broker_stays_away,
     ];
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let exact = args.iter().any(|a| a == "--exact");
-    let filters: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .map(String::as_str)
-        .collect();
-    let selected: Vec<_> = tests
-        .iter()
-        .filter(|(name, _)| {
-            filters.is_empty()
-                || filters
-                    .iter()
-                    .any(|f| if exact { name == f } else { name.contains(f) })
-        })
-        .filter(|_| !args.iter().any(|a| a == "--ignored"))
-        .collect();
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in &selected {
-            println!("{name}: test");
-        }
-        return ExitCode::SUCCESS;
-    }
-    println!("\nrunning {} tests", selected.len());
-    let mut failed = Vec::new();
-    for (name, test) in &selected {
-        let outcome = catch_unwind(AssertUnwindSafe(test));
-        match outcome {
-            Ok(()) => println!("test {name} ... ok"),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-        }
-    }
-    let passed = selected.len() - failed.len();
-    let unique: HashSet<_> = failed.iter().collect();
-    if !unique.is_empty() {
-        println!("\nfailures:");
-        for name in &failed {
-            println!("    {name}");
-        }
-    }
-    println!(
-        "\ntest result: {}. {passed} passed; {} failed; 0 ignored; 0 measured; {} filtered out\n",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        failed.len(),
-        tests.len() - selected.len()
-    );
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    let mut args = Arguments::from_args();
+    // One at a time, whatever `--test-threads` says: each test starts its own broker and
+    // worker processes, and two cores are all there is.
+    args.test_threads = Some(1);
+    libtest_mimic::run(&args, trials).exit_code()
 }

@@ -8,6 +8,7 @@
 //! [`ThreadPoolExecutor::submit_cancellable`]: crate::ThreadPoolExecutor::submit_cancellable
 //! [`FutureHandle::cancel`]: crate::FutureHandle::cancel
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -66,8 +67,10 @@ struct TokenInner {
 
 #[derive(Default)]
 struct Listeners {
-    /// Async tasks waiting in [`Cancelled`]; woken and dropped on cancellation.
-    wakers: Vec<Waker>,
+    /// Async tasks waiting in [`Cancelled`], by the future's id: woken and dropped on
+    /// cancellation, removed when their future is dropped first.
+    wakers: HashMap<u64, Waker>,
+    next_waker_id: u64,
     /// Child tokens, cancelled with this one. Dead children are pruned when the list
     /// doubles, so a long-lived parent with short-lived children stays small.
     children: Vec<Weak<TokenInner>>,
@@ -124,7 +127,7 @@ impl CancelToken {
                 std::mem::take(&mut *state)
             };
             token.signal.notify_all();
-            for waker in wakers {
+            for waker in wakers.into_values() {
                 waker.wake();
             }
             pending.extend(children.iter().filter_map(Weak::upgrade));
@@ -167,6 +170,7 @@ impl CancelToken {
     pub fn cancelled(&self) -> Cancelled {
         Cancelled {
             token: self.clone(),
+            waker_id: None,
         }
     }
 
@@ -195,23 +199,42 @@ impl fmt::Debug for CancelToken {
 #[derive(Debug)]
 pub struct Cancelled {
     token: CancelToken,
+    /// Where this future's waker is registered in the token, once polled.
+    waker_id: Option<u64>,
 }
 
 impl Future for Cancelled {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.token.is_cancelled() {
             return Poll::Ready(());
         }
-        let mut state = self.token.inner.state.lock();
-        if self.token.is_cancelled() {
+        let this = &mut *self;
+        let mut state = this.token.inner.state.lock();
+        if this.token.is_cancelled() {
             return Poll::Ready(());
         }
-        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            state.wakers.push(cx.waker().clone());
+        let id = *this.waker_id.get_or_insert_with(|| {
+            state.next_waker_id += 1;
+            state.next_waker_id
+        });
+        match state.wakers.get_mut(&id) {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => {
+                state.wakers.insert(id, cx.waker().clone());
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Some(id) = self.waker_id {
+            self.token.inner.state.lock().wakers.remove(&id);
+        }
     }
 }
 
@@ -271,7 +294,7 @@ mod tests {
         assert_eq!(
             token.inner.state.lock().wakers.len(),
             1,
-            "one waker per task"
+            "one waker per future"
         );
         token.cancel();
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));

@@ -8,6 +8,8 @@ use crate::error::{MapError, SubmitError};
 use crate::future::FutureHandle;
 use crate::map::{Map, MapOptions};
 use crate::process_pool::ProcessPoolExecutor;
+use crate::shutdown::{ShutdownOptions, ShutdownReport};
+use crate::stats::PoolStats;
 use crate::thread_pool::ThreadPoolExecutor;
 
 /// The operations both pools share, Python's `Executor`: `submit`, `map` and
@@ -99,6 +101,13 @@ pub trait Executor {
     /// Stops the executor, Python's `shutdown(wait, cancel_futures)`. Idempotent.
     fn shutdown(&self, wait: bool, cancel_futures: bool);
 
+    /// `shutdown` with named options and a deadline; see
+    /// [`ThreadPoolExecutor::shutdown_with`] and [`ProcessPoolExecutor::shutdown_with`].
+    fn shutdown_with(&self, options: ShutdownOptions) -> ShutdownReport;
+
+    /// What the executor is doing now; see [`PoolStats`].
+    fn stats(&self) -> PoolStats;
+
     /// How many workers the executor runs at most.
     fn max_workers(&self) -> usize;
 }
@@ -128,6 +137,14 @@ impl Executor for ThreadPoolExecutor {
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
         ThreadPoolExecutor::shutdown(self, wait, cancel_futures);
+    }
+
+    fn shutdown_with(&self, options: ShutdownOptions) -> ShutdownReport {
+        ThreadPoolExecutor::shutdown_with(self, options)
+    }
+
+    fn stats(&self) -> PoolStats {
+        ThreadPoolExecutor::stats(self)
     }
 
     fn max_workers(&self) -> usize {
@@ -160,6 +177,14 @@ impl Executor for ProcessPoolExecutor {
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
         ProcessPoolExecutor::shutdown(self, wait, cancel_futures);
+    }
+
+    fn shutdown_with(&self, options: ShutdownOptions) -> ShutdownReport {
+        ProcessPoolExecutor::shutdown_with(self, options)
+    }
+
+    fn stats(&self) -> PoolStats {
+        ProcessPoolExecutor::stats(self)
     }
 
     fn max_workers(&self) -> usize {

@@ -582,6 +582,23 @@ fn try_cancel<T>(shared: &Arc<Shared<T>>, if_running: IfRunning) -> Option<Notic
             None
         } else if if_running != IfRunning::Refuse
             && shared.state() == State::Running
+            && slot
+                .stop_running
+                .as_ref()
+                .is_some_and(|s| s.is_cooperative())
+        {
+            // The task started (with its stopper) between the look above and this lock:
+            // ask it to stop, as the cooperative branch above does, and keep it running.
+            shared.store_outcome(None);
+            slot.deliverer = None;
+            shared.delivering.store(false, Ordering::Release);
+            slot.listeners = Some(Box::new(notices));
+            if let Some(stopper) = &slot.stop_running {
+                stopper.stop();
+            }
+            return Some(Notices::none());
+        } else if if_running != IfRunning::Refuse
+            && shared.state() == State::Running
             && slot.stop_running.is_some()
         {
             shared
@@ -955,6 +972,32 @@ impl<T> FutureHandle<T> {
             Some(Err(e)) => f(Err(e)),
             None => f(Err(&FutureError::ResultTaken)),
         })
+    }
+
+    /// Waits for the task and returns a clone of its value, leaving the value in place:
+    /// Python's `result()` exactly, for values that are `Clone`.
+    ///
+    /// # Errors
+    ///
+    /// The failure, as [`exception`](Self::exception) describes it;
+    /// [`FutureError::ResultTaken`] when the value was taken already.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new();
+    /// let handle = pool.submit(|| String::from("BR"))?;
+    /// println!("{handle:?} result: '{}'", handle.result_cloned()?);
+    /// assert_eq!(handle.result()?, "BR");
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
+    pub fn result_cloned(&self) -> Result<T, FutureError>
+    where
+        T: Clone,
+    {
+        self.with_result(|r| r.cloned().map_err(FutureError::describe))
     }
 
     /// [`with_result`](Self::with_result) without blocking: `None` (and `f` is not
@@ -1691,6 +1734,55 @@ mod loom_tests {
                 Ok(9) => assert!(!cancelled),
                 other => panic!("unexpected {other:?}"),
             }
+        });
+    }
+
+    /// Attack 13 (DEFECT 5): `cancel()` that sees the task pending, then loses the race
+    /// to `set_running_with`, takes `try_cancel`'s non-cooperative `Stop` path and marks
+    /// the future `Cancelled` while the cancellable task still runs (the docs say it
+    /// stays running until the task returns). Fails on the code it was written against.
+    #[test]
+    fn loom_cooperative_cancel_racing_start_keeps_the_future_running() {
+        struct SetToken(CancelToken);
+        impl StopRunning for SetToken {
+            fn can_stop(&self) -> bool {
+                true
+            }
+            fn stop(&self) {
+                self.0.cancel();
+            }
+            fn is_cooperative(&self) -> bool {
+                true
+            }
+        }
+        loom::model(|| {
+            let (promise, handle) = pending::<u32>();
+            let token = CancelToken::new();
+            let started = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let returned = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let (s, r, t) = (Arc::clone(&started), Arc::clone(&returned), token.clone());
+            let worker = thread::spawn(move || {
+                if promise.set_running_with(Arc::new(SetToken(t.clone()))) {
+                    s.store(true, Ordering::SeqCst);
+                    // The task runs here, then returns.
+                    r.store(true, Ordering::SeqCst);
+                    promise.complete_cooperative(Ok(9), &t);
+                }
+            });
+            let cancelled = handle.cancel();
+            let done_now = handle.is_done();
+            let returned_now = returned.load(Ordering::SeqCst);
+            worker.join().unwrap();
+            if started.load(Ordering::SeqCst) && cancelled {
+                assert!(
+                    !done_now || returned_now,
+                    "the future ended while its cancellable task still ran"
+                );
+            }
+            assert_eq!(
+                matches!(handle.result(), Err(FutureError::Cancelled)),
+                cancelled
+            );
         });
     }
 

@@ -159,16 +159,23 @@
 //! | `ex.map(fn, it, timeout=t, buffersize=n)` | `ex.map_with(f, it, MapOptions::new().timeout(t).window(n))?` |
 //! | `list(ex.map(fn, it))` | `ex.map(f, it)?.try_collect_vec()?` ([`Map::try_collect_vec`]) |
 //! | (none) | `ex.map_unordered(f, it, MapOptions::new())?` |
-//! | `ex.shutdown(wait=True, cancel_futures=False)` | `ex.shutdown(true, false)` |
+//! | `ex.shutdown(wait=True, cancel_futures=False)` | `ex.shutdown(true, false)`, or `ex.shutdown_with(ShutdownOptions::new().cancel_futures(false))` ([`ShutdownOptions`]) |
+//! | (none: `shutdown` blocks for ever on a stuck task) | `ex.shutdown_timeout(d)` → [`ShutdownReport`] (cancelled, still running, killed); `ThreadPoolBuilder::drop_timeout(d)` |
+//! | `threading.Event` polled by a task | `ex.submit_cancellable(\|token\| ..)?`; `f.cancel()` sets the [`CancelToken`]; `token.wait_timeout(d)`, `token.cancelled().await` |
+//! | (none: everything a task uses must outlive it) | `ex.scope(\|s\| { s.submit(\|\| words.len())?; .. })` ([`Scope`]): tasks borrow, joined before `scope` returns |
+//! | `ex._work_queue.qsize()` (private), tqdm around `as_completed` | `ex.stats()` ([`PoolStats`]: queued, running, completed, failed, cancelled, workers) |
+//! | `ex2 = ex` (a reference) | `let ex2 = ex.clone();` (the last clone's drop shuts down) |
 //! | `Future` | [`FutureHandle<T>`] |
 //! | `f = Future()`, `f.set_result(v)`, `f.set_exception(e)`, `f.set_running_or_notify_cancel()` | `let (c, f) = FutureHandle::pending();`, `c.set_result(v)?`, `c.set_failure(e)?`, `c.set_running()` ([`Completer`]) |
 //! | `InvalidStateError` | [`InvalidStateError`] (gives the refused value back) |
 //! | `def run(ex: Executor): ex.submit(fn, arg); ex.map(fn, it)` | `fn run(ex: &impl Executor) { ex.submit(f, arg)?; ex.map(f, it)?; }` ([`Executor`], both pools) |
 //! | `f.result()`, `f.result(timeout=t)` | `f.result()?`, `f.result_timeout(t)` |
 //! | `f.exception()` | `f.exception()` |
+//! | `f.result()` (does not consume) | `f.with_result(\|r\| ..)`, `f.try_with_result(\|r\| ..)` (also inside done-callbacks) |
 //! | `f.cancel()`, `f.cancelled()`, `f.running()`, `f.done()` | `f.cancel()`, `f.is_cancelled()`, `f.is_running()`, `f.is_done()` |
 //! | `f.add_done_callback(fn)` | `f.add_done_callback(\|f\| ..)` |
-//! | `await asyncio.wrap_future(f)` | `f.await` |
+//! | `await asyncio.wrap_future(f)` | `f.await`; `f.cancel_on_drop().await` cancels a task not started when the await is given up |
+//! | `for f in asyncio.as_completed(fs)` | `while let Some(f) = as_completed_stream(fs).next().await` ([`as_completed_stream`]) |
 //! | `as_completed(fs, timeout=t)` | [`as_completed(fs, Some(t))`](as_completed()) |
 //! | `wait(fs, timeout, return_when=FIRST_COMPLETED)` | [`wait(fs, timeout, ReturnWhen::FirstCompleted)`](wait()) |
 //! | `wait(fs, return_when=FIRST_EXCEPTION)` where tasks return errors | [`wait_fallible(fs, None, ReturnWhen::FirstException)`](wait_fallible()): a task's `Err` counts as its exception |
@@ -180,6 +187,8 @@
 //! | `ProcessPoolExecutor(max_workers=2, initializer=f, initargs=(a,), max_tasks_per_child=n)` | `ProcessPoolExecutor::builder().max_workers(2).initializer(f, a).max_tasks_per_child(n).build()?` |
 //! | `ProcessPoolExecutor(mp_context=get_context("spawn"))` | `ProcessPoolExecutor::builder().start_method(StartMethod::Spawn).build()?` (default: `ForkServer`) |
 //! | `if __name__ == "__main__":` | [`process_worker_main()`](process_worker_main) first in `main` |
+//! | a process pool in a pytest test | [`process_test_support!()`](process_test_support) once in the test file |
+//! | `ProcessPoolExecutor(initializer=f)` | `ProcessPoolExecutor::builder().initializer_fn(f).build()?` |
 //! | `pex.submit(fn, arg)` (fn picklable, module level) | `pex.submit(f, arg)?` with `f: fn(A) -> R`, serde `A`, `R` |
 //! | `pex.map(fn, it, chunksize=n)` | `pex.map_with(f, it, MapOptions::new().chunksize(n))?` |
 //! | `pex.terminate_workers()`, `pex.kill_workers()` | `pex.terminate_workers()`, `pex.kill_workers()` |
@@ -201,6 +210,7 @@ mod scope;
 mod shutdown;
 mod stats;
 mod sync;
+mod test_support;
 mod thread_pool;
 mod unwind;
 mod wait;

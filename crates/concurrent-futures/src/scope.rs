@@ -7,7 +7,7 @@
 //! dropped (run or not): each closure is wrapped in a [`Scoped`] whose `Drop` drops the
 //! closure first and only then counts it out, and `scope` waits, in a guard's `Drop`,
 //! for the count to reach zero. A leaked handle does not matter: the count follows the
-//! closures, not the handles.
+//! closures, not the handles. (The root README lists every file with `unsafe`.)
 
 #![allow(
     unsafe_code,
@@ -20,10 +20,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use crate::error::{FutureError, PanicError, SubmitError};
+use crate::future::TaskRecord;
 use crate::future::{self, FutureHandle};
 use crate::panic_site;
 use crate::sync::{Condvar, Mutex};
-use crate::thread_pool::ThreadPoolExecutor;
+use crate::thread_pool::{Job, Ran, ThreadPoolExecutor};
+use crate::unwind::contain;
 
 /// A scope of [`ThreadPoolExecutor::scope`]: submits tasks that may borrow anything that
 /// outlives the scope.
@@ -67,26 +69,75 @@ impl Outstanding {
     }
 }
 
-/// A scoped task's closure, with the count it leaves when dropped.
-struct Scoped<'scope> {
-    task: Option<Box<dyn FnOnce() + Send + 'scope>>,
+/// What the pool asks of a scoped task: run it (saying how it ended before its result is
+/// published), cancel it, or fail it.
+enum Action<'a> {
+    Run(&'a mut dyn FnMut(Ran)),
+    Cancel,
+    Fail(FutureError),
+}
+
+/// A scoped task's closure: does what the pool asks and completes the caller's future.
+type ScopedFn<'scope> = Box<dyn FnOnce(Action<'_>) + Send + 'scope>;
+
+/// A scoped task: its closure and the count it leaves when dropped.
+pub(crate) struct Scoped<'scope> {
+    task: Option<ScopedFn<'scope>>,
     tasks: Arc<Outstanding>,
 }
 
 impl Scoped<'_> {
-    fn run(mut self) {
+    fn act(mut self, action: Action<'_>) {
         if let Some(task) = self.task.take() {
-            task();
+            task(action);
         }
     }
 }
 
 impl Drop for Scoped<'_> {
     fn drop(&mut self) {
+        /// Counts the task out when dropped: after the closure, even when dropping the
+        /// closure panics (a capture's `Drop`), so `scope` never waits for ever.
+        struct CountOut<'a>(&'a Outstanding);
+        impl Drop for CountOut<'_> {
+            fn drop(&mut self) {
+                self.0.done();
+            }
+        }
+        let _out = CountOut(&self.tasks);
         // The closure (and everything it borrows) goes first; only then may `scope`
         // return.
         drop(self.task.take());
-        self.tasks.done();
+    }
+}
+
+/// A scoped task in the pool's queue: the record's own future is not the caller's (that
+/// one is completed by the closure), so the record holds `()`.
+impl Job for TaskRecord<(), Scoped<'static>> {
+    fn run(self: Arc<Self>, before_publish: &mut dyn FnMut(Ran)) {
+        let (scoped, _unused) = self.take();
+        match scoped {
+            Some(scoped) => scoped.act(Action::Run(before_publish)),
+            None => before_publish(Ran::Cancelled),
+        }
+    }
+
+    fn cancel(self: Arc<Self>) {
+        let (scoped, _unused) = self.take();
+        if let Some(scoped) = scoped {
+            contain("cancelling a scoped task", move || {
+                scoped.act(Action::Cancel)
+            });
+        }
+    }
+
+    fn fail(self: Arc<Self>, error: FutureError) {
+        let (scoped, _unused) = self.take();
+        if let Some(scoped) = scoped {
+            contain("failing a scoped task", move || {
+                scoped.act(Action::Fail(error))
+            });
+        }
     }
 }
 
@@ -178,24 +229,37 @@ impl<'scope> Scope<'scope, '_> {
     {
         let tasks = &self.tasks;
         let mut handle = None;
-        self.pool.submit_made(task, |task| {
+        self.pool.submit_job(task, |task| {
             let (promise, made) = future::pending::<T>();
             handle = Some(made);
             tasks.add();
             let scoped = Scoped {
-                task: Some(Box::new(move || {
-                    if !promise.set_running() {
-                        return;
+                task: Some(Box::new(move |action: Action<'_>| match action {
+                    Action::Run(before_publish) => {
+                        if !promise.set_running() {
+                            contain("dropping a cancelled task", move || drop(task));
+                            return before_publish(Ran::Cancelled);
+                        }
+                        panic_site::forget();
+                        let outcome = catch_unwind(AssertUnwindSafe(task))
+                            .map_err(|payload| FutureError::Panicked(PanicError::new(payload)));
+                        before_publish(Ran::of(&outcome));
+                        contain("completing a task", move || promise.complete(outcome));
                     }
-                    panic_site::forget();
-                    let outcome = catch_unwind(AssertUnwindSafe(task))
-                        .map_err(|payload| FutureError::Panicked(PanicError::new(payload)));
-                    promise.complete(outcome);
+                    Action::Cancel => {
+                        drop(task);
+                        promise.cancel();
+                    }
+                    Action::Fail(error) => {
+                        drop(task);
+                        promise.complete(Err(error));
+                    }
                 })),
                 tasks: Arc::clone(tasks),
             };
-            let scoped = erase_lifetime(scoped);
-            move || scoped.run()
+            // The record's own future is not the caller's: nobody waits for it.
+            let (record, unused) = future::with_task(erase_lifetime(scoped));
+            (record as Arc<dyn Job>, unused)
         })?;
         // `make` ran (the pool took the task), so the handle is there.
         Ok(handle.unwrap_or_else(|| unreachable!("an accepted task has a handle")))

@@ -8,7 +8,10 @@
 /// [`done`](Self::done).
 ///
 /// Counts are of the pool's tasks: a `submit` is one, a `map` chunk is one (or, for the
-/// thread pool's shared chunks, one per worker that drains it).
+/// thread pool's shared chunks, one per worker that drains it). A task cancelled while it
+/// waits in the queue stays in `queued` until a worker reaches it (or a shutdown drains
+/// the queue), and only then counts as `cancelled`: counting it at the `cancel()` would
+/// cost every task a pointer to its pool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolStats {

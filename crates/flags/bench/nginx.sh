@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: `flags -a` and `flags -e` in each mode against curl, wget2 and aria2c, all
-# downloading the same URLs from nginx on loopback (not a test: figures for the README).
+# downloading the same URLs from nginx on loopback (not a test: figures for BENCHMARKS.md).
 #
 # Needs: nginx curl wget2 aria2c /usr/bin/time  (Debian: apt-get install -y nginx curl wget2 aria2 time)
 # Usage:  crates/flags/bench/nginx.sh [FLAGS_DIR] [RUNS]

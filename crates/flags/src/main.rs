@@ -1,28 +1,24 @@
-//! `flags`: the Fluent Python flags downloader (chapter 20), in Rust.
+//! `flags`: the Fluent Python flags downloader (chapter 20), in Rust: the command line over
+//! the download engine, this package's library [`flags_engine`].
 //!
-//! `flags [CC...]` downloads flag images; `flags serve` runs the test server.
-//! See the workspace README for the tour.
+//! `flags [CC...]` downloads flag images; `flags serve` runs the test server; `flags bench`
+//! measures every mode. This file is the glue: parse ([`cli`]), convert into the engine's
+//! [`Plan`], run ([`flags_engine::run`]), and turn the outcome into an exit status (2 for
+//! usage errors, 1 for a run that could not be carried out, otherwise the summary's). The
+//! crate's README says where the engine ends and the command line begins.
 
 mod bench;
 mod cli;
-mod countries;
-mod download;
-mod progress;
-mod report;
 mod serve;
 
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser;
+use flags_engine::{Cancel, EXIT_INTERRUPTED, Plan, exit_between_saves};
 
-use crate::cli::{Cli, Command, Config, Server, UsageError};
-use crate::download::{Cancel, Target};
-use crate::progress::Progress;
-use crate::report::{JsonReport, Tally};
+use crate::cli::{BenchArgs, Cli, Command, UsageError};
 
 fn main() -> ExitCode {
     // In a worker process of `--mode processes` this serves downloads and never returns.
@@ -30,27 +26,41 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Serve(args)) => serve::main(args),
-        Some(Command::Bench(args)) => bench::main(args),
-        None => match Config::try_from(cli.download) {
-            Ok(config) => run(config).unwrap_or_else(|error| {
+        Some(Command::Bench(args)) => bench_main(args),
+        None => match Plan::try_from(cli.download) {
+            Ok(plan) => download(&plan).unwrap_or_else(|error| {
                 eprintln!("flags: {error:#}");
                 ExitCode::FAILURE
             }),
-            Err(error) => usage_error(&error),
+            Err(error) => usage_error(&error, &cli::usage()),
         },
     }
 }
 
+/// `flags bench`: the probe of one measured run, or a whole bench.
+fn bench_main(args: BenchArgs) -> ExitCode {
+    if !args.probe.is_empty() {
+        return bench::probe(&args.probe);
+    }
+    match bench::Plan::try_from(args) {
+        Ok(plan) => bench::run(&plan).unwrap_or_else(|error| {
+            eprintln!("flags bench: {error:#}");
+            ExitCode::FAILURE
+        }),
+        Err(error) => usage_error(&error, &cli::bench_usage()),
+    }
+}
+
 /// Prints `*** Usage error: …` and the usage line; exit status 2.
-fn usage_error(error: &UsageError) -> ExitCode {
-    eprintln!("*** Usage error: {error}\n{}", cli::usage());
+fn usage_error(error: &UsageError, usage: &str) -> ExitCode {
+    eprintln!("*** Usage error: {error}\n{usage}");
     ExitCode::from(2)
 }
 
-/// Downloads as `config` says, prints the reports and returns the exit status.
-fn run(config: Config) -> anyhow::Result<ExitCode> {
-    if let Err(error) = cli::prepare_dest(&config.dest) {
-        return Ok(usage_error(&error));
+/// Downloads as `plan` says (the reports are the engine's) and returns the exit status.
+fn download(plan: &Plan) -> anyhow::Result<ExitCode> {
+    if let Err(error) = cli::prepare_dest(&plan.dest) {
+        return Ok(usage_error(&error, &cli::usage()));
     }
     let cancel = Cancel::new();
     ctrlc::set_handler({
@@ -58,81 +68,13 @@ fn run(config: Config) -> anyhow::Result<ExitCode> {
         move || {
             if cancel.is_cancelled() {
                 // A second Ctrl-C does not wait for the requests in flight; it only waits for
-                // a save in progress (microseconds), so no temporary file is left behind.
+                // a save in progress (a short write), so no temporary file is left behind.
                 eprintln!("*** Interrupted again: exiting now");
-                download::exit_between_saves(report::EXIT_INTERRUPTED.into());
+                exit_between_saves(EXIT_INTERRUPTED.into());
             }
             cancel.cancel();
         }
     })
     .context("cannot install the Ctrl-C handler")?;
-
-    // Keeps the built-in server running until the run ends.
-    let (label, base_url, _builtin) = match &config.server {
-        Server::Builtin => {
-            let server = slow_server::start(slow_server::ServerConfig::new())
-                .context("cannot start the built-in server")?;
-            ("BUILTIN", server.flags_url(), Some(server))
-        }
-        Server::Remote { label, base_url } => (*label, base_url.clone(), None),
-    };
-    if !config.json {
-        let header = report::initial_report(label, &base_url, &config.codes, config.concurrency);
-        let _ = std::io::stdout().lock().write_all(header.as_bytes());
-    }
-
-    let progress = Progress::new(config.codes.len(), config.verbose, config.json);
-    cancel.on_cancel({
-        let progress = progress.clone();
-        move || progress.note("*** Interrupted: starting no more downloads")
-    });
-    let target = Target {
-        base_url: base_url.clone(),
-        dest: config.dest.clone(),
-        name_by: config.name_by,
-        retries: config.retries,
-        timeout: config.timeout,
-        cancel: Arc::clone(&cancel),
-    };
-    let mut tally = Tally::default();
-    let start = Instant::now();
-    download::run(&config, target, &mut |record| {
-        progress.inc();
-        if config.verbose {
-            progress.line(&report::verbose_line(&record));
-        }
-        tally.add(record);
-    })?;
-    let elapsed = start.elapsed();
-    cancel.wait_settled();
-    progress.finish();
-
-    if let Some(path) = &config.trace {
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create --trace {}", path.display()))?,
-        );
-        report::write_trace(&mut file, &tally.records, start)
-            .and_then(|()| file.flush())
-            .with_context(|| format!("cannot write --trace {}", path.display()))?;
-    }
-    let interrupted = cancel.is_cancelled();
-    let total = config.codes.len();
-    let out = if config.json {
-        let json = JsonReport::new(
-            (label, &base_url),
-            config.mode,
-            total,
-            config.concurrency,
-            &tally,
-            elapsed,
-            interrupted,
-        );
-        serde_json::to_string(&json).context("cannot encode the JSON report")? + "\n"
-    } else {
-        report::final_report(&tally, total, elapsed, interrupted)
-    };
-    // A closed stdout does not change the outcome: the counters decide the exit status.
-    let _ = std::io::stdout().lock().write_all(out.as_bytes());
-    Ok(report::exit_code(&tally, interrupted))
+    Ok(flags_engine::run(plan, &cancel)?.exit_code())
 }

@@ -1,22 +1,22 @@
-//! What a run reports: the outcome of each download, the counters, the flags2-style initial and
-//! final reports, the `--json` object and the exit status.
+//! What a run reports: the outcome and record of each download, the counters, the flags2-style
+//! initial and final reports, the `--json` object (written by a run, read back by `flags bench`)
+//! and the exit status.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::cli::Mode;
-use crate::download::Record;
+use crate::plan::Mode;
 
 /// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
-pub(crate) const EXIT_INTERRUPTED: u8 = 130;
+pub const EXIT_INTERRUPTED: u8 = 130;
 
-/// How one download ended (the book's `DownloadStatus`, with the detail to print). Serde: it
-/// crosses from the worker processes of `--mode processes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub(crate) enum Outcome {
+/// How one download ended, with the detail to print ([`DownloadStatus`] is the same without
+/// it). Serde: it crosses from the worker processes of `--mode processes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
     /// Saved.
     Ok,
     /// The server answered 404 for this URL.
@@ -32,23 +32,81 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome's name in the JSON report and traces.
-    pub(crate) fn label(&self) -> &'static str {
+    /// The outcome without its detail.
+    pub fn status(&self) -> DownloadStatus {
         match self {
-            Self::Ok => "ok",
-            Self::NotFound { .. } => "not_found",
-            Self::Error { .. } => "error",
+            Self::Ok => DownloadStatus::Ok,
+            Self::NotFound { .. } => DownloadStatus::NotFound,
+            Self::Error { .. } => DownloadStatus::Error,
+        }
+    }
+}
+
+/// How one download ended, without the detail: the book's `DownloadStatus`. A trace line's
+/// `outcome` (`ok`, `not_found`, `error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownloadStatus {
+    /// Saved.
+    Ok,
+    /// 404.
+    NotFound,
+    /// Anything else.
+    Error,
+}
+
+impl DownloadStatus {
+    /// Every status, in the order reports list them.
+    pub const ALL: [Self; 3] = [Self::Ok, Self::NotFound, Self::Error];
+}
+
+/// One finished download: what the report counts and what traces and `flags bench` draw.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The country code, upper case.
+    pub code: String,
+    /// The connection (sequential, async) or worker thread or process (threads, processes)
+    /// that ran it, from 0.
+    pub lane: usize,
+    /// When the download started (before the first request).
+    pub start: Instant,
+    /// When it ended (after the save, or the last failure).
+    pub end: Instant,
+    /// Requests made for the flag (1 + retries used).
+    pub attempts: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl Record {
+    /// The record of the download task for `code` that failed (a panic, which is a bug, or a
+    /// worker process that died): counted as an error of that code, not lost.
+    pub(crate) fn failed_task(code: &str, error: &dyn std::fmt::Display) -> Self {
+        let now = Instant::now();
+        Self {
+            code: code.to_owned(),
+            lane: usize::MAX,
+            start: now,
+            end: now,
+            attempts: 0,
+            outcome: Outcome::Error {
+                message: format!("download task failed: {error}"),
+            },
         }
     }
 }
 
 /// The counters of a run, and every record in completion order.
 #[derive(Debug, Default)]
-pub(crate) struct Tally {
-    pub(crate) downloaded: usize,
-    pub(crate) not_found: usize,
-    pub(crate) errors: usize,
-    pub(crate) records: Vec<Record>,
+pub struct Tally {
+    /// Flags saved.
+    pub downloaded: usize,
+    /// Codes the server answered 404 for.
+    pub not_found: usize,
+    /// Codes that failed otherwise.
+    pub errors: usize,
+    /// Every finished download, in completion order.
+    pub records: Vec<Record>,
 }
 
 impl Tally {
@@ -136,44 +194,52 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// The `--json` report: one object on stdout.
-#[derive(Debug, Serialize)]
-pub(crate) struct JsonReport<'a> {
+/// The `--json` report: one object on stdout. `flags bench` reads it back from each run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonReport {
     /// `BUILTIN`, `LOCAL`, `DELAY`, `ERROR`, `REMOTE` or `URL`.
-    pub(crate) server: &'a str,
+    pub server: String,
     /// The base URL downloaded from.
-    pub(crate) url: &'a str,
-    pub(crate) mode: Mode,
+    pub url: String,
+    /// How the downloads were scheduled.
+    pub mode: Mode,
     /// Codes requested.
-    pub(crate) flags: usize,
+    pub flags: usize,
     /// Connections (or workers) used.
-    pub(crate) concurrency: usize,
-    pub(crate) downloaded: usize,
-    pub(crate) not_found: usize,
-    pub(crate) errors: usize,
+    pub concurrency: usize,
+    /// Flags saved.
+    pub downloaded: usize,
+    /// Codes the server answered 404 for.
+    pub not_found: usize,
+    /// Codes that failed otherwise.
+    pub errors: usize,
     /// Codes not attempted because of Ctrl-C.
-    pub(crate) not_attempted: usize,
-    pub(crate) interrupted: bool,
-    pub(crate) elapsed_secs: f64,
+    pub not_attempted: usize,
+    /// Whether Ctrl-C stopped the run.
+    pub interrupted: bool,
+    /// From just before the first download to the end of the last, in seconds.
+    pub elapsed_secs: f64,
     /// Each error, in completion order.
-    pub(crate) error_details: Vec<ErrorDetail<'a>>,
+    pub error_details: Vec<ErrorDetail>,
 }
 
 /// One failed code in the `--json` report.
-#[derive(Debug, Serialize)]
-pub(crate) struct ErrorDetail<'a> {
-    pub(crate) code: &'a str,
-    pub(crate) message: &'a str,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// The country code.
+    pub code: String,
+    /// Why it failed, in one line.
+    pub message: String,
 }
 
-impl<'a> JsonReport<'a> {
+impl JsonReport {
     /// The report of a run.
     pub(crate) fn new(
-        site: (&'a str, &'a str),
+        site: (&str, &str),
         mode: Mode,
         total: usize,
         concurrency: usize,
-        tally: &'a Tally,
+        tally: &Tally,
         elapsed: Duration,
         interrupted: bool,
     ) -> Self {
@@ -182,15 +248,15 @@ impl<'a> JsonReport<'a> {
             .iter()
             .filter_map(|r| match &r.outcome {
                 Outcome::Error { message } => Some(ErrorDetail {
-                    code: &r.code,
-                    message,
+                    code: r.code.clone(),
+                    message: message.clone(),
                 }),
                 _ => None,
             })
             .collect();
         Self {
-            server: site.0,
-            url: site.1,
+            server: site.0.to_owned(),
+            url: site.1.to_owned(),
             mode,
             flags: total,
             concurrency,
@@ -205,45 +271,25 @@ impl<'a> JsonReport<'a> {
     }
 }
 
-/// One line of `--trace FILE` (JSON lines): times in seconds from the start of the run.
-#[derive(Debug, Serialize)]
-struct TraceLine<'a> {
-    code: &'a str,
-    lane: usize,
-    start: f64,
-    end: f64,
-    attempts: u32,
-    outcome: &'static str,
+/// How a run ended: what it counted, and whether Ctrl-C stopped it.
+#[derive(Debug)]
+pub struct Summary {
+    /// The counters and the records.
+    pub tally: Tally,
+    /// Whether Ctrl-C stopped the run (codes not started were not attempted).
+    pub interrupted: bool,
 }
 
-/// Writes every record as a JSON line, times relative to `run_start`.
-///
-/// # Errors
-///
-/// Writing to `out`.
-pub(crate) fn write_trace(
-    out: &mut dyn std::io::Write,
-    records: &[Record],
-    run_start: Instant,
-) -> std::io::Result<()> {
-    let secs = |t: Instant| t.saturating_duration_since(run_start).as_secs_f64();
-    for record in records {
-        let line = TraceLine {
-            code: &record.code,
-            lane: record.lane,
-            start: secs(record.start),
-            end: secs(record.end),
-            attempts: record.attempts,
-            outcome: record.outcome.label(),
-        };
-        serde_json::to_writer(&mut *out, &line)?;
-        out.write_all(b"\n")?;
+impl Summary {
+    /// The exit status of the `flags` command after this run: 130 after Ctrl-C, 1 when any
+    /// download failed, 0 otherwise (not found is not a failure).
+    pub fn exit_code(&self) -> ExitCode {
+        exit_code(&self.tally, self.interrupted)
     }
-    Ok(())
 }
 
 /// 130 after Ctrl-C, 1 when any download failed, 0 otherwise (not found is not a failure).
-pub(crate) fn exit_code(tally: &Tally, interrupted: bool) -> ExitCode {
+fn exit_code(tally: &Tally, interrupted: bool) -> ExitCode {
     if interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
     } else if tally.errors > 0 {
@@ -372,32 +418,6 @@ mod tests {
     }
 
     #[test]
-    fn trace_lines() -> Result<(), Box<dyn std::error::Error>> {
-        let start = Instant::now();
-        let mut rec = record("BR", Outcome::Ok);
-        rec.start = start + Duration::from_millis(10);
-        rec.end = start + Duration::from_millis(250);
-        rec.lane = 4;
-        let mut out = Vec::new();
-        write_trace(
-            &mut out,
-            &[rec, record("AA", Outcome::NotFound { url: "u".into() })],
-            start,
-        )?;
-        let lines: Vec<serde_json::Value> = String::from_utf8(out)?
-            .lines()
-            .map(serde_json::from_str)
-            .collect::<Result<_, _>>()?;
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0]["code"], "BR");
-        assert_eq!(lines[0]["lane"], 4);
-        assert_eq!(lines[0]["outcome"], "ok");
-        assert!((lines[0]["end"].as_f64().unwrap_or_default() - 0.25).abs() < 1e-9);
-        assert_eq!(lines[1]["outcome"], "not_found");
-        Ok(())
-    }
-
-    #[test]
     fn json_report_fields() -> serde_json::Result<()> {
         let mut tally = Tally::default();
         tally.add(record("BR", Outcome::Ok));
@@ -426,6 +446,8 @@ mod tests {
             value["error_details"],
             serde_json::json!([{"code": "ZW", "message": "boom"}])
         );
+        // `flags bench` reads the report back with the same type.
+        assert_eq!(serde_json::from_value::<JsonReport>(value)?, report);
         Ok(())
     }
 }

@@ -6,10 +6,10 @@
 //! `cargo run --release -p slow-server --example hold -- ADDR N [PATH]`
 //!
 //! Prints one line: connections, answers by status, how long after the release the last
-//! request was sent (this one client sends the 10,000 requests one after the other, on the two
-//! CPUs it shares with the server: about 0.1 s) and the last answer arrived, latency
-//! percentiles (from the release), and the longest time from a request's own send to its
-//! answer. Raise `ulimit -n` above N first.
+//! request was sent (this one client sends the requests one after the other, on the CPUs it
+//! shares with the server) and the last answer arrived, latency percentiles (from the
+//! release), and the longest time from a request's own send to its answer. Raise `ulimit -n`
+//! above N first.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -409,7 +409,7 @@ fn read_file(mut file: fs::File, meta: &fs::Metadata) -> io::Result<(Bytes, Vers
 }
 
 /// The built-in flag set: every answer keyed by its canonical path. Images are drawn on first
-/// request (a few hundred microseconds each), so that starting a server costs little.
+/// request, so that starting a server costs little.
 #[derive(Debug)]
 pub(crate) struct Builtin {
     replies: HashMap<String, Stored>,

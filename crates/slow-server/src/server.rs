@@ -37,7 +37,8 @@ const WRITE_STALL_LIMIT: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(1);
 /// The most bytes hyper buffers on a connection, each way. Hyper asks a response body for more
 /// only below it, so a client that stops reading a large file holds this and one chunk of it
-/// (hyper's default, about 400 KiB, is what most of such a connection's memory was). A request
+/// (hyper's default buffer, several times larger, was most of such a connection's memory;
+/// figures in `BENCHMARKS.md`). A request
 /// head must fit in it too: a larger one gets `431` (nginx's default limit is 32 KiB).
 const CONNECTION_BUFFER: usize = 64 * 1024;
 /// How long a connection past the cap is given to take its 503.
@@ -239,13 +240,11 @@ fn serve_connection(
     let builder = builder.clone();
     let shared = Arc::clone(shared);
     async move {
-        // Hyper starts at once (its two 8 KiB buffers and its state: about 11 KiB resident per
-        // idle connection, 109 MiB for 10,000), and its header read timeout cuts off a client
-        // that sends nothing. Starting it only once the first byte arrived (a `peek` first) kept
-        // idle connections at 2.5 KiB, but it moved those allocations, and their page faults, onto
-        // the way to the first answer: 33,000 faults after the release of 10,000 held requests,
-        // against 10,000 now. In an A/B of six fresh servers each, the last answer came 1.18-1.27
-        // s after the release with the peek and 1.15-1.18 s without; the peak fell 6 MiB.
+        // Hyper starts at once (its two 8 KiB buffers and its state), and its header read timeout
+        // cuts off a client that sends nothing. Starting it only once the first byte arrived (a
+        // `peek` first) kept idle connections smaller, but moved those allocations, and their
+        // page faults, onto the way to the first answer, so a burst of held requests was
+        // answered later (the A/B is in BENCHMARKS.md).
         // Small responses go out at once rather than waiting for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(StallGuard::new(stream, WRITE_STALL_LIMIT));

@@ -1,9 +1,9 @@
 //! Giving memory back to the system after a burst of connections.
 //!
-//! glibc keeps what it freed in its per-thread arenas: after a burst of 10,000 delayed requests a
-//! server that went back to idle still held 158 MiB, and a second burst added another 56 MiB on
-//! top (fragmentation), so a long-running server plateaued at 250-290 MiB. `malloc_trim(0)` once
-//! the open connections have halved returns the free pages of every arena.
+//! glibc keeps what it freed in its per-thread arenas: a server that went back to idle after a
+//! burst of connections kept the burst's memory, and back-to-back bursts grew it further
+//! (fragmentation). `malloc_trim(0)` once the open connections have halved returns the free
+//! pages of every arena (the figures are in the crate's BENCHMARKS.md).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -21,28 +21,28 @@
 //! 4. when the pool closes its end, the server exits.
 //!
 //! Any failure of the server (it cannot start, refuses, dies) only makes the pool start
-//! later workers the slow way, from the executable.
+//! later workers the slow way, from the executable; so does a target where
+//! [`sys::fork_sibling`] cannot fork.
 //!
-//! This module and `call.rs` hold the crate's `unsafe`: the fork itself and taking
-//! ownership of the received descriptors.
+//! The fork itself is [`sys::fork_sibling`], an `unsafe fn` whose promise (one thread)
+//! only this module's server loop can keep; its call here is this module's one `unsafe`
+//! block (the crate's `unsafe` is listed in the workspace's `README.md`).
 
 #![allow(
     unsafe_code,
-    reason = "fork(2) and descriptors received over SCM_RIGHTS; see the SAFETY comments"
+    reason = "the call of sys::fork_sibling, whose one-thread contract is kept here"
 )]
 
 use std::fs::File;
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
-use super::worker;
+use super::{sys, worker};
 
 /// The environment variable that, next to [`MARKER`](worker::MARKER), makes a worker process the fork
 /// server.
@@ -81,13 +81,18 @@ impl ForkServer {
     /// Starts the server from the executable and waits for its first answer, at most
     /// `timeout` (the pool's handshake deadline).
     pub(super) fn start(timeout: Duration) -> io::Result<Self> {
+        if !sys::CAN_FORK_SIBLING {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no fork server on this target",
+            ));
+        }
         let (ours, theirs) = UnixStream::pair()?;
         let process = {
             let mut command = worker::command();
             command
                 .env(FORK_SERVER, "1")
-                .stdin(Stdio::from(OwnedFd::from(theirs)))
-                .stdout(Stdio::null());
+                .stdin(Stdio::from(OwnedFd::from(theirs)));
             command.spawn()?
             // The command holds the server's end of the socket until it is dropped here:
             // kept, it would hide the server's exit (no end of stream) from the read below.
@@ -128,7 +133,7 @@ impl ForkServer {
             results,
             theirs,
         } = WorkerPipes::new()?;
-        send_pipes(&self.control, theirs)?;
+        sys::send_fds(&self.control, theirs)?;
         let mut answer = [0u8; 4];
         self.control.read_exact(&mut answer)?;
         let pid = i32::from_le_bytes(answer);
@@ -178,43 +183,21 @@ pub(super) fn serve() -> i32 {
         return 0;
     }
     loop {
-        let Ok(Some([tasks, results])) = receive(&control) else {
+        let Ok(Some([tasks, results])) = sys::recv_fds(&control) else {
             // The pool closed its end (or is gone): no more workers.
             return 0;
         };
-        // SAFETY: this process has one thread (checked above, and it starts none:
-        // this loop only reads, forks and writes), so the child's copy of the memory
-        // holds no lock or half-done state of another thread, and no buffered stdio
-        // data (requests are read with `recvmsg`). `SYS_clone` with `CLONE_PARENT`, no
-        // new stack and no `CLONE_VM` is `fork(2)` with the pool as the child's parent:
-        // both processes return here, on their own copy of the stack. (With
-        // `CLONE_PARENT` the child's exit signal is this process's own, SIGCHLD; the
-        // flag is passed for clarity.) Unlike glibc's `fork()`, this runs no
-        // `pthread_atfork` handlers and leaves glibc's cached thread id of the main
-        // thread at the server's: `getpid` (uncached since glibc 2.25) and
-        // `raise`/`abort` (which ask the kernel since 2.34) are right, but
-        // `pthread_*` calls naming `pthread_self()` and error-checking, robust or PI
-        // mutexes would see the server's tid; the crate's README lists this.
-        let pid = unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_clone,
-                nix::libc::CLONE_PARENT | nix::libc::SIGCHLD,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            )
-        };
-        if pid == 0 {
-            drop(control);
-            std::process::exit(worker::serve_forked(tasks, results));
-        }
-        let answer = if pid > 0 {
-            i32::try_from(pid).unwrap_or(-nix::libc::EOVERFLOW)
-        } else {
-            -io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(nix::libc::EIO)
+        // SAFETY: `fork_sibling`'s contract: this process has one thread (checked above,
+        // and it starts none: this loop only reads, forks and writes), and it holds no
+        // buffered stdio data (requests are read with `recvmsg`).
+        let forked = unsafe { sys::fork_sibling() };
+        let answer = match forked {
+            Ok(None) => {
+                drop(control);
+                std::process::exit(worker::serve_forked(tasks, results));
+            }
+            Ok(Some(pid)) => i32::try_from(pid).unwrap_or(-nix::libc::EOVERFLOW),
+            Err(e) => -e.raw_os_error().unwrap_or(nix::libc::EIO),
         };
         drop((tasks, results));
         if (&control).write_all(&answer.to_le_bytes()).is_err() {
@@ -244,65 +227,6 @@ impl WorkerPipes {
             results: File::from(results),
             theirs: [task_read, result_write],
         })
-    }
-}
-
-/// Sends a worker's two pipe ends over `control` (one byte with `SCM_RIGHTS`), to the
-/// fork server or to a worker started from the executable, which reads them with
-/// [`receive`]. Our copies are closed: the message holds its own.
-pub(super) fn send_pipes(control: &UnixStream, fds: [OwnedFd; 2]) -> io::Result<()> {
-    let raw = [fds[0].as_raw_fd(), fds[1].as_raw_fd()];
-    let sent = loop {
-        match sendmsg::<()>(
-            control.as_raw_fd(),
-            &[IoSlice::new(&[1])],
-            &[ControlMessage::ScmRights(&raw)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        ) {
-            Err(Errno::EINTR) => {}
-            sent => break sent?,
-        }
-    };
-    if sent != 1 {
-        return Err(io::Error::other("the other process took no request"));
-    }
-    Ok(())
-}
-
-/// Reads one request: the two descriptors of a new worker; `None` at the end of the
-/// stream.
-pub(super) fn receive(control: &UnixStream) -> io::Result<Option<[OwnedFd; 2]>> {
-    let mut byte = [0u8];
-    let mut iov = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 2]);
-    let message = loop {
-        match recvmsg::<()>(
-            control.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Err(Errno::EINTR) => {}
-            message => break message?,
-        }
-    };
-    let mut received = Vec::new();
-    for cmsg in message.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            for fd in fds {
-                // SAFETY: the kernel just installed `fd` in this process for this
-                // message; nothing else refers to it, so it is ours to own and close.
-                received.push(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    if message.bytes == 0 {
-        return Ok(None);
-    }
-    match <[OwnedFd; 2]>::try_from(received) {
-        Ok(fds) => Ok(Some(fds)),
-        Err(_) => Err(io::Error::other("a request without its two descriptors")),
     }
 }
 

@@ -77,8 +77,9 @@ fn read_code_ranges() -> std::io::Result<Vec<(usize, usize)>> {
     Ok(ranges)
 }
 
-/// True when `addr` lies in this executable's own code (not in a shared library).
-pub(super) fn in_own_code(addr: usize) -> bool {
+/// True when `code` lies in this executable's own code (not in a shared library).
+pub(super) fn in_own_code(code: *const ()) -> bool {
+    let addr = code.addr();
     code_ranges()
         .iter()
         .any(|&(start, end)| (start..end).contains(&addr))

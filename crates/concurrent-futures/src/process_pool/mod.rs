@@ -5,11 +5,15 @@
 mod call;
 mod fork_server;
 mod image;
+mod pipeline;
+mod process;
+mod sink;
 mod supervisor;
+mod sys;
 mod wire;
 mod worker;
 
-use std::fmt::{self, Display};
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +21,9 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use self::call::Entry;
-use self::supervisor::{Config, Inner, PromiseSink, Refused, decode_chunk, decode_one};
+use self::sink::{PromiseSink, decode_chunk, decode_one};
+use self::supervisor::{Config, Inner, Refused};
+use self::wire::Callee;
 use crate::error::{
     BrokenPoolError, BrokenPoolKind, BuildError, FutureError, MapError, SubmitError, WorkerError,
     WorkerErrorKind,
@@ -26,6 +31,9 @@ use crate::error::{
 use crate::future::{self, FutureHandle};
 use crate::map::{Chunk, ChunkResults, ChunkSubmit, Map, MapOptions, MapUnordered};
 use crate::panic_site;
+use crate::shutdown::{ShutdownOptions, ShutdownReport};
+use crate::stats::PoolStats;
+use crate::thread_pool::InitResult;
 
 /// The largest encoded argument (or chunk of arguments) a task may have.
 const MAX_PAYLOAD: usize = 1 << 30;
@@ -124,8 +132,22 @@ pub fn process_worker_main() {
 /// let offset = 10u64;
 /// let _ = pool.submit(move |x: u64| x + offset, 1); // error: cannot coerce to `fn`
 /// ```
+#[derive(Clone)]
 pub struct ProcessPoolExecutor {
     inner: Arc<Inner>,
+    /// Shared by the clones: the last one dropped shuts the pool down.
+    _last_clone: Arc<ShutdownOnDrop>,
+}
+
+/// Shuts its pool down when dropped, that is, when the last clone of the pool is gone
+/// (the pool's threads hold `Inner`, not this).
+struct ShutdownOnDrop(Arc<Inner>);
+
+impl Drop for ShutdownOnDrop {
+    /// `shutdown(wait = true, cancel_futures = false)`.
+    fn drop(&mut self) {
+        self.0.shutdown(true, false);
+    }
 }
 
 impl ProcessPoolExecutor {
@@ -157,8 +179,8 @@ impl ProcessPoolExecutor {
     /// }
     /// ```
     pub fn new() -> Self {
-        Self::builder().build().unwrap_or_else(|error| Self {
-            inner: Inner::broken(
+        Self::builder().build().unwrap_or_else(|error| {
+            Self::from_inner(Inner::broken(
                 Config {
                     max_workers: 1,
                     max_tasks_per_child: None,
@@ -170,8 +192,15 @@ impl ProcessPoolExecutor {
                     BrokenPoolKind::StartFailed,
                     format!("the process pool could not be built: {error}"),
                 ),
-            ),
+            ))
         })
+    }
+
+    fn from_inner(inner: Arc<Inner>) -> Self {
+        Self {
+            _last_clone: Arc::new(ShutdownOnDrop(Arc::clone(&inner))),
+            inner,
+        }
     }
 
     /// A builder for the pool's options.
@@ -239,16 +268,20 @@ impl ProcessPoolExecutor {
         }
         let (promise, handle) = future::pending::<R>();
         let prepared =
-            Entry::one(f).and_then(|entry| Ok((entry, encode(&arg, size_of::<A>() + 8)?)));
-        let (entry, payload) = match prepared {
+            call::one(f).and_then(|callee| Ok((callee, encode(&arg, size_of::<A>() + 8)?)));
+        let (callee, payload) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
                 promise.complete(Err(error));
                 return Ok(handle);
             }
         };
-        let sink = Box::new(PromiseSink::new(promise, decode_one::<R>));
-        match self.inner.enqueue(entry, payload, sink) {
+        let sink = Box::new(PromiseSink::new(
+            promise,
+            decode_one::<R>,
+            self.inner.ended(),
+        ));
+        match self.inner.enqueue(callee, payload, sink) {
             Ok(()) => Ok(handle),
             Err(refused) => Err(refusal(refused, arg)),
         }
@@ -384,6 +417,52 @@ impl ProcessPoolExecutor {
         self.inner.shutdown(wait, cancel_futures);
     }
 
+    /// [`shutdown`](Self::shutdown) with its options named at the call site, and an
+    /// optional deadline: when it passes, the tasks still queued are cancelled and the
+    /// workers still running are killed (their tasks fail with
+    /// [`FutureError::WorkerFailed`]); the call returns once they are reaped. Returns
+    /// what did not finish.
+    pub fn shutdown_with(&self, options: ShutdownOptions) -> ShutdownReport {
+        self.inner.shutdown_with(options)
+    }
+
+    /// `shutdown_with(ShutdownOptions::new().timeout(timeout))`: waits at most `timeout`,
+    /// then kills what still runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{FutureError, ProcessPoolExecutor};
+    ///
+    /// fn stuck(_: ()) {
+    ///     std::thread::sleep(Duration::from_secs(3600));
+    /// }
+    ///
+    /// fn main() -> anyhow::Result<()> {
+    ///     concurrent_futures::process_worker_main();
+    ///     let pool = ProcessPoolExecutor::builder().max_workers(1).build()?;
+    ///     let handle = pool.submit(stuck, ())?;
+    ///     while !handle.is_running() {
+    ///         std::thread::yield_now();
+    ///     }
+    ///     let report = pool.shutdown_timeout(Duration::from_millis(100));
+    ///     assert!(report.timed_out());
+    ///     assert!(matches!(handle.result(), Err(FutureError::WorkerFailed(_))));
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
+        self.shutdown_with(ShutdownOptions::new().timeout(timeout))
+    }
+
+    /// What the pool is doing now: queued tasks, tasks in the workers' hands, tasks
+    /// ended (completed, failed, cancelled), live worker processes. Cheap enough to poll
+    /// from a progress bar.
+    pub fn stats(&self) -> PoolStats {
+        self.inner.stats()
+    }
+
     /// Python 3.14's `terminate_workers()`: `shutdown(wait = false, cancel_futures =
     /// true)`, then SIGTERM to every live worker. Running tasks fail with
     /// [`FutureError::WorkerFailed`] carrying the signal; tasks waiting in a worker's
@@ -453,22 +532,26 @@ where
             return Err(map_refusal(refused));
         }
         let (promise, handle) = future::pending::<ChunkResults<R>>();
-        let prepared = Entry::chunk(self.f).and_then(|entry| {
+        let prepared = call::chunk(self.f).and_then(|callee| {
             Ok((
-                entry,
+                callee,
                 encode(&chunk, chunk.len() * (size_of::<A>() + 1) + 8)?,
             ))
         });
-        let (entry, payload) = match prepared {
+        let (callee, payload) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
                 promise.complete(Err(error));
                 return Ok(handle);
             }
         };
-        let sink = Box::new(PromiseSink::new(promise, decode_results::<R>));
+        let sink = Box::new(PromiseSink::new(
+            promise,
+            decode_results::<R>,
+            inner.ended(),
+        ));
         inner
-            .enqueue(entry, payload, sink)
+            .enqueue(callee, payload, sink)
             .map(|()| handle)
             .map_err(map_refusal)
     }
@@ -497,13 +580,6 @@ fn map_refusal(refused: Refused) -> MapError {
 impl Default for ProcessPoolExecutor {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl Drop for ProcessPoolExecutor {
-    /// `shutdown(wait = true, cancel_futures = false)`.
-    fn drop(&mut self) {
-        self.shutdown(true, false);
     }
 }
 
@@ -540,7 +616,7 @@ pub struct ProcessPoolBuilder {
     max_workers: Option<usize>,
     max_tasks_per_child: Option<usize>,
     start_method: StartMethod,
-    initializer: Option<Result<(Entry, Vec<u8>), String>>,
+    initializer: Option<Result<(Callee, Vec<u8>), String>>,
     handshake_timeout: Duration,
 }
 
@@ -572,11 +648,13 @@ pub enum StartMethod {
     /// it a *fork server*; every worker is then a fork of that small single-threaded
     /// process (its limits, such as no `pthread_atfork` handlers in a forked worker, are
     /// in the crate's `src/process_pool/README.md`).
-    /// On our 2-core test machine it starts 194 workers in 68–80 ms where
-    /// [`Spawn`](Self::Spawn) takes 257–260 ms, which matters when a pool starts
-    /// hundreds. The server takes the pool's environment and working directory once,
+    /// A fork skips the executable's start-up (loading, relocations, CPU-feature probes),
+    /// which matters when a pool starts hundreds of workers (figures in the crate's
+    /// `BENCHMARKS.md`, "start methods"). The server takes the pool's environment and working directory once,
     /// when it starts: later changes to them do not reach later workers. If
-    /// the server cannot start or dies, the pool starts workers as with `Spawn`.
+    /// the server cannot start or dies, the pool starts workers as with `Spawn`; so it
+    /// does on targets other than x86_64 and aarch64 Linux, where the server's raw
+    /// `clone` is not built.
     #[default]
     ForkServer,
     /// Python's `spawn`: every worker is the executable started again (`execve`).
@@ -631,13 +709,50 @@ impl ProcessPoolBuilder {
     /// restarting workers in a loop: every pending future fails with
     /// [`FutureError::BrokenPool`] carrying the initializer's message, and later
     /// submits are refused.
-    pub fn initializer<A, E>(mut self, f: fn(A) -> Result<(), E>, arg: A) -> Self
+    ///
+    /// `f` returns `()` (it cannot fail) or `Result<(), E>` for any error that can be
+    /// shown ([`InitResult`]); see
+    /// [`initializer_fn`](Self::initializer_fn) for one without an argument.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ProcessPoolExecutor;
+    ///
+    /// fn set_level(level: u8) -> Result<(), String> {
+    ///     if level > 3 { Err(format!("no level {level}")) } else { Ok(()) }
+    /// }
+    /// fn quiet() {}
+    /// fn double(x: u8) -> u8 {
+    ///     x * 2
+    /// }
+    ///
+    /// fn main() -> anyhow::Result<()> {
+    ///     concurrent_futures::process_worker_main();
+    ///     let with_arg = ProcessPoolExecutor::builder().initializer(set_level, 2).build()?;
+    ///     let plain = ProcessPoolExecutor::builder().initializer_fn(quiet).build()?;
+    ///     assert_eq!(with_arg.submit(double, 1)?.result()?, 2);
+    ///     assert_eq!(plain.submit(double, 2)?.result()?, 4);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn initializer<A, R>(mut self, f: fn(A) -> R, arg: A) -> Self
     where
         A: Serialize + DeserializeOwned + 'static,
-        E: Display + 'static,
+        R: InitResult + 'static,
     {
-        let prepared = Entry::init(f)
-            .and_then(|entry| Ok((entry, encode(&arg, size_of::<A>() + 8)?)))
+        let prepared = call::init(f)
+            .and_then(|callee| Ok((callee, encode(&arg, size_of::<A>() + 8)?)))
+            .map_err(|e| format!("invalid initializer: {e}"));
+        self.initializer = Some(prepared);
+        self
+    }
+
+    /// [`initializer`](Self::initializer) for a plain function without an argument
+    /// (Python's `initializer=f` without `initargs`).
+    pub fn initializer_fn<R: InitResult + 'static>(mut self, f: fn() -> R) -> Self {
+        let prepared = call::init_no_arg(f)
+            .and_then(|callee| Ok((callee, encode(&(), 8)?)))
             .map_err(|e| format!("invalid initializer: {e}"));
         self.initializer = Some(prepared);
         self
@@ -672,7 +787,7 @@ impl ProcessPoolBuilder {
         panic_site::install();
         let init = match self.initializer {
             None => None,
-            Some(Ok((entry, arg))) => Some((entry.trampoline, entry.func, arg)),
+            Some(Ok(init)) => Some(init),
             Some(Err(message)) => return Err(BuildError::new(message)),
         };
         let exe = image::identity()
@@ -684,26 +799,15 @@ impl ProcessPoolBuilder {
             init,
             max_tasks: self.max_tasks_per_child.map_or(0, |n| n as u64),
         };
-        let body = postcard::to_allocvec(&hello)
+        let frame = wire::hello_frame(&hello)
             .map_err(|e| BuildError::new(format!("cannot encode the handshake: {e}")))?;
-        let mut frame = Vec::new();
-        let header = wire::Header {
-            tag: wire::TAG_HELLO,
-            id: 0,
-            x: 0,
-            y: 0,
-        };
-        wire::push_frame(&mut frame, header, &body)
-            .map_err(|e| BuildError::new(format!("cannot encode the handshake: {e}")))?;
-        Ok(ProcessPoolExecutor {
-            inner: Inner::new(Config {
-                max_workers,
-                max_tasks_per_child: self.max_tasks_per_child.map(|n| n as u64),
-                start_method: self.start_method,
-                hello: frame,
-                handshake_timeout: self.handshake_timeout,
-            }),
-        })
+        Ok(ProcessPoolExecutor::from_inner(Inner::new(Config {
+            max_workers,
+            max_tasks_per_child: self.max_tasks_per_child.map(|n| n as u64),
+            start_method: self.start_method,
+            hello: frame,
+            handshake_timeout: self.handshake_timeout,
+        })))
     }
 }
 

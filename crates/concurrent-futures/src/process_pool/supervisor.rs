@@ -3,55 +3,33 @@
 //!
 //! Locks: `Inner::state` (the bookkeeping) may be held while taking a future's own lock
 //! (`set_running`) or a worker's `Process` lock (to signal it); never the other way
-//! round, and never while a future is completed (completion runs user callbacks).
+//! round, and never while a future is completed (completion runs user callbacks). The
+//! state table of the `README.md` beside this file says, for each piece of `State` and
+//! `Worker`, who changes it and what a reader may assume.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, Write};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
+use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
-use nix::unistd::Pid;
-use serde::de::DeserializeOwned;
 
 use super::StartMethod;
-use super::call::Entry;
-use super::fork_server::{ForkServer, WorkerPipes, send_pipes};
-use super::wire::{self, ChunkReply, Header};
-use super::worker;
-use crate::error::{
-    BrokenPoolError, BrokenPoolKind, FutureError, PanicError, WorkerError, WorkerErrorKind,
-};
-use crate::future::{Promise, StopRunning};
-use crate::map::ChunkOutput;
-use crate::sync::{Condvar, Mutex, MutexGuard};
+use super::pipeline::{self, Pipeline, coarse_now};
+use super::process::{Launcher, Process};
+use super::sink::{Ended, Sink};
+use super::wire::Callee;
+use crate::error::{BrokenPoolError, BrokenPoolKind, FutureError};
+use crate::future::StopRunning;
+use crate::shutdown::{ShutdownOptions, ShutdownReport};
+use crate::stats::PoolStats;
+use crate::sync::{Condvar, Mutex, MutexGuard, Ordering};
 use crate::unwind::contain;
-
-/// How much work (in nanoseconds of measured task time) is queued in each worker's pipe
-/// ahead of what it is running: enough to hide the round trip and to batch system calls
-/// for tiny tasks, little enough to balance slow tasks across workers (one at a time).
-const PIPELINE_NANOS: u64 = 2_000_000;
-/// The most tasks queued in one worker's pipe.
-const MAX_DEPTH: u64 = 1024;
-/// Workers in a row that may die before their handshake before the pool gives up
-/// (instead of restarting them in a busy loop).
-const MAX_FAILED_STARTS: u32 = 3;
-/// How long a worker that closed its result pipe may take to exit by itself before the
-/// pool kills it: the exit status is then the worker's own (a panic's 101, a task's
-/// `exit(3)`), not the pool's SIGKILL.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 thread_local! {
     /// Set in the pool's own threads, where `shutdown(wait = true)` must not wait for
@@ -59,111 +37,10 @@ thread_local! {
     static IN_POOL_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The completing side of one task, typed by its result; the supervisor sees it erased.
-pub(super) trait Sink: Send {
-    fn set_running(&self) -> bool;
-    fn set_stopper(&self, stop: Arc<dyn StopRunning>) -> bool;
-    fn is_cancelled(&self) -> bool;
-    /// Completes the future from a worker's reply frame.
-    fn deliver(self: Box<Self>, tag: u8, body: &[u8]);
-    fn fail(self: Box<Self>, error: FutureError);
-    /// Cancels a task that was never handed to a worker.
-    fn cancel_pending(self: Box<Self>);
-    /// Cancels a task handed to a worker that never started it.
-    fn cancel_unstarted(self: Box<Self>);
-}
-
-/// A [`Sink`] around a promise and the function that decodes the reply.
-pub(super) struct PromiseSink<T> {
-    promise: Promise<T>,
-    decode: fn(&[u8]) -> Result<T, FutureError>,
-}
-
-impl<T> PromiseSink<T> {
-    pub(super) fn new(promise: Promise<T>, decode: fn(&[u8]) -> Result<T, FutureError>) -> Self {
-        Self { promise, decode }
-    }
-}
-
-/// Decodes a single call's result.
-pub(super) fn decode_one<R: DeserializeOwned>(body: &[u8]) -> Result<R, FutureError> {
-    postcard::from_bytes(body).map_err(|e| {
-        FutureError::WorkerFailed(WorkerError::new(
-            WorkerErrorKind::ResultDecode,
-            format!("the pool could not decode the result: {e}"),
-        ))
-    })
-}
-
-/// Decodes a map chunk's results.
-pub(super) fn decode_chunk<R: DeserializeOwned>(
-    body: &[u8],
-) -> Result<ChunkOutput<R>, FutureError> {
-    let reply: ChunkReply<R> = postcard::from_bytes(body).map_err(|e| {
-        FutureError::WorkerFailed(WorkerError::new(
-            WorkerErrorKind::ResultDecode,
-            format!("the pool could not decode the chunk's results: {e}"),
-        ))
-    })?;
-    Ok(ChunkOutput {
-        values: reply.values,
-        failures: reply
-            .failures
-            .into_iter()
-            .map(|f| {
-                let position = usize::try_from(f.position).unwrap_or(usize::MAX);
-                (position, FutureError::from(f.fault))
-            })
-            .collect(),
-        nanos_per_item: reply.nanos_per_item,
-    })
-}
-
-impl<T: Send> Sink for PromiseSink<T> {
-    fn set_running(&self) -> bool {
-        self.promise.set_running()
-    }
-
-    fn set_stopper(&self, stop: Arc<dyn StopRunning>) -> bool {
-        self.promise.set_stop_running(stop)
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.promise.is_cancelled()
-    }
-
-    fn deliver(self: Box<Self>, tag: u8, body: &[u8]) {
-        if self.promise.is_cancelled() {
-            return;
-        }
-        let outcome = match tag {
-            // The result type's own `Deserialize` is user code and may panic: that fails
-            // this task like a panic in the task itself, never the pool's reader thread.
-            wire::TAG_OK => catch_unwind(AssertUnwindSafe(|| (self.decode)(body)))
-                .unwrap_or_else(|payload| Err(FutureError::Panicked(PanicError::new(payload)))),
-            // `TAG_PANICKED` or `TAG_FAILED`: the body says which, and with what data.
-            _ => Err(wire::Fault::decode(body).map_or_else(FutureError::from, FutureError::from)),
-        };
-        self.promise.complete(outcome);
-    }
-
-    fn fail(self: Box<Self>, error: FutureError) {
-        self.promise.complete(Err(error));
-    }
-
-    fn cancel_pending(self: Box<Self>) {
-        self.promise.cancel();
-    }
-
-    fn cancel_unstarted(self: Box<Self>) {
-        self.promise.cancel_unstarted();
-    }
-}
-
 /// A task: the call, its encoded argument and its future.
 pub(super) struct Job {
     id: u64,
-    entry: Entry,
+    callee: Callee,
     payload: Vec<u8>,
     sink: Box<dyn Sink>,
     /// Already moved to running (it went to a worker, which died before running it).
@@ -192,20 +69,6 @@ impl StopRunning for TaskStopper {
     }
 }
 
-/// A writer's next move ([`Inner::writer_step`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WriterStep {
-    /// The worker is gone: nothing to do.
-    Gone,
-    /// Close the worker's input (it was marked `closed`); start a replacement first
-    /// when `respawn` (its `starting` was counted).
-    Close { respawn: bool },
-    /// Write the tasks moved into the buffer.
-    Write,
-    /// Nothing to do until woken (the worker was marked `waiting`).
-    Wait,
-}
-
 /// Why `enqueue` refused a task.
 #[derive(Debug)]
 pub(super) enum Refused {
@@ -223,103 +86,6 @@ pub(super) struct Config {
     pub(super) hello: Vec<u8>,
     /// How long a new worker may take to accept it.
     pub(super) handshake_timeout: Duration,
-}
-
-/// A worker process, signalled and reaped under one lock so that a signal never
-/// reaches a reused pid.
-///
-/// Every worker is this process's child, a forked one too (the fork server forks with
-/// `CLONE_PARENT`), so its pid stays ours until we reap it: both kinds are signalled
-/// with `kill` and reaped with `waitpid`.
-struct Process {
-    pid: u32,
-    reaped: Mutex<bool>,
-}
-
-impl Process {
-    fn new(pid: u32) -> Self {
-        Self {
-            pid,
-            reaped: Mutex::new(false),
-        }
-    }
-
-    fn nix_pid(&self) -> Pid {
-        Pid::from_raw(self.pid.cast_signed())
-    }
-
-    fn signal(&self, signal: Signal) {
-        let reaped = self.reaped.lock();
-        if !*reaped {
-            // An error means the process is already gone (a zombie until we reap it).
-            let _ = nix::sys::signal::kill(self.nix_pid(), signal);
-        }
-    }
-
-    /// Waits for the process, which closed its result pipe and so is exiting, and
-    /// returns how it ended. A process that does not exit within `grace` (zero: at
-    /// once) is killed first; the returned flag says whether the pool killed it, so its
-    /// own exit status or signal is never mistaken for the pool's SIGKILL.
-    ///
-    /// The wait for the exit does not hold the `reaped` lock (a `signal` must not block
-    /// for the grace period): `waitid(WNOWAIT)` watches without reaping, so the pid
-    /// stays ours until the final `waitpid` under the lock.
-    fn reap(&self, grace: Duration) -> (io::Result<ExitStatus>, bool) {
-        let exited = grace > Duration::ZERO && self.exits_within(grace);
-        let mut reaped = self.reaped.lock();
-        let killed = !exited && nix::sys::signal::kill(self.nix_pid(), Signal::SIGKILL).is_ok();
-        let status = wait_for(self.nix_pid());
-        *reaped = true;
-        // A process that was already a zombie ignores the signal: it ended by itself.
-        let killed =
-            killed && matches!(&status, Ok(s) if s.signal() == Some(Signal::SIGKILL as i32));
-        (status, killed)
-    }
-
-    /// Polls (without reaping) until the process has ended or `limit` passed.
-    fn exits_within(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut pause = Duration::from_micros(50);
-        loop {
-            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-            match waitid(Id::Pid(self.nix_pid()), flags) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
-                // Ended (or not ours to wait for, which `wait_for` reports).
-                Ok(_) | Err(_) => return true,
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            std::thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
-    }
-}
-
-/// `waitpid`, with the status in `ExitStatus`'s raw form.
-fn wait_for(pid: Pid) -> io::Result<ExitStatus> {
-    loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::from_raw((code & 0xff) << 8)),
-            Ok(WaitStatus::Signaled(_, signal, core)) => {
-                let core = if core { 0x80 } else { 0 };
-                return Ok(ExitStatus::from_raw(signal as i32 | core));
-            }
-            // Stops and continues are not reported without WUNTRACED/WCONTINUED.
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// The pool's fork server, started with the first worker.
-enum ForkServerSlot {
-    Unstarted,
-    Running(ForkServer),
-    /// It could not start, failed or the pool is done: workers are started from the
-    /// executable.
-    Unusable,
 }
 
 /// How a writer that waits is woken.
@@ -343,18 +109,25 @@ impl Wake {
 
 /// What the pool knows about one worker.
 struct Worker {
+    /// Names the worker to its reader and writer threads (its index changes as others
+    /// leave `State::workers`).
     key: u64,
     process: Arc<Process>,
     /// Tasks written to the worker, in order; the front one is running.
     in_flight: VecDeque<Job>,
+    /// Tasks handed to it so far (for `max_tasks_per_child`).
     sent: u64,
     /// The writer thread waits for work.
     waiting: bool,
+    /// Where its writer waits.
     wake: Arc<Wake>,
     /// The writer closed the worker's input: it takes no more tasks.
     closed: bool,
     /// The pool killed it to stop a cancelled task: fail nothing else.
     killed_for_cancel: bool,
+    /// The pool killed it at a shutdown's deadline: its running task failed with
+    /// `KilledByPool`, not as if it had died by itself.
+    killed_at_deadline: bool,
     /// About when the worker started the task at the front of its pipe (when that task
     /// was written to an empty pipe, or when the result before it came), on the coarse
     /// clock ([`coarse_now`]).
@@ -362,48 +135,51 @@ struct Worker {
 }
 
 impl Worker {
-    /// True when the task it runs has run for long ([`STALL_NANOS`] at `now`): nothing
-    /// more is queued behind it (it may run much longer; a free worker should take the
-    /// next tasks).
+    /// True when the task it runs has run for long at `now` ([`pipeline::is_stalled`]).
     fn is_stalled(&self, now: u64) -> bool {
-        self.front_since
-            .is_some_and(|since| now.saturating_sub(since) >= STALL_NANOS)
+        pipeline::is_stalled(self.front_since, now)
     }
 }
 
-/// How long a task may run before nothing more is queued behind it: a few pipelines'
-/// worth of work, and two ticks of the coarse clock, which ticks every few milliseconds.
-const STALL_NANOS: u64 = 8_000_000;
-
-/// A monotonic clock that costs a few nanoseconds to read, but ticks only every few
-/// milliseconds (`CLOCK_MONOTONIC_COARSE`): it is read once per result, where the precise
-/// clock's cost showed in the throughput of tiny tasks, and the long-task rule needs
-/// only to tell milliseconds from microseconds.
-fn coarse_now() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).map_or(0, |t| {
-        u64::try_from(t.tv_sec())
-            .unwrap_or(0)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::try_from(t.tv_nsec()).unwrap_or(0))
-    })
+/// Where the pool is in its life. It only moves forward, one way: `Open`, then
+/// `Draining` (`shutdown`), then `Terminating` (`terminate_workers`/`kill_workers`
+/// while workers live). Whether the pool is broken is apart from it
+/// ([`State::broken`]): a broken pool may be in any phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Phase {
+    /// Submits are taken.
+    Open,
+    /// `shutdown` was called: submits are refused; queued tasks still run (unless
+    /// `cancel_futures` cancelled them), replacements still start for them, and each
+    /// writer closes its worker's input once the queue is empty.
+    Draining,
+    /// The live workers were signalled: nothing starts any more, writers close their
+    /// workers' input, tasks left in a dead worker's pipe are cancelled, not requeued,
+    /// and a worker killed before its handshake is no failed start.
+    Terminating,
 }
 
+/// The pool's bookkeeping, all under [`Inner::state`]: what each field means and who
+/// changes it is in the state table of the `README.md` beside this file.
 struct State {
+    /// Tasks not handed to a worker yet, in order (requeued ones at the front).
     queue: VecDeque<Job>,
+    /// The worker processes that are up, from `add_worker` until their reader's
+    /// `worker_gone`.
     workers: Vec<Worker>,
+    /// Workers being started: raised by [`State::claim_start`], lowered by
+    /// `start_worker` once the process is up (and in `workers`) or failed.
     starting: usize,
-    shutdown: bool,
-    terminating: bool,
+    phase: Phase,
+    /// Why the pool is broken: set once by [`State::break_pool`], never cleared.
     broken: Option<BrokenPoolError>,
     next_id: u64,
     next_key: u64,
+    /// The reader and writer threads, joined by `shutdown(wait = true)`.
     threads: Vec<JoinHandle<()>>,
-    /// Moving average of the measured task time, in nanoseconds.
-    avg_nanos: Option<u64>,
-    /// The most the pipeline depth may be now: doubles with each result and falls back
-    /// to 1 after a slow one, so that a few quick first results (the average of one
-    /// tiny task) cannot queue a batch of slow tasks behind one worker.
-    ramp: u64,
+    /// What the pool has learnt of its tasks' run time, which sets the depth.
+    pipeline: Pipeline,
+    /// Workers started so far (for `Debug`).
     started: u64,
     /// Workers in a row that died (by a signal) before their handshake.
     failed_starts: u32,
@@ -425,9 +201,9 @@ impl State {
     /// reuse one idle worker, as the thread pool and CPython (bpo-39207) do, while a
     /// burst of submits still starts up to `max_workers`. Queued work keeps a
     /// replacement coming during `shutdown(wait)` too; a broken or terminating pool
-    /// starts nothing.
+    /// starts nothing. Asked only through [`claim_start`](Self::claim_start).
     fn wants_worker(&self, max_workers: usize) -> bool {
-        if self.terminating || self.broken.is_some() || self.queue.is_empty() {
+        if self.phase == Phase::Terminating || self.broken.is_some() || self.queue.is_empty() {
             return false;
         }
         let idle = self
@@ -438,40 +214,26 @@ impl State {
         self.open_workers() < max_workers && self.queue.len() > idle + self.starting
     }
 
+    /// Decides whether to start another worker ([`wants_worker`](Self::wants_worker))
+    /// and, if so, counts it as starting; the caller must then call
+    /// `Inner::start_worker`, which lowers the count. Every worker start goes through
+    /// here: a submit (`enqueue`), a retiring worker's writer, a worker's end.
+    fn claim_start(&mut self, max_workers: usize) -> bool {
+        let start = self.wants_worker(max_workers);
+        if start {
+            self.starting += 1;
+        }
+        start
+    }
+
     /// True when a writer must close its worker's input: the worker may take no more
     /// tasks (`tasks_left`), the pool is stopping, or it is shut down with nothing left
     /// to hand out.
     fn must_close(&self, tasks_left: u64) -> bool {
         tasks_left == 0
-            || self.terminating
+            || self.phase == Phase::Terminating
             || self.broken.is_some()
-            || (self.shutdown && self.queue.is_empty())
-    }
-
-    fn depth(&self) -> usize {
-        let depth = match self.avg_nanos {
-            None => 1,
-            Some(nanos) => (PIPELINE_NANOS / nanos.max(1)).clamp(1, self.ramp),
-        };
-        usize::try_from(depth).unwrap_or(1)
-    }
-
-    /// A waiting writer is woken only once its worker's pipe holds fewer tasks than
-    /// this, so that it refills many at once instead of one write per result.
-    fn low_water(&self) -> usize {
-        (self.depth() / 2).max(1)
-    }
-
-    fn observe(&mut self, nanos: u64) {
-        self.ramp = if nanos >= PIPELINE_NANOS {
-            1
-        } else {
-            self.ramp.saturating_mul(2).min(MAX_DEPTH)
-        };
-        self.avg_nanos = Some(match self.avg_nanos {
-            None => nanos,
-            Some(avg) => (avg.saturating_mul(7) / 8).saturating_add(nanos / 8),
-        });
+            || (self.phase == Phase::Draining && self.queue.is_empty())
     }
 
     /// Worker `i` answered its front task, which ran for `nanos`: takes that task off
@@ -482,8 +244,8 @@ impl State {
         let job = worker.in_flight.pop_front();
         worker.front_since = (!worker.in_flight.is_empty()).then(coarse_now);
         let (waiting, len) = (worker.waiting, worker.in_flight.len());
-        self.observe(nanos);
-        if waiting && len < self.low_water() && !self.queue.is_empty() {
+        self.pipeline.observe(nanos);
+        if waiting && len < self.pipeline.low_water() && !self.queue.is_empty() {
             self.workers[i].wake.notify();
         }
         job
@@ -491,7 +253,7 @@ impl State {
 
     /// Wakes the waiting writers that have room (after the queue grew).
     fn wake_writers(&self) {
-        let depth = self.depth();
+        let depth = self.pipeline.depth();
         for w in &self.workers {
             if w.waiting && w.in_flight.len() < depth {
                 w.wake.notify();
@@ -502,7 +264,7 @@ impl State {
     /// Wakes one waiting writer with room (after one task was queued): the one with the
     /// fewest tasks in its pipe, so that an idle worker gets the task first.
     fn wake_one_writer(&self) {
-        let low = self.low_water();
+        let low = self.pipeline.low_water();
         if let Some(w) = self
             .workers
             .iter()
@@ -522,7 +284,11 @@ impl State {
         self.workers
             .iter()
             .enumerate()
-            .filter(|&(j, w)| j != i && !w.closed && w.in_flight.len() < mine && !w.is_stalled(now))
+            .filter(|&(j, w)| {
+                j != i
+                    && !w.closed
+                    && pipeline::defers_to(mine, w.in_flight.len(), w.is_stalled(now))
+            })
             .min_by_key(|(_, w)| w.in_flight.len())
             .map(|(_, w)| w)
     }
@@ -553,8 +319,10 @@ pub(super) struct Inner {
     state: Mutex<State>,
     /// Notified when a worker is gone or failed to start (for `shutdown(wait)`).
     gone: Condvar,
-    /// Taken alone, never with `state`.
-    fork_server: Mutex<ForkServerSlot>,
+    /// Starts worker processes; its lock is taken alone, never with `state`.
+    launcher: Launcher,
+    /// How tasks ended, counted by their sinks (no lock).
+    ended: Arc<Ended>,
 }
 
 impl fmt::Debug for Inner {
@@ -568,55 +336,37 @@ impl fmt::Debug for Inner {
                 &state
                     .workers
                     .iter()
-                    .map(|w| w.process.pid)
+                    .map(|w| w.process.pid())
                     .collect::<Vec<_>>(),
             )
             .field("workers_started", &state.started)
             .field("queued", &state.queue.len())
-            .field("shut_down", &state.shutdown)
+            .field("shut_down", &(state.phase != Phase::Open))
             .field("broken", &state.broken)
             .finish()
     }
 }
 
-/// How a worker's result stream ended.
-enum Ending {
-    /// The stream ended between frames (the worker exited or was killed).
-    Closed,
-    /// The handshake never came: the process ended first.
-    NoHandshake,
-    InitFailed(String),
-    Refused(String),
-    /// Something that is not a handshake came first.
-    BadHandshake(String),
-    /// Nothing came within the handshake deadline (a `main` that blocks or runs on
-    /// before `process_worker_main`, say).
-    HandshakeTimeout,
-    /// The stream broke or made no sense.
-    Protocol(String),
-}
-
 impl Inner {
     pub(super) fn new(config: Config) -> Arc<Self> {
         Arc::new(Self {
+            launcher: Launcher::new(config.start_method, config.handshake_timeout),
             config,
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 workers: Vec::new(),
                 starting: 0,
-                shutdown: false,
-                terminating: false,
+                phase: Phase::Open,
                 broken: None,
                 next_id: 0,
                 next_key: 0,
                 threads: Vec::new(),
-                avg_nanos: None,
-                ramp: 1,
+                pipeline: Pipeline::new(),
                 started: 0,
                 failed_starts: 0,
             }),
             gone: Condvar::new(),
-            fork_server: Mutex::new(ForkServerSlot::Unstarted),
+            ended: Arc::new(Ended::default()),
         })
     }
 
@@ -636,7 +386,7 @@ impl Inner {
         let state = self.state.lock();
         if let Some(reason) = &state.broken {
             Some(Refused::Broken(reason.clone()))
-        } else if state.shutdown {
+        } else if state.phase != Phase::Open {
             Some(Refused::ShutDown)
         } else {
             None
@@ -646,7 +396,7 @@ impl Inner {
     /// Queues a task and starts a worker if fewer than `max_workers` take tasks.
     pub(super) fn enqueue(
         self: &Arc<Self>,
-        entry: Entry,
+        callee: Callee,
         payload: Vec<u8>,
         sink: Box<dyn Sink>,
     ) -> Result<(), Refused> {
@@ -655,24 +405,20 @@ impl Inner {
             if let Some(reason) = &state.broken {
                 return Err(Refused::Broken(reason.clone()));
             }
-            if state.shutdown {
+            if state.phase != Phase::Open {
                 return Err(Refused::ShutDown);
             }
             let id = state.next_id;
             state.next_id += 1;
             state.queue.push_back(Job {
                 id,
-                entry,
+                callee,
                 payload,
                 sink,
                 dispatched: false,
             });
             state.wake_one_writer();
-            let start = state.wants_worker(self.config.max_workers);
-            if start {
-                state.starting += 1;
-            }
-            start
+            state.claim_start(self.config.max_workers)
         };
         if start {
             self.start_worker();
@@ -686,37 +432,13 @@ impl Inner {
             .lock()
             .workers
             .iter()
-            .map(|w| w.process.pid)
+            .map(|w| w.process.pid())
             .collect()
-    }
-
-    /// A new worker process with its task and result pipes: forked by the fork server
-    /// if the pool uses one and it works, else started from the executable.
-    fn launch(&self) -> io::Result<(Process, File, File)> {
-        if self.config.start_method == StartMethod::ForkServer {
-            let mut slot = self.fork_server.lock();
-            if matches!(*slot, ForkServerSlot::Unstarted) {
-                *slot = ForkServer::start(self.config.handshake_timeout)
-                    .map_or(ForkServerSlot::Unusable, ForkServerSlot::Running);
-            }
-            if let ForkServerSlot::Running(server) = &mut *slot {
-                match server.fork() {
-                    Ok(forked) => {
-                        let process = Process::new(forked.pid);
-                        return Ok((process, forked.tasks, forked.results));
-                    }
-                    // The server is gone or cannot fork: stop it and start workers
-                    // from the executable from now on.
-                    Err(_) => *slot = ForkServerSlot::Unusable,
-                }
-            }
-        }
-        spawn_process()
     }
 
     /// Starts one worker process and its two threads; `state.starting` was raised for it.
     fn start_worker(self: &Arc<Self>) {
-        let spawned = self.launch();
+        let spawned = self.launcher.launch();
         let mut failures = Vec::new();
         let mut orphan = None;
         {
@@ -725,11 +447,13 @@ impl Inner {
             // Writers may hold back for a worker being started (`writer_step`).
             state.wake_writers();
             match spawned {
-                Ok((process, stdin, stdout)) => {
-                    let process = Arc::new(process);
-                    if state.terminating || state.broken.is_some() {
+                Ok(started) => {
+                    let process = Arc::new(started.process);
+                    if state.phase == Phase::Terminating || state.broken.is_some() {
                         orphan = Some(process);
-                    } else if let Err(e) = self.add_worker(&mut state, &process, stdin, stdout) {
+                    } else if let Err(e) =
+                        self.add_worker(&mut state, &process, started.tasks, started.results)
+                    {
                         orphan = Some(process);
                         if state.workers.is_empty() && state.starting == 0 {
                             failures = state.break_pool(BrokenPoolError::new(
@@ -801,6 +525,7 @@ impl Inner {
             wake,
             closed: false,
             killed_for_cancel: false,
+            killed_at_deadline: false,
             front_since: None,
         });
         state.started += 1;
@@ -812,177 +537,6 @@ impl Inner {
             Err(_) => process.signal(Signal::SIGKILL),
         }
         Ok(())
-    }
-
-    /// The writer thread: moves queued tasks into the worker's pipe, many per write.
-    fn write_tasks(self: &Arc<Self>, key: u64, mut stdin: File, wake: &Wake) {
-        let mut out = Vec::with_capacity(64 * 1024);
-        out.extend_from_slice(&self.config.hello);
-        loop {
-            if !out.is_empty() {
-                if stdin.write_all(&out).is_err() {
-                    // The worker is gone; its reader reports it.
-                    return;
-                }
-                out.clear();
-                if out.capacity() > 1 << 20 {
-                    out.shrink_to(64 * 1024);
-                }
-            }
-            let step = {
-                let mut state = self.state.lock();
-                loop {
-                    match self.writer_step(&mut state, key, &mut out) {
-                        WriterStep::Wait => {}
-                        step => break step,
-                    }
-                    state = wake.condvar.wait(state);
-                    if let Some(i) = state.index(key) {
-                        state.workers[i].waiting = false;
-                    }
-                }
-            };
-            let respawn = match step {
-                WriterStep::Gone => return,
-                WriterStep::Close { respawn } => respawn,
-                WriterStep::Write | WriterStep::Wait => false,
-            };
-            if out.is_empty() {
-                // Closing the pipe tells the worker to finish what it has and exit.
-                drop(stdin);
-                if respawn {
-                    self.start_worker();
-                }
-                return;
-            }
-        }
-    }
-
-    /// What worker `key`'s writer does next, decided under the state lock: close the
-    /// worker's input, write the tasks it moved into `out`, or wait (then it is marked
-    /// `waiting`, and whoever changes what this decision depends on must wake it: see
-    /// `must_close`, `dispatch`, the reader, `shutdown` and `worker_gone`).
-    fn writer_step(
-        self: &Arc<Self>,
-        state: &mut MutexGuard<'_, State>,
-        key: u64,
-        out: &mut Vec<u8>,
-    ) -> WriterStep {
-        loop {
-            let Some(i) = state.index(key) else {
-                return WriterStep::Gone;
-            };
-            let depth = state.depth();
-            let worker = &state.workers[i];
-            let left = self
-                .config
-                .max_tasks_per_child
-                .map_or(u64::MAX, |max| max.saturating_sub(worker.sent));
-            if state.must_close(left) {
-                state.workers[i].closed = true;
-                // Writers that held back for this worker while it was free.
-                state.wake_writers();
-                // A retiring worker (`max_tasks_per_child`) is replaced at once when
-                // work waits, not only after its process ends.
-                let respawn = state.wants_worker(self.config.max_workers);
-                if respawn {
-                    state.starting += 1;
-                }
-                return WriterStep::Close { respawn };
-            }
-            let room = depth.saturating_sub(worker.in_flight.len());
-            let room = usize::try_from(left).map_or(room, |left| room.min(left));
-            // No more than a fair share of the queue, so that the other workers (and
-            // those starting) get tasks too.
-            let share = state.queue.len().div_ceil(state.open_workers().max(1));
-            let mut room = room.min(share.max(1));
-            // Nothing waits behind a running task while a worker is being started, or
-            // behind one that has run for long already (a deep pipeline learnt from tiny
-            // tasks would otherwise queue the first slow ones behind each other).
-            let now = coarse_now();
-            if !worker.in_flight.is_empty() && (state.starting > 0 || worker.is_stalled(now)) {
-                room = 0;
-            }
-            // Nor while another worker has fewer tasks in its pipe (an idle one first):
-            // its writer takes this one (woken here; one that is writing looks at the
-            // queue after). Whoever ends a hold-back wakes the writers (a free worker's
-            // first dispatch, a start that ended), but liveness does not rest on that:
-            // a writer that holds back has a task in flight, and its reader wakes it.
-            if room > 0
-                && !state.queue.is_empty()
-                && let Some(other) = state.less_loaded_writer(i, now)
-            {
-                other.wake.notify();
-                room = 0;
-            }
-            if room > 0 && !state.queue.is_empty() {
-                self.dispatch(state, i, room, out);
-                if !out.is_empty() {
-                    return WriterStep::Write;
-                }
-                continue;
-            }
-            state.workers[i].waiting = true;
-            return WriterStep::Wait;
-        }
-    }
-
-    /// Moves up to `room` queued tasks to worker `i`, encoding them into `out`.
-    fn dispatch(
-        self: &Arc<Self>,
-        state: &mut MutexGuard<'_, State>,
-        i: usize,
-        room: usize,
-        out: &mut Vec<u8>,
-    ) {
-        let was_free = state.workers[i].in_flight.is_empty();
-        let mut taken = 0;
-        while taken < room {
-            let Some(mut job) = state.queue.pop_front() else {
-                break;
-            };
-            if job.dispatched {
-                if job.sink.is_cancelled() {
-                    continue;
-                }
-            } else {
-                if !job.sink.set_running() {
-                    continue; // cancelled while queued
-                }
-                job.dispatched = true;
-                job.sink.set_stopper(Arc::new(TaskStopper {
-                    pool: Arc::downgrade(self),
-                    id: job.id,
-                }));
-            }
-            let header = Header {
-                tag: wire::TAG_CALL,
-                id: job.id,
-                x: job.entry.trampoline,
-                y: job.entry.func,
-            };
-            // The payload size was checked at submit, so the frame fits.
-            let _ = wire::push_frame(out, header, &job.payload);
-            let worker = &mut state.workers[i];
-            worker.in_flight.push_back(job);
-            worker.sent += 1;
-            taken += 1;
-        }
-        // The queue ran dry during a shutdown: every other writer must now close its
-        // worker's input. One asleep with a full pipe would otherwise wait for a wake-up
-        // that its reader gives only while work is queued, and `shutdown(wait)` would
-        // wait for its worker for ever.
-        if state.shutdown && state.queue.is_empty() {
-            state.wake_all_writers();
-        }
-        if was_free && taken > 0 {
-            state.workers[i].front_since = Some(coarse_now());
-            // A free worker became busy: the writers that held back for it (as the
-            // less-loaded one) may take what is left.
-            if !state.queue.is_empty() {
-                state.wake_writers();
-            }
-        }
     }
 
     /// True when task `id` is what its worker runs now (the front of its pipe).
@@ -1007,264 +561,90 @@ impl Inner {
         }
     }
 
-    /// The reader thread: completes futures from the worker's replies, then handles
-    /// the worker's end.
-    fn read_results(self: &Arc<Self>, key: u64, stdout: File, process: &Process) {
-        let mut input = BufReader::with_capacity(256 * 1024, stdout);
-        let mut body = Vec::new();
-        let ending = match self.handshake(&mut input, &mut body) {
-            Err(ending) => ending,
-            Ok(h) if h.tag == wire::TAG_READY => {
-                self.state.lock().failed_starts = 0;
-                // Whatever goes wrong on this thread must end in `worker_gone` below:
-                // a reader that died here would strand its worker and its tasks.
-                catch_unwind(AssertUnwindSafe(|| {
-                    self.serve_results(key, &mut input, &mut body)
-                }))
-                .unwrap_or_else(|payload| {
-                    Ending::Protocol(format!(
-                        "the pool's reader thread panicked: {}",
-                        crate::error::panic_message(&*payload)
-                    ))
-                })
-            }
-            Ok(h) if h.tag == wire::TAG_INIT_FAILED => {
-                Ending::InitFailed(String::from_utf8_lossy(&body).into_owned())
-            }
-            Ok(h) => Ending::BadHandshake(format!("a message with tag {}", h.tag)),
-        };
-        // A worker whose stream made no sense, or that is silent, is stopped at once;
-        // any other has ended its output because it is exiting, and gets the time to.
-        let grace = match ending {
-            Ending::Protocol(_) | Ending::BadHandshake(_) | Ending::HandshakeTimeout => {
-                Duration::ZERO
-            }
-            _ => EXIT_GRACE,
-        };
-        let (status, killed) = process.reap(grace);
-        self.worker_gone(key, process.pid, ending, status, killed);
+    /// Where a new task's sink counts how it ended.
+    pub(super) fn ended(&self) -> Arc<Ended> {
+        Arc::clone(&self.ended)
     }
 
-    /// Reads a new worker's answers to the handshake: `ACCEPTED` within the deadline,
-    /// then (after its initializer, unbounded) `READY` or `INIT_FAILED`, which it
-    /// returns. Handshake frames are small: a larger one is not the protocol.
-    fn handshake(&self, input: &mut BufReader<File>, body: &mut Vec<u8>) -> Result<Header, Ending> {
-        let read = |input: &mut BufReader<File>, body: &mut Vec<u8>| match wire::read_frame_within(
-            input,
-            body,
-            wire::MAX_HANDSHAKE_FRAME,
-        ) {
-            Ok(Some(h)) if h.tag == wire::TAG_REFUSED => {
-                Err(Ending::Refused(String::from_utf8_lossy(body).into_owned()))
-            }
-            Ok(Some(h)) => Ok(h),
-            Ok(None) => Err(Ending::NoHandshake),
-            Err(e) => Err(Ending::BadHandshake(e.to_string())),
+    /// The executor's `stats()`.
+    pub(super) fn stats(&self) -> PoolStats {
+        let (queued, running, workers) = {
+            let state = self.state.lock();
+            let running: usize = state.workers.iter().map(|w| w.in_flight.len()).sum();
+            (state.queue.len(), running, state.workers.len())
         };
-        if !readable_within(input, self.config.handshake_timeout) {
-            return Err(Ending::HandshakeTimeout);
-        }
-        let first = read(input, body)?;
-        if first.tag != wire::TAG_ACCEPTED {
-            return Err(Ending::BadHandshake(format!(
-                "a message with tag {}",
-                first.tag
-            )));
-        }
-        read(input, body)
-    }
-
-    fn serve_results(
-        self: &Arc<Self>,
-        key: u64,
-        input: &mut BufReader<File>,
-        body: &mut Vec<u8>,
-    ) -> Ending {
-        loop {
-            let header = match wire::read_frame(input, body) {
-                Ok(Some(header)) => header,
-                Ok(None) => return Ending::Closed,
-                Err(e) => return Ending::Protocol(e.to_string()),
-            };
-            if !matches!(
-                header.tag,
-                wire::TAG_OK | wire::TAG_PANICKED | wire::TAG_FAILED
-            ) {
-                return Ending::Protocol(format!("unexpected message (tag {})", header.tag));
-            }
-            let job = {
-                let mut state = self.state.lock();
-                let Some(i) = state.index(key) else {
-                    return Ending::Closed;
-                };
-                let worker = &mut state.workers[i];
-                if worker
-                    .in_flight
-                    .front()
-                    .is_none_or(|job| job.id != header.id)
-                {
-                    return Ending::Protocol(format!(
-                        "a result for task {} that the worker was not running",
-                        header.id
-                    ));
-                }
-                state.took_result(i, header.x)
-            };
-            if let Some(job) = job {
-                contain("completing a task", || job.sink.deliver(header.tag, body));
-            }
+        PoolStats {
+            queued,
+            running,
+            workers,
+            completed: self.ended.completed.load(Ordering::Relaxed),
+            failed: self.ended.failed.load(Ordering::Relaxed),
+            cancelled: self.ended.cancelled.load(Ordering::Relaxed),
         }
     }
 
-    /// A worker's result stream ended: fail the task it was running (if it did not
-    /// end normally), give the tasks it never started to other workers, and start a
-    /// replacement if work is left.
-    fn worker_gone(
-        self: &Arc<Self>,
-        key: u64,
-        pid: u32,
-        ending: Ending,
-        status: io::Result<ExitStatus>,
-        killed_by_pool: bool,
-    ) {
-        let mut failures: Vec<(Box<dyn Sink>, FutureError)> = Vec::new();
-        let mut cancels: Vec<Box<dyn Sink>> = Vec::new();
-        let start = {
-            let mut state = self.state.lock();
-            let Some(i) = state.index(key) else {
-                return;
-            };
-            let worker = state.workers.remove(i);
-            // Its writer may wait for work: let it see the worker is gone.
-            worker.wake.notify();
-            let how = describe_status(pid, &status);
-            let signalled = matches!(&status, Ok(s) if s.signal().is_some());
-            let end = status.as_ref().ok().copied();
-            let broken = |kind, message| BrokenPoolError::new(kind, message).with_process(pid, end);
-            match &ending {
-                Ending::InitFailed(message) => failures.extend(state.break_pool(broken(
-                    BrokenPoolKind::InitializerFailed,
-                    format!(
-                        "A process initializer failed, the process pool is not usable \
-                         anymore: {message}"
-                    ),
-                ))),
-                Ending::Refused(message) => failures.extend(state.break_pool(broken(
-                    BrokenPoolKind::HandshakeRefused,
-                    format!("a worker process refused to serve the pool: {message}"),
-                ))),
-                Ending::BadHandshake(what) => failures.extend(state.break_pool(broken(
-                    BrokenPoolKind::BadHandshake,
-                    format!(
-                        "a worker process {how} after writing something other than a \
-                         handshake ({what}); does main() call \
-                         concurrent_futures::process_worker_main() first?"
-                    ),
-                ))),
-                Ending::HandshakeTimeout => failures.extend(state.break_pool(broken(
-                    BrokenPoolKind::HandshakeTimeout,
-                    format!(
-                        "a worker process (pid {pid}) did not answer its handshake within \
-                         {:?}, so the pool stopped it; does main() call \
-                         concurrent_futures::process_worker_main() first?",
-                        self.config.handshake_timeout
-                    ),
-                ))),
-                Ending::NoHandshake if !signalled => failures.extend(state.break_pool(broken(
-                    BrokenPoolKind::NoHandshake,
-                    format!(
-                        "a worker process ended before its handshake ({how}); does main() \
-                         call concurrent_futures::process_worker_main() first?"
-                    ),
-                ))),
-                // Killed by the pool (cancel, terminate_workers/kill_workers): not a
-                // failed start.
-                Ending::NoHandshake if worker.killed_for_cancel || state.terminating => {}
-                Ending::NoHandshake => {
-                    // Killed while starting (the OOM killer, say): replace it, unless
-                    // every start dies that way.
-                    state.failed_starts += 1;
-                    if state.failed_starts >= MAX_FAILED_STARTS {
-                        failures.extend(state.break_pool(broken(
-                            BrokenPoolKind::RepeatedStartDeaths,
-                            format!(
-                                "{MAX_FAILED_STARTS} worker processes in a row died before \
-                                 their handshake (the last one {how})"
-                            ),
-                        )));
-                    }
-                }
-                Ending::Closed | Ending::Protocol(_) => {}
-            }
-            let mut in_flight = worker.in_flight;
-            // Only a worker past its handshake ran anything.
-            let ran_tasks = matches!(ending, Ending::Closed | Ending::Protocol(_));
-            if ran_tasks
-                && !worker.killed_for_cancel
-                && let Some(job) = in_flight.pop_front()
-                && !job.sink.is_cancelled()
-            {
-                let (kind, message) = match &ending {
-                    Ending::Protocol(e) => (
-                        WorkerErrorKind::Protocol,
-                        format!(
-                            "the pool could not read the worker's messages ({e}), so it \
-                             stopped the worker process {how} while it ran this task"
-                        ),
-                    ),
-                    _ if killed_by_pool => (
-                        WorkerErrorKind::KilledByPool,
-                        format!(
-                            "the worker process (pid {pid}) closed its result pipe while \
-                             running this task and did not exit within {EXIT_GRACE:?}, so the \
-                             pool killed it"
-                        ),
-                    ),
-                    _ => (
-                        WorkerErrorKind::Died,
-                        format!("the worker process {how} while running this task"),
-                    ),
-                };
-                let error = WorkerError::new(kind, message).with_process(pid, end);
-                failures.push((job.sink, FutureError::WorkerFailed(error)));
-            }
-            // The rest never started: they go back to the front of the queue, in order.
-            for job in in_flight.into_iter().rev() {
-                if job.sink.is_cancelled() {
-                    continue;
-                }
-                if let Some(reason) = &state.broken {
-                    failures.push((job.sink, FutureError::BrokenPool(reason.clone())));
-                } else if state.terminating {
-                    cancels.push(job.sink);
-                } else {
-                    state.queue.push_front(job);
-                }
-            }
-            let start = state.wants_worker(self.config.max_workers);
-            if start {
-                state.starting += 1;
-            }
-            state.wake_writers();
-            self.gone.notify_all();
-            start
+    /// The executor's `shutdown_with`: Python's `shutdown(wait, cancel_futures)` with a
+    /// deadline, after which the workers still running are killed.
+    pub(super) fn shutdown_with(&self, options: ShutdownOptions) -> ShutdownReport {
+        let deadline = options.timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut report = ShutdownReport {
+            cancelled: self.shutdown(false, options.cancel_futures),
+            ..ShutdownReport::default()
         };
-        for (sink, error) in failures {
-            contain("failing a task", || sink.fail(error));
+        if !options.wait || IN_POOL_THREAD.get() {
+            return report;
         }
-        for sink in cancels {
-            contain("cancelling a task", || sink.cancel_unstarted());
+        // The counts when the deadline passed, and how many tasks were in the pool then:
+        // the kill's victims are what the counts grow by afterwards, whatever stage each
+        // was at (running: failed; written to a worker that never started it, or queued:
+        // cancelled; finished just before the kill: completed).
+        let mut at_deadline = None;
+        let mut state = self.state.lock();
+        // After the kill, a worker still being started (a slow fork server, a
+        // handshake) is not waited for: it is discarded and reaped when its start ends.
+        while !state.workers.is_empty() || (state.starting > 0 && at_deadline.is_none()) {
+            if at_deadline.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
+                let in_pool = state.queue.len()
+                    + state.workers.iter().map(|w| w.in_flight.len()).sum::<usize>();
+                at_deadline = Some((self.ended.snapshot(), in_pool));
+                for worker in &mut state.workers {
+                    worker.killed_at_deadline = true;
+                }
+                drop(state);
+                self.signal_workers(Signal::SIGKILL);
+                state = self.state.lock();
+                continue;
+            }
+            let wake_at = if at_deadline.is_some() { None } else { deadline };
+            state = self.gone.wait_until(state, wake_at).0;
         }
-        if start {
-            self.start_worker();
+        let starting = state.starting;
+        drop(state);
+        if let Some((before, in_pool)) = at_deadline {
+            // The readers complete a dead worker's tasks just after they remove it (a
+            // moment later); the bound only guards against a count that never comes.
+            let settled = Instant::now() + Duration::from_secs(2);
+            let mut now = self.ended.snapshot();
+            while now.total() < before.total() + in_pool && Instant::now() < settled {
+                std::thread::sleep(Duration::from_micros(200));
+                now = self.ended.snapshot();
+            }
+            report.timed_out = true;
+            report.killed = now.failed - before.failed;
+            report.cancelled += now.cancelled - before.cancelled;
         }
+        if starting == 0 {
+            self.shutdown(true, false);
+        }
+        report
     }
 
-    /// Python's `shutdown(wait, cancel_futures)`; see the executor's docs.
-    pub(super) fn shutdown(&self, wait: bool, cancel_futures: bool) {
+    /// Python's `shutdown(wait, cancel_futures)`; see the executor's docs. Returns how
+    /// many queued tasks it cancelled.
+    pub(super) fn shutdown(&self, wait: bool, cancel_futures: bool) -> usize {
         let cancelled: Vec<Job> = {
             let mut state = self.state.lock();
-            state.shutdown = true;
+            state.phase = state.phase.max(Phase::Draining);
             let cancelled = if cancel_futures {
                 state.queue.drain(..).collect()
             } else {
@@ -1273,6 +653,7 @@ impl Inner {
             state.wake_all_writers();
             cancelled
         };
+        let count = cancelled.len();
         for job in cancelled {
             if job.dispatched {
                 job.sink.cancel_unstarted();
@@ -1281,7 +662,7 @@ impl Inner {
             }
         }
         if !wait || IN_POOL_THREAD.get() {
-            return;
+            return count;
         }
         let threads = {
             let mut state = self.state.lock();
@@ -1295,9 +676,9 @@ impl Inner {
             // bug in the pool and there is nobody to hand it to during shutdown.
             let _ = thread.join();
         }
-        // No worker will start again: stop the fork server (its drop reaps it).
-        let server = std::mem::replace(&mut *self.fork_server.lock(), ForkServerSlot::Unusable);
-        drop(server);
+        // No worker will start again.
+        self.launcher.stop_fork_server();
+        count
     }
 
     /// `terminate_workers` / `kill_workers`: shut down, cancel the queue, and signal
@@ -1305,10 +686,8 @@ impl Inner {
     pub(super) fn signal_workers(&self, signal: Signal) {
         self.shutdown(false, true);
         let state = &mut *self.state.lock();
-        if state.workers.is_empty() {
-            return;
-        }
-        state.terminating = true;
+        // Also with no live worker: one being started is then discarded when it comes up.
+        state.phase = Phase::Terminating;
         for worker in &state.workers {
             worker.process.signal(signal);
         }
@@ -1316,68 +695,8 @@ impl Inner {
     }
 }
 
-/// Waits until `input` has bytes to read (or its end) for at most `limit`; false when
-/// the time ran out first.
-fn readable_within(input: &BufReader<File>, limit: Duration) -> bool {
-    if !input.buffer().is_empty() {
-        return true;
-    }
-    // A limit too large to add to the clock is no limit.
-    let deadline = Instant::now().checked_add(limit);
-    loop {
-        let left = deadline.map_or(Duration::MAX, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        // Whole milliseconds, rounded up, within what `poll` takes.
-        let millis = u16::try_from(left.as_millis().saturating_add(1)).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(input.get_ref().as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(0) if left.is_zero() => return false,
-            Ok(0) | Err(Errno::EINTR) => {}
-            // Readable, closed, or an error the read will report.
-            Ok(_) | Err(_) => return true,
-        }
-    }
-}
-
-/// "exited with status 3", "was killed by signal 9 (SIGKILL)".
-pub(super) fn describe_status(pid: u32, status: &io::Result<ExitStatus>) -> String {
-    match status {
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => format!("(pid {pid}) exited with status {code}"),
-            (None, Some(signal)) => {
-                let name = Signal::try_from(signal).map_or("unknown signal", Signal::as_str);
-                let core = if s.core_dumped() { ", core dumped" } else { "" };
-                format!("(pid {pid}) was killed by signal {signal} ({name}{core})")
-            }
-            (None, None) => format!("(pid {pid}) ended with {s}"),
-        },
-        Err(e) => format!("(pid {pid}) ended; its status is unknown: {e}"),
-    }
-}
-
-/// Starts the pool's executable again as a worker. Its pipes travel over a Unix socket
-/// on its stdin (as to the fork server), never as stdin and stdout: a `main` that
-/// prints before `process_worker_main` writes to the pool's stderr, not into the
-/// protocol.
-fn spawn_process() -> io::Result<(Process, File, File)> {
-    let (control, theirs) = UnixStream::pair()?;
-    let pipes = WorkerPipes::new()?;
-    let child = {
-        let mut command = worker::command();
-        command
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
-        command.spawn()?
-        // The command holds the worker's end of the socket until it is dropped here.
-    };
-    // A worker that ended before it could read this (a `main` without the guard) has
-    // closed its socket: the message and its descriptors go with it, the reader sees
-    // the result pipe end, and says what the exit status was.
-    let _ = send_pipes(&control, pipes.theirs);
-    // Dropping `child` neither kills nor waits: `Process` reaps the pid itself.
-    Ok((Process::new(child.id()), pipes.tasks, pipes.results))
-}
+mod reader;
+mod writer;
 
 #[cfg(all(test, not(cf_loom)))]
 mod handoff_model;

@@ -1,13 +1,18 @@
-//! The wire protocol between the pool and its worker processes: length-prefixed frames
-//! with a fixed header, bodies in postcard. See `README.md` beside this file.
+//! The wire protocol between the pool and its worker processes: every message is a
+//! typed frame, and this module is the only one that knows a tag byte or where a field
+//! sits in a frame. See `README.md` beside this file for the table of messages.
 //!
 //! ```text
-//! frame  = len:u32le  tag:u8  id:u64le  x:u64le  y:u64le  body[len - 25]
+//! frame = len:u32le  tag:u8  fields  body        (len counts tag, fields and body)
 //! ```
 //!
-//! Frames are appended to a `Vec<u8>` and written many at a time (one `write` per batch);
-//! they are read through a `BufReader`, so a batch costs one `read` on the other side too.
+//! Each message has its own fixed fields (a call its task id and the two offsets of
+//! its [`Callee`], a reply its task id and run time, the handshake messages none); the
+//! body is postcard or text. Frames are appended to a `Vec<u8>` and written many at a
+//! time (one `write` per batch); they are read through a `BufReader`, so a batch costs
+//! one `read` on the other side too.
 
+use std::borrow::Cow;
 use std::io::{self, BufRead, Read};
 
 use serde::{Deserialize, Serialize};
@@ -15,76 +20,169 @@ use serde::{Deserialize, Serialize};
 use crate::error::{FutureError, PanicError, PanicLocation, WorkerError, WorkerErrorKind};
 
 /// Bumped whenever the frame layout or a body changes.
-/// 2: the bodies of `TAG_PANICKED` and `TAG_FAILED`, and a chunk's failed items, are
-/// [`Fault`]s (with the panic's location and the failure's kind) instead of text; the
-/// worker answers `TAG_ACCEPTED` before its initializer runs; its pipes come over a
+/// 2: the bodies of `Reply::Panicked` and `Reply::Failed`, and a chunk's failed items,
+/// are [`Fault`]s (with the panic's location and the failure's kind) instead of text;
+/// the worker answers `Accepted` before its initializer runs; its pipes come over a
 /// socket, not as stdin and stdout.
-pub(super) const PROTOCOL_VERSION: u32 = 2;
+/// 3: each message has its own fixed fields instead of two words shared by all whose
+/// meaning changed with the tag; the handshake answers carry no pid.
+pub(super) const PROTOCOL_VERSION: u32 = 3;
 
-/// Bytes after the length prefix that every frame has: tag, id, x, y.
-const FIXED: usize = 1 + 8 + 8 + 8;
-/// Bytes of a frame header, length prefix included.
-pub(super) const HEADER_LEN: usize = 4 + FIXED;
 /// The largest frame accepted; anything larger is a corrupt stream.
 const MAX_FRAME: usize = 1 << 31;
-/// The largest handshake answer (`ACCEPTED`, `REFUSED`, `READY`, `INIT_FAILED`: a pid or
-/// a message) the pool reads: a worker that says more is not speaking the protocol.
-pub(super) const MAX_HANDSHAKE_FRAME: usize = 1 << 20;
+/// The largest handshake answer the pool reads: a worker that says more is not speaking
+/// the protocol.
+const MAX_HANDSHAKE_FRAME: usize = 1 << 20;
 
-/// Pool → worker: the handshake ([`Hello`] in the body).
-pub(super) const TAG_HELLO: u8 = 1;
-/// Pool → worker: run a call. `id` = task id, `x` = trampoline offset, `y` = function
-/// offset, body = the postcard-encoded argument (or chunk of arguments).
-pub(super) const TAG_CALL: u8 = 2;
-/// Worker → pool: handshake accepted, the initializer (if any) runs next; `id` = the
-/// worker's pid. The pool's handshake deadline ends here.
-pub(super) const TAG_ACCEPTED: u8 = 9;
-/// Worker → pool: handshake accepted and initializer done; `id` = the worker's pid.
-pub(super) const TAG_READY: u8 = 10;
-/// Worker → pool: the initializer failed; body = its message (UTF-8).
-pub(super) const TAG_INIT_FAILED: u8 = 11;
-/// Worker → pool: the handshake was refused (not the same executable); body = why.
-pub(super) const TAG_REFUSED: u8 = 12;
-/// Worker → pool: a call returned; `x` = nanoseconds it ran, body = postcard result.
-pub(super) const TAG_OK: u8 = 13;
-/// Worker → pool: a call panicked; `x` = nanoseconds, body = a [`Fault::Panicked`].
-pub(super) const TAG_PANICKED: u8 = 14;
-/// Worker → pool: a call failed on the wire (argument not decodable, result not
-/// encodable); `x` = nanoseconds, body = a [`Fault::Failed`].
-pub(super) const TAG_FAILED: u8 = 15;
+/// The tag byte of each message, and the size of its fixed fields.
+mod tag {
+    /// Pool → worker: [`Hello`](super::Hello) in the body.
+    pub(super) const HELLO: u8 = 1;
+    /// Pool → worker: [`Call`](super::Call): id, trampoline offset, function offset;
+    /// the argument in the body.
+    pub(super) const CALL: u8 = 2;
+    /// Worker → pool: the handshake was accepted; the initializer (if any) runs next.
+    pub(super) const ACCEPTED: u8 = 9;
+    /// Worker → pool: the initializer is done; calls may come.
+    pub(super) const READY: u8 = 10;
+    /// Worker → pool: the initializer failed; its message in the body.
+    pub(super) const INIT_FAILED: u8 = 11;
+    /// Worker → pool: the handshake was refused; why, in the body.
+    pub(super) const REFUSED: u8 = 12;
+    /// Worker → pool: the replies to a call: id and nanoseconds, then the body.
+    pub(super) const OK: u8 = 13;
+    pub(super) const PANICKED: u8 = 14;
+    pub(super) const FAILED: u8 = 15;
 
-/// A frame's fixed fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Header {
-    pub(super) tag: u8,
-    pub(super) id: u64,
-    pub(super) x: u64,
-    pub(super) y: u64,
+    /// Bytes of a call's fixed fields: id, trampoline offset, function offset.
+    pub(super) const CALL_FIELDS: usize = 24;
+    /// Bytes of a reply's fixed fields: id, nanoseconds.
+    pub(super) const REPLY_FIELDS: usize = 16;
+
+    /// The size of a message's fixed fields; `None` for a tag that is no message.
+    pub(super) fn fields(tag: u8) -> Option<usize> {
+        match tag {
+            HELLO | ACCEPTED | READY | INIT_FAILED | REFUSED => Some(0),
+            CALL => Some(CALL_FIELDS),
+            OK | PANICKED | FAILED => Some(REPLY_FIELDS),
+            _ => None,
+        }
+    }
 }
 
-/// Appends a frame header with a placeholder length; returns where the frame starts, for
-/// [`end_frame`]. The body is appended by the caller.
-pub(super) fn begin_frame(out: &mut Vec<u8>, header: Header) -> usize {
+/// Which function a call runs: the offsets, from the anchor function in `call.rs`, of a
+/// typed trampoline and of the task function. Plain data as far as this module is
+/// concerned; `call.rs` makes it (from a typed `fn`) and resolves it back into
+/// something callable (after a passed handshake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Callee {
+    trampoline: u64,
+    function: u64,
+}
+
+impl Callee {
+    pub(super) const fn new(trampoline: u64, function: u64) -> Self {
+        Self {
+            trampoline,
+            function,
+        }
+    }
+
+    /// The trampoline's offset from the anchor.
+    pub(super) const fn trampoline(self) -> u64 {
+        self.trampoline
+    }
+
+    /// The task function's offset from the anchor.
+    pub(super) const fn function(self) -> u64 {
+        self.function
+    }
+}
+
+/// Pool → worker: run a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Call<'a> {
+    pub(super) id: u64,
+    pub(super) callee: Callee,
+    /// The postcard-encoded argument (a `Vec<A>` for a `map` chunk).
+    pub(super) argument: &'a [u8],
+}
+
+/// Worker → pool: the answers of the handshake, in this order: `Accepted` (or
+/// `Refused`), then `Ready` (or `InitFailed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Handshake<'a> {
+    /// The [`Hello`] checked out; the initializer (if any) runs next. The pool's
+    /// handshake deadline ends here.
+    Accepted,
+    /// The initializer is done: calls may come.
+    Ready,
+    /// The initializer returned an error or panicked: its message.
+    InitFailed(Cow<'a, str>),
+    /// The [`Hello`] did not check out (another executable or protocol): why.
+    Refused(Cow<'a, str>),
+}
+
+/// How a call ended in the worker: which reply carries its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Status {
+    /// The result (postcard) was written.
+    Ok,
+    /// The function panicked; a [`Fault::Panicked`] was written (the initializer's
+    /// trampoline writes its message as text instead, for [`Handshake::InitFailed`]).
+    Panicked,
+    /// The argument could not be decoded or the result encoded; a [`Fault::Failed`] was
+    /// written (or the initializer returned an error: its message as text).
+    Failed,
+}
+
+impl Status {
+    fn tag(self) -> u8 {
+        match self {
+            Self::Ok => tag::OK,
+            Self::Panicked => tag::PANICKED,
+            Self::Failed => tag::FAILED,
+        }
+    }
+}
+
+/// Worker → pool: the answer to one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ReplyFrame<'a> {
+    /// The task id of the call answered.
+    pub(super) id: u64,
+    /// How long the call ran in the worker.
+    pub(super) nanos: u64,
+    pub(super) reply: Reply<'a>,
+}
+
+/// What a call produced, with its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reply<'a> {
+    /// The postcard result (a chunk: a [`ChunkReply`]).
+    Ok(&'a [u8]),
+    /// A [`Fault::Panicked`].
+    Panicked(&'a [u8]),
+    /// A [`Fault::Failed`].
+    Failed(&'a [u8]),
+}
+
+// ---------------------------------------------------------------- writing
+
+/// Appends the length placeholder and the tag of a frame; returns where it starts.
+fn begin(out: &mut Vec<u8>, tag: u8) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    out.push(header.tag);
-    out.extend_from_slice(&header.id.to_le_bytes());
-    out.extend_from_slice(&header.x.to_le_bytes());
-    out.extend_from_slice(&header.y.to_le_bytes());
+    out.push(tag);
     start
 }
 
-/// Writes the length of the frame that starts at `start`, and optionally replaces its tag
-/// and `x` (known only after a call ran).
+/// Writes the length of the frame that starts at `start`.
 ///
 /// # Errors
 ///
 /// `InvalidData` when the frame is larger than the protocol allows; the frame is removed.
-pub(super) fn end_frame(
-    out: &mut Vec<u8>,
-    start: usize,
-    patch: Option<(u8, u64)>,
-) -> io::Result<()> {
+fn finish(out: &mut Vec<u8>, start: usize) -> io::Result<()> {
     let len = out.len() - start - 4;
     if len > MAX_FRAME {
         out.truncate(start);
@@ -96,65 +194,155 @@ pub(super) fn end_frame(
     // `len <= MAX_FRAME < u32::MAX`, so the conversion cannot fail.
     let len = u32::try_from(len).unwrap_or(u32::MAX);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    if let Some((tag, x)) = patch {
-        out[start + 4] = tag;
-        out[start + 13..start + 21].copy_from_slice(&x.to_le_bytes());
-    }
     Ok(())
 }
 
-/// Appends a whole frame.
-pub(super) fn push_frame(out: &mut Vec<u8>, header: Header, body: &[u8]) -> io::Result<()> {
-    let start = begin_frame(out, header);
-    out.extend_from_slice(body);
-    end_frame(out, start, None)
+/// The handshake frame, which the pool sends first to every worker.
+///
+/// # Errors
+///
+/// `InvalidData` when `hello` cannot be encoded.
+pub(super) fn hello_frame(hello: &Hello) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let start = begin(&mut out, tag::HELLO);
+    postcard::serialize_with_flavor(hello, Append(&mut out))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    finish(&mut out, start)?;
+    Ok(out)
 }
 
-/// Reads one frame: its header, and its body into `body` (replacing what was there).
-/// `Ok(None)` on a clean end of stream between frames.
+/// Appends a call.
+///
+/// # Errors
+///
+/// `InvalidData` when the argument makes the frame too large (the frame is removed).
+pub(super) fn push_call(out: &mut Vec<u8>, call: &Call<'_>) -> io::Result<()> {
+    let start = begin(out, tag::CALL);
+    out.extend_from_slice(&call.id.to_le_bytes());
+    out.extend_from_slice(&call.callee.trampoline.to_le_bytes());
+    out.extend_from_slice(&call.callee.function.to_le_bytes());
+    out.extend_from_slice(call.argument);
+    finish(out, start)
+}
+
+/// Appends a handshake answer.
+///
+/// # Errors
+///
+/// `InvalidData` when its message makes the frame too large (the frame is removed).
+pub(super) fn push_handshake(out: &mut Vec<u8>, answer: &Handshake<'_>) -> io::Result<()> {
+    let (tag, message) = match answer {
+        Handshake::Accepted => (tag::ACCEPTED, ""),
+        Handshake::Ready => (tag::READY, ""),
+        Handshake::InitFailed(message) => (tag::INIT_FAILED, &**message),
+        Handshake::Refused(why) => (tag::REFUSED, &**why),
+    };
+    let start = begin(out, tag);
+    out.extend_from_slice(message.as_bytes());
+    finish(out, start)
+}
+
+/// A reply being written in place: its body is appended to the buffer after
+/// [`begin_reply`], and [`finish`](Self::finish) fills in what is known only once the
+/// call ran. The buffer holds a partial frame until then.
+#[must_use = "a reply must be finished, or the buffer holds a partial frame"]
+#[derive(Debug)]
+pub(super) struct ReplyStart {
+    start: usize,
+}
+
+/// Begins the reply to call `id` at the end of `out`.
+pub(super) fn begin_reply(out: &mut Vec<u8>, id: u64) -> ReplyStart {
+    let start = begin(out, tag::OK);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    ReplyStart { start }
+}
+
+impl ReplyStart {
+    /// Completes the reply: which it is, and how long the call ran.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidData` when the body makes the frame too large; the whole reply is removed
+    /// (the caller sends a smaller one, saying so).
+    pub(super) fn finish(self, out: &mut Vec<u8>, status: Status, nanos: u64) -> io::Result<()> {
+        let fields = self.start + 5;
+        out[self.start + 4] = status.tag();
+        out[fields + 8..fields + 16].copy_from_slice(&nanos.to_le_bytes());
+        finish(out, self.start)
+    }
+}
+
+/// Appends a whole reply.
+///
+/// # Errors
+///
+/// `InvalidData` when the body makes the frame too large (the frame is removed).
+pub(super) fn push_reply(
+    out: &mut Vec<u8>,
+    id: u64,
+    status: Status,
+    nanos: u64,
+    body: &[u8],
+) -> io::Result<()> {
+    let reply = begin_reply(out, id);
+    out.extend_from_slice(body);
+    reply.finish(out, status, nanos)
+}
+
+// ---------------------------------------------------------------- reading
+
+/// A frame's tag and fixed fields, its body read into the caller's buffer.
+struct Frame {
+    tag: u8,
+    fields: [u8; tag::CALL_FIELDS],
+}
+
+impl Frame {
+    /// The `n`-th little-endian `u64` of the fixed fields.
+    fn word(&self, n: usize) -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.fields[n * 8..n * 8 + 8]);
+        u64::from_le_bytes(bytes)
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// Reads one frame of at most `max_len` bytes (after the length prefix): its tag and
+/// fields, and its body into `body` (replacing what was there). `Ok(None)` on a clean
+/// end of stream between frames.
 ///
 /// # Errors
 ///
 /// I/O errors, `UnexpectedEof` in the middle of a frame, `InvalidData` for a length
-/// that cannot be a frame.
-pub(super) fn read_frame<R: BufRead>(
-    reader: &mut R,
-    body: &mut Vec<u8>,
-) -> io::Result<Option<Header>> {
-    read_frame_within(reader, body, MAX_FRAME)
-}
-
-/// [`read_frame`] for a frame of at most `max_len` bytes (after the length prefix).
-pub(super) fn read_frame_within<R: BufRead>(
+/// that cannot be a frame or a tag that is no message.
+fn read_frame<R: BufRead>(
     reader: &mut R,
     body: &mut Vec<u8>,
     max_len: usize,
-) -> io::Result<Option<Header>> {
+) -> io::Result<Option<Frame>> {
     if reader.fill_buf()?.is_empty() {
         return Ok(None);
     }
-    let mut head = [0u8; HEADER_LEN];
+    let mut head = [0u8; 5];
     reader.read_exact(&mut head)?;
-    let word = |at: usize| {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&head[at..at + 8]);
-        u64::from_le_bytes(bytes)
-    };
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if !(FIXED..=max_len.min(MAX_FRAME)).contains(&len) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("invalid frame length {len}"),
-        ));
+    let tag = head[4];
+    let fields = tag::fields(tag).ok_or_else(|| invalid(format!("unknown message tag {tag}")))?;
+    if !(1 + fields..=max_len.min(MAX_FRAME)).contains(&len) {
+        return Err(invalid(format!("invalid frame length {len}")));
     }
-    let header = Header {
-        tag: head[4],
-        id: word(5),
-        x: word(13),
-        y: word(21),
+    let mut frame = Frame {
+        tag,
+        fields: [0; tag::CALL_FIELDS],
     };
+    reader.read_exact(&mut frame.fields[..fields])?;
     body.clear();
-    let want = len - FIXED;
+    let want = len - 1 - fields;
     // `take` + `read_to_end` grows the buffer as bytes arrive, so a corrupt length
     // cannot make us allocate gigabytes up front.
     let got = reader.by_ref().take(want as u64).read_to_end(body)?;
@@ -164,8 +352,108 @@ pub(super) fn read_frame_within<R: BufRead>(
             "the stream ended in the middle of a message",
         ));
     }
-    Ok(Some(header))
+    Ok(Some(frame))
 }
+
+/// The worker reads the pool's first message: `Ok(Err(why))` when it is not a
+/// [`Hello`] this worker can decode (it refuses the handshake with `why`).
+///
+/// # Errors
+///
+/// As for a frame that cannot be read at all.
+pub(super) fn read_hello<R: BufRead>(
+    reader: &mut R,
+    body: &mut Vec<u8>,
+) -> io::Result<Option<Result<Hello, String>>> {
+    let Some(frame) = read_frame(reader, body, MAX_FRAME)? else {
+        return Ok(None);
+    };
+    if frame.tag != tag::HELLO {
+        return Ok(Some(
+            Err("the first message was not a handshake".to_owned()),
+        ));
+    }
+    Ok(Some(
+        postcard::from_bytes(body).map_err(|e| format!("undecodable handshake: {e}")),
+    ))
+}
+
+/// The worker reads its next call; the argument stays in `body`.
+///
+/// # Errors
+///
+/// As for a frame that cannot be read, and `InvalidData` for any message but a call.
+pub(super) fn read_call<'b, R: BufRead>(
+    reader: &mut R,
+    body: &'b mut Vec<u8>,
+) -> io::Result<Option<Call<'b>>> {
+    let Some(frame) = read_frame(reader, body, MAX_FRAME)? else {
+        return Ok(None);
+    };
+    if frame.tag != tag::CALL {
+        return Err(invalid(format!("unexpected message tag {}", frame.tag)));
+    }
+    Ok(Some(Call {
+        id: frame.word(0),
+        callee: Callee::new(frame.word(1), frame.word(2)),
+        argument: body,
+    }))
+}
+
+/// The pool reads a worker's next handshake answer. Handshake answers are small: a
+/// larger frame is not the protocol.
+///
+/// # Errors
+///
+/// As for a frame that cannot be read, and `InvalidData` for a message that is no
+/// handshake answer.
+pub(super) fn read_handshake<'b, R: BufRead>(
+    reader: &mut R,
+    body: &'b mut Vec<u8>,
+) -> io::Result<Option<Handshake<'b>>> {
+    let Some(frame) = read_frame(reader, body, MAX_HANDSHAKE_FRAME)? else {
+        return Ok(None);
+    };
+    Ok(Some(match frame.tag {
+        tag::ACCEPTED => Handshake::Accepted,
+        tag::READY => Handshake::Ready,
+        tag::INIT_FAILED => Handshake::InitFailed(String::from_utf8_lossy(body)),
+        tag::REFUSED => Handshake::Refused(String::from_utf8_lossy(body)),
+        other => {
+            return Err(invalid(format!(
+                "a message with tag {other} during the handshake"
+            )));
+        }
+    }))
+}
+
+/// The pool reads a worker's next reply.
+///
+/// # Errors
+///
+/// As for a frame that cannot be read, and `InvalidData` for a message that is no
+/// reply.
+pub(super) fn read_reply<'b, R: BufRead>(
+    reader: &mut R,
+    body: &'b mut Vec<u8>,
+) -> io::Result<Option<ReplyFrame<'b>>> {
+    let Some(frame) = read_frame(reader, body, MAX_FRAME)? else {
+        return Ok(None);
+    };
+    let reply = match frame.tag {
+        tag::OK => Reply::Ok(body),
+        tag::PANICKED => Reply::Panicked(body),
+        tag::FAILED => Reply::Failed(body),
+        other => return Err(invalid(format!("unexpected message (tag {other})"))),
+    };
+    Ok(Some(ReplyFrame {
+        id: frame.word(0),
+        nanos: frame.word(1),
+        reply,
+    }))
+}
+
+// ---------------------------------------------------------------- bodies
 
 /// A postcard output that appends to a `Vec` it borrows, with no intermediate buffer.
 ///
@@ -246,7 +534,7 @@ pub(super) struct ExeIdentity {
     pub(super) mtime_nsec: i64,
 }
 
-/// The body of [`TAG_HELLO`].
+/// The handshake, the first message to every worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Hello {
     pub(super) version: u32,
@@ -254,8 +542,8 @@ pub(super) struct Hello {
     /// Offsets of a few known functions from the anchor, as the pool computed them;
     /// the worker computes its own and refuses to run if any differs.
     pub(super) probes: Vec<u64>,
-    /// The initializer: trampoline offset, function offset, encoded argument.
-    pub(super) init: Option<(u64, u64, Vec<u8>)>,
+    /// The initializer and its encoded argument.
+    pub(super) init: Option<(Callee, Vec<u8>)>,
     /// Tasks after which the worker exits (0: no limit).
     pub(super) max_tasks: u64,
 }
@@ -283,8 +571,8 @@ pub(super) struct ItemFailure {
     pub(super) fault: Fault,
 }
 
-/// Why a call, or one item of a chunk, has no value: the body of `TAG_PANICKED` and
-/// `TAG_FAILED`. It carries data rather than a sentence so that the pool can hand the
+/// Why a call, or one item of a chunk, has no value: the body of [`Reply::Panicked`]
+/// and [`Reply::Failed`]. It carries data rather than a sentence so that the pool can hand the
 /// caller a [`PanicError`] with its location, or a [`WorkerError`] with its kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) enum Fault {
@@ -340,7 +628,7 @@ impl Fault {
         postcard::to_stdvec(self).unwrap_or_default()
     }
 
-    /// Decodes a `TAG_PANICKED` or `TAG_FAILED` body, sent by a worker process.
+    /// Decodes a [`Reply::Panicked`] or [`Reply::Failed`] body, sent by a worker process.
     pub(super) fn decode(body: &[u8]) -> Result<Self, WorkerError> {
         postcard::from_bytes(body).map_err(|e| {
             WorkerError::new(
@@ -376,36 +664,127 @@ impl From<Fault> for FutureError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn frames_round_trip() {
-        let mut out = Vec::new();
-        let h1 = Header {
-            tag: TAG_CALL,
-            id: 7,
-            x: 1,
-            y: u64::MAX,
-        };
-        push_frame(&mut out, h1, b"abc").unwrap();
-        let start = begin_frame(
-            &mut out,
-            Header {
-                tag: 0,
-                id: 8,
-                x: 0,
-                y: 0,
-            },
-        );
-        out.extend_from_slice(b"hello");
-        end_frame(&mut out, start, Some((TAG_OK, 99))).unwrap();
+    fn reader(bytes: &[u8]) -> io::BufReader<&[u8]> {
+        io::BufReader::new(bytes)
+    }
 
-        let mut reader = io::BufReader::new(&out[..]);
+    #[test]
+    fn calls_round_trip() {
+        let mut out = Vec::new();
+        let first = Call {
+            id: 7,
+            callee: Callee::new(1, u64::MAX),
+            argument: b"abc",
+        };
+        let second = Call {
+            id: 8,
+            callee: Callee::new(u64::MAX - 1, 0),
+            argument: b"",
+        };
+        push_call(&mut out, &first).unwrap();
+        push_call(&mut out, &second).unwrap();
+        let mut input = reader(&out);
         let mut body = Vec::new();
-        assert_eq!(read_frame(&mut reader, &mut body).unwrap(), Some(h1));
-        assert_eq!(body, b"abc");
-        let h2 = read_frame(&mut reader, &mut body).unwrap().unwrap();
-        assert_eq!((h2.tag, h2.id, h2.x), (TAG_OK, 8, 99));
-        assert_eq!(body, b"hello");
-        assert_eq!(read_frame(&mut reader, &mut body).unwrap(), None);
+        assert_eq!(read_call(&mut input, &mut body).unwrap(), Some(first));
+        assert_eq!(read_call(&mut input, &mut body).unwrap(), Some(second));
+        assert_eq!(read_call(&mut input, &mut body).unwrap(), None);
+    }
+
+    #[test]
+    fn replies_round_trip_written_in_place() {
+        let mut out = Vec::new();
+        let reply = begin_reply(&mut out, 8);
+        out.extend_from_slice(b"hello");
+        reply.finish(&mut out, Status::Panicked, 99).unwrap();
+        push_reply(&mut out, 9, Status::Failed, 5, b"fault").unwrap();
+        push_reply(&mut out, 10, Status::Ok, 0, b"").unwrap();
+        let mut input = reader(&out);
+        let mut body = Vec::new();
+        let expect = |id, nanos, reply| Some(ReplyFrame { id, nanos, reply });
+        assert_eq!(
+            read_reply(&mut input, &mut body).unwrap(),
+            expect(8, 99, Reply::Panicked(b"hello"))
+        );
+        assert_eq!(
+            read_reply(&mut input, &mut body).unwrap(),
+            expect(9, 5, Reply::Failed(b"fault"))
+        );
+        assert_eq!(
+            read_reply(&mut input, &mut body).unwrap(),
+            expect(10, 0, Reply::Ok(b""))
+        );
+        assert_eq!(read_reply(&mut input, &mut body).unwrap(), None);
+    }
+
+    #[test]
+    fn handshakes_round_trip() {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            exe: ExeIdentity {
+                dev: 1,
+                ino: 2,
+                size: 3,
+                mtime: -4,
+                mtime_nsec: 5,
+            },
+            probes: vec![6, 7],
+            init: Some((Callee::new(8, 9), vec![10])),
+            max_tasks: 11,
+        };
+        let frame = hello_frame(&hello).unwrap();
+        let mut body = Vec::new();
+        let read = read_hello(&mut reader(&frame), &mut body).unwrap();
+        assert_eq!(read.unwrap().unwrap().init, hello.init);
+
+        let answers = [
+            Handshake::Accepted,
+            Handshake::Refused("another executable".into()),
+            Handshake::Ready,
+            Handshake::InitFailed("no config".into()),
+        ];
+        let mut out = Vec::new();
+        for answer in &answers {
+            push_handshake(&mut out, answer).unwrap();
+        }
+        let mut input = reader(&out);
+        for answer in answers {
+            assert_eq!(read_handshake(&mut input, &mut body).unwrap(), Some(answer));
+        }
+        assert_eq!(read_handshake(&mut input, &mut body).unwrap(), None);
+    }
+
+    #[test]
+    fn a_message_out_of_place_is_refused_or_an_error() {
+        let mut call = Vec::new();
+        push_call(
+            &mut call,
+            &Call {
+                id: 1,
+                callee: Callee::new(2, 3),
+                argument: b"",
+            },
+        )
+        .unwrap();
+        let mut body = Vec::new();
+        // The worker refuses a handshake that is something else.
+        let first = read_hello(&mut reader(&call), &mut body).unwrap();
+        assert!(first.unwrap().is_err());
+        // The pool takes neither a call for a handshake answer nor one for a reply.
+        let err = read_handshake(&mut reader(&call), &mut body).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let err = read_reply(&mut reader(&call), &mut body).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // Nor the worker a reply for a call.
+        let mut reply = Vec::new();
+        push_reply(&mut reply, 1, Status::Ok, 2, b"").unwrap();
+        let err = read_call(&mut reader(&reply), &mut body).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // A handshake answer larger than any real one is not the protocol.
+        let mut large = Vec::new();
+        let message = "x".repeat(MAX_HANDSHAKE_FRAME);
+        push_handshake(&mut large, &Handshake::Refused(message.into())).unwrap();
+        let err = read_handshake(&mut reader(&large), &mut body).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]
@@ -443,24 +822,23 @@ mod tests {
     #[test]
     fn truncated_and_corrupt_streams_are_errors() {
         let mut out = Vec::new();
-        push_frame(
-            &mut out,
-            Header {
-                tag: 1,
-                id: 1,
-                x: 1,
-                y: 1,
-            },
-            b"body",
-        )
-        .unwrap();
+        push_reply(&mut out, 1, Status::Ok, 1, b"body").unwrap();
         let mut body = Vec::new();
         let cut = &out[..out.len() - 1];
-        let err = read_frame(&mut io::BufReader::new(cut), &mut body).unwrap_err();
+        let err = read_reply(&mut reader(cut), &mut body).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        // A length too short for the reply's own fields.
         let mut bad = out.clone();
         bad[..4].copy_from_slice(&3u32.to_le_bytes());
-        let err = read_frame(&mut io::BufReader::new(&bad[..]), &mut body).unwrap_err();
+        let err = read_reply(&mut reader(&bad), &mut body).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // Text where a frame should be ("star" read as a length).
+        let err = read_reply(&mut reader(b"starting up"), &mut body).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // A tag that is no message.
+        let mut unknown = out.clone();
+        unknown[4] = 200;
+        let err = read_reply(&mut reader(&unknown), &mut body).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }

@@ -10,10 +10,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::call::{Entry, Status, probes};
-use super::fork_server;
+use super::call::{self, Entry};
 use super::image;
-use super::wire::{self, Header, Hello};
+use super::sys;
+use super::wire::{self, Handshake, Status};
 
 /// The environment variable that marks a worker process; its value is the pid of the
 /// pool's process, so that a process started by a task (whose parent is the worker) is
@@ -38,6 +38,8 @@ pub(super) fn command() -> Command {
     if let Some(arg0) = std::env::args_os().next() {
         command.arg0(arg0);
     }
+    // In a test binary, libtest then runs only the test that serves as a worker.
+    command.args(crate::test_support::WORKER_ARGS);
     command
         .process_group(0)
         .env(MARKER, std::process::id().to_string())
@@ -74,8 +76,8 @@ pub(super) fn is_unserved_worker() -> bool {
 /// Work that every worker would repeat, done once by the fork server before it forks
 /// them: reading where the executable's code is mapped, and the standard library's CPU
 /// feature detection (its `cpuid` instructions trap to the hypervisor in a VM; httparse,
-/// for one, asks for AVX2 on its first parse). Measured with `flags -a --mode processes
-/// -m 194`: 2% of the workers' CPU samples when each one detected for itself.
+/// for one, asks for AVX2 on its first parse), a visible share of short-lived workers'
+/// CPU when each one detected for itself (see the crate's `BENCHMARKS.md`).
 pub(super) fn prepare() {
     image::prepare();
     // A feature outside the x86-64 baseline: one the compiler cannot answer (`sse2` is
@@ -117,20 +119,19 @@ impl Pipes {
     /// Receives the pipes the pool sends over the Unix socket on fd 0: the protocol
     /// never runs on stdin or stdout, so whatever `main` printed or read before
     /// `process_worker_main` cannot be taken for a frame, and a task that prints or
-    /// starts a program cannot disturb it. Then stdin is emptied (`/dev/null`) and
-    /// stdout goes to stderr.
+    /// starts a program cannot disturb it. Then stdin is emptied (`/dev/null`); stdout
+    /// stays the pool's, as Python's workers print to their parent's stdout.
     fn receive() -> io::Result<Self> {
         let control = UnixStream::from(io::stdin().as_fd().try_clone_to_owned()?);
         nix::unistd::dup2_stdin(File::open("/dev/null")?).map_err(io::Error::from)?;
-        let [tasks, results] = fork_server::receive(&control)?
-            .ok_or_else(|| io::Error::other("the pool sent no pipes"))?;
+        let [tasks, results] =
+            sys::recv_fds(&control)?.ok_or_else(|| io::Error::other("the pool sent no pipes"))?;
         drop(control);
         Self::given(tasks, results)
     }
 
-    /// The pipes as close-on-exec descriptors already; stdout goes to stderr.
+    /// The pipes as close-on-exec descriptors already.
     fn given(input: OwnedFd, output: OwnedFd) -> io::Result<Self> {
-        nix::unistd::dup2_stdout(io::stderr()).map_err(io::Error::from)?;
         Ok(Self {
             input: BufReader::with_capacity(256 * 1024, File::from(input)),
             output: File::from(output),
@@ -159,60 +160,47 @@ impl Pipes {
         }
     }
 
-    fn reply(&mut self, tag: u8, id: u64, body: &[u8]) -> io::Result<()> {
-        wire::push_frame(
-            &mut self.out,
-            Header {
-                tag,
-                id,
-                x: 0,
-                y: 0,
-            },
-            body,
-        )?;
+    /// Sends a handshake answer at once.
+    fn answer(&mut self, answer: &Handshake<'_>) -> io::Result<()> {
+        wire::push_handshake(&mut self.out, answer)?;
         self.flush()
     }
 
     fn serve(&mut self) -> io::Result<i32> {
         let mut body = Vec::new();
-        let pid = u64::from(std::process::id());
-        let Some(first) = wire::read_frame(&mut self.input, &mut body)? else {
-            return Ok(0);
-        };
-        if first.tag != wire::TAG_HELLO {
-            self.reply(
-                wire::TAG_REFUSED,
-                pid,
-                b"the first message was not a handshake",
-            )?;
-            return Ok(EXIT_REFUSED);
-        }
-        let hello: Hello = match postcard::from_bytes(&body) {
-            Ok(hello) => hello,
-            Err(e) => {
-                let message = format!("undecodable handshake: {e}");
-                self.reply(wire::TAG_REFUSED, pid, message.as_bytes())?;
+        let hello = match wire::read_hello(&mut self.input, &mut body)? {
+            None => return Ok(0),
+            Some(Ok(hello)) => hello,
+            Some(Err(why)) => {
+                self.answer(&Handshake::Refused(why.into()))?;
                 return Ok(EXIT_REFUSED);
             }
         };
-        if let Err(why) = check(&hello) {
-            self.reply(wire::TAG_REFUSED, pid, why.as_bytes())?;
-            return Ok(EXIT_REFUSED);
-        }
+        let image = match call::check_handshake(&hello) {
+            Ok(image) => image,
+            Err(why) => {
+                self.answer(&Handshake::Refused(why.into()))?;
+                return Ok(EXIT_REFUSED);
+            }
+        };
         // Ends the pool's handshake deadline: the initializer may take its time.
-        self.reply(wire::TAG_ACCEPTED, pid, &[])?;
-        if let Some((trampoline, func, arg)) = &hello.init {
-            let entry = Entry {
-                trampoline: *trampoline,
-                func: *func,
-            };
+        self.answer(&Handshake::Accepted)?;
+        if let Some((callee, arg)) = &hello.init {
             let mut message = Vec::new();
-            if entry.invoke(arg, &mut message) != Status::Ok {
-                self.reply(wire::TAG_INIT_FAILED, pid, &message)?;
+            let ran = match Entry::resolve(*callee, &image) {
+                Ok(entry) => entry.invoke(arg, &mut message) == Status::Ok,
+                Err(why) => {
+                    message = why.into_bytes();
+                    false
+                }
+            };
+            if !ran {
+                let message = String::from_utf8_lossy(&message);
+                self.answer(&Handshake::InitFailed(message))?;
                 return Ok(EXIT_INIT_FAILED);
             }
         }
-        self.reply(wire::TAG_READY, pid, &[])?;
+        self.answer(&Handshake::Ready)?;
 
         let mut done: u64 = 0;
         loop {
@@ -221,48 +209,32 @@ impl Pipes {
             // of the tasks before, so the task it lost is exactly the one running.
             // Tasks still arrive many per read, so the pool's side stays batched.
             self.flush()?;
-            let Some(header) = wire::read_frame(&mut self.input, &mut body)? else {
+            let Some(call) = wire::read_call(&mut self.input, &mut body)? else {
                 self.flush()?;
                 return Ok(0);
             };
-            if header.tag != wire::TAG_CALL {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unexpected message tag {}", header.tag),
-                ));
-            }
-            let entry = Entry {
-                trampoline: header.x,
-                func: header.y,
-            };
-            let start = wire::begin_frame(
-                &mut self.out,
-                Header {
-                    tag: 0,
-                    id: header.id,
-                    x: 0,
-                    y: 0,
-                },
-            );
+            let reply = wire::begin_reply(&mut self.out, call.id);
             let began = Instant::now();
-            let status = entry.invoke(&body, &mut self.out);
-            let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            let tag = match status {
-                Status::Ok => wire::TAG_OK,
-                Status::Panicked => wire::TAG_PANICKED,
-                Status::Failed => wire::TAG_FAILED,
+            let status = match Entry::resolve(call.callee, &image) {
+                Ok(entry) => entry.invoke(call.argument, &mut self.out),
+                Err(why) => {
+                    let fault = wire::Fault::failed(wire::FailKind::NotInExecutable, why);
+                    self.out.extend_from_slice(&fault.encode());
+                    Status::Failed
+                }
             };
-            if let Err(e) = wire::end_frame(&mut self.out, start, Some((tag, nanos))) {
+            let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if let Err(e) = reply.finish(&mut self.out, status, nanos) {
                 // Too large to send: report that instead.
                 let message = format!("the worker could not send the result: {e}");
-                let failed = Header {
-                    tag: wire::TAG_FAILED,
-                    id: header.id,
-                    x: nanos,
-                    y: 0,
-                };
                 let fault = wire::Fault::failed(wire::FailKind::ResultTooLarge, message);
-                wire::push_frame(&mut self.out, failed, &fault.encode())?;
+                wire::push_reply(
+                    &mut self.out,
+                    call.id,
+                    Status::Failed,
+                    nanos,
+                    &fault.encode(),
+                )?;
             }
             done += 1;
             if hello.max_tasks != 0 && done >= hello.max_tasks {
@@ -271,23 +243,4 @@ impl Pipes {
             }
         }
     }
-}
-
-/// The handshake's checks: same protocol, same executable file, same code layout.
-fn check(hello: &Hello) -> Result<(), String> {
-    if hello.version != wire::PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version {} but the worker speaks {}",
-            hello.version,
-            wire::PROTOCOL_VERSION
-        ));
-    }
-    let exe = image::identity().map_err(|e| format!("cannot identify the executable: {e}"))?;
-    if exe != hello.exe {
-        return Err("the worker runs a different executable file than the pool".to_owned());
-    }
-    if probes() != hello.probes {
-        return Err("the worker's code layout differs from the pool's".to_owned());
-    }
-    Ok(())
 }

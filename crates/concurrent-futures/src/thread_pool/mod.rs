@@ -20,7 +20,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use self::builder::Initializer;
 pub use self::builder::{InitResult, ThreadPoolBuilder};
-use self::counters::{Ran, WorkerCounters};
+pub(crate) use self::counters::Ran;
+use self::counters::WorkerCounters;
 use crate::cancel::CancelToken;
 use crate::error::{
     BrokenPoolError, BrokenPoolKind, FutureError, MapError, PanicError, SubmitError,
@@ -294,7 +295,8 @@ impl Inner {
     /// how many queued tasks it cancelled.
     fn cancel_queued(&self) -> usize {
         self.cancelling.store(true, Ordering::Release);
-        self.tokens.cancel();
+        // The queue first: a running task that stops on its token frees a worker, which
+        // would otherwise take (and cancel) a queued task before this count sees it.
         let mut cancelled = 0;
         for job in self.queue.try_iter() {
             job.cancel();
@@ -302,6 +304,7 @@ impl Inner {
         }
         self.cancelled_in_queue
             .fetch_add(cancelled, Ordering::Relaxed);
+        self.tokens.cancel();
         cancelled
     }
 
@@ -355,6 +358,11 @@ impl Inner {
 ///     .collect::<Result<_, _>>()?;
 /// let total: i32 = handles.into_iter().map(|h| h.result()).sum::<Result<_, _>>()?;
 /// assert_eq!(total, 60);
+///
+/// // A clone is the same pool, for another thread: no Arc needed.
+/// let shared = pool.clone();
+/// let from_thread = std::thread::spawn(move || shared.submit(|| 7)?.result().map_err(anyhow::Error::from));
+/// assert_eq!(from_thread.join().unwrap()?, 7);
 /// # Ok::<(), anyhow::Error>(())
 /// ```
 #[derive(Clone)]
@@ -553,7 +561,7 @@ impl ThreadPoolExecutor {
     }
 
     /// Queues the job that `make` builds from `input`, once the pool has taken the work.
-    fn submit_job<X, T>(
+    pub(crate) fn submit_job<X, T>(
         &self,
         input: X,
         make: impl FnOnce(X) -> (Arc<dyn Job>, FutureHandle<T>),
@@ -900,6 +908,13 @@ fn shutdown(inner: &Inner, options: ShutdownOptions, note_when_slow: bool) -> Sh
         state = inner.exited.wait_until(state, wake_at).0;
     }
     if state.detached {
+        // An earlier shutdown's deadline left threads busy: say so, without waiting again.
+        let busy = state.live.saturating_sub(own);
+        drop(state);
+        if busy > 0 {
+            report.timed_out = true;
+            report.still_running = inner.stats().running.max(1);
+        }
         return report;
     }
     let threads = std::mem::take(&mut state.threads);

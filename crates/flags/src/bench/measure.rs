@@ -12,6 +12,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use flags_engine::{JsonReport, TraceLine, parse_trace};
 use serde::Deserialize;
 
 /// Environment variables naming proxies: removed for runs against the in-process server.
@@ -23,39 +24,6 @@ const PROXY_VARS: [&str; 6] = [
     "all_proxy",
     "ALL_PROXY",
 ];
-
-/// How a request of a trace ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Status {
-    Ok,
-    NotFound,
-    Error,
-}
-
-impl Status {
-    pub(crate) const ALL: [Self; 3] = [Self::Ok, Self::NotFound, Self::Error];
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Self::Ok => "OK",
-            Self::NotFound => "not found",
-            Self::Error => "error",
-        }
-    }
-}
-
-/// One line of a `--trace` file.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Request {
-    pub(crate) code: String,
-    pub(crate) lane: usize,
-    /// Seconds from the start of the run.
-    pub(crate) start: f64,
-    pub(crate) end: f64,
-    #[serde(rename = "outcome")]
-    pub(crate) status: Status,
-}
 
 /// What one run of the downloader measured.
 #[derive(Debug, Clone)]
@@ -70,16 +38,7 @@ pub(crate) struct Run {
     pub(crate) not_found: usize,
     pub(crate) errors: usize,
     /// The trace, or nothing for an untraced run.
-    pub(crate) requests: Vec<Request>,
-}
-
-/// The fields of the child's `--json` report that the bench reads.
-#[derive(Debug, Deserialize)]
-struct ChildReport {
-    elapsed_secs: f64,
-    downloaded: usize,
-    not_found: usize,
-    errors: usize,
+    pub(crate) requests: Vec<TraceLine>,
 }
 
 /// The probe's own line, printed after the child's report.
@@ -130,7 +89,7 @@ pub(crate) fn run(args: &[String], trace: bool, no_proxy: bool) -> anyhow::Resul
             stderr.trim()
         );
     };
-    let report: ChildReport = serde_json::from_str(report)
+    let report: JsonReport = serde_json::from_str(report)
         .with_context(|| format!("unexpected report from flags: {report}"))?;
     let probe: ProbeLine = serde_json::from_str(probe)
         .with_context(|| format!("unexpected line from the probe: {probe}"))?;
@@ -151,14 +110,11 @@ pub(crate) fn run(args: &[String], trace: bool, no_proxy: bool) -> anyhow::Resul
     })
 }
 
-/// Reads a `--trace` file (JSON lines).
-fn read_trace(path: &Path) -> anyhow::Result<Vec<Request>> {
+/// Reads a `--trace` file.
+fn read_trace(path: &Path) -> anyhow::Result<Vec<TraceLine>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the trace {}", path.display()))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| serde_json::from_str(line).with_context(|| format!("bad trace line: {line}")))
-        .collect()
+    Ok(parse_trace(&text)?)
 }
 
 /// The probe (`flags bench -- ARGS`): runs `flags ARGS` with stdout and stderr inherited, then

@@ -17,187 +17,42 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Args, CommandFactory as _, ValueEnum as _};
+use flags_engine::Mode;
 
 use self::ideal::Ideal;
 use self::measure::Run;
-use crate::cli::{Cli, CodeArgs, MAX_CONCURRENT_REQ, Mode, UsageError};
-
-/// Options of `flags bench`.
-#[derive(Debug, Args)]
-pub(crate) struct BenchArgs {
-    /// Which codes every mode downloads.
-    #[command(flatten)]
-    pub(crate) codes: CodeArgs,
-
-    /// Concurrent requests to try, comma-separated (the sequential mode always uses 1)
-    #[arg(
-        short,
-        long = "max-req",
-        value_name = "N,...",
-        value_delimiter = ',',
-        default_value = "30"
-    )]
-    pub(crate) max_req: Vec<usize>,
-
-    /// Modes to measure, comma-separated [default: every mode]
-    #[arg(
-        long = "mode",
-        value_enum,
-        value_name = "MODE,...",
-        value_delimiter = ','
-    )]
-    pub(crate) modes: Vec<Mode>,
-
-    /// Runs of each mode and max_req; the table shows the median
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub(crate) runs: usize,
-
-    /// Shortest delay of the built-in server, in seconds
-    #[arg(long, value_name = "SECS", default_value_t = 0.1)]
-    pub(crate) min_delay: f64,
-
-    /// Longest delay of the built-in server, in seconds
-    #[arg(long, value_name = "SECS", default_value_t = 0.5)]
-    pub(crate) max_delay: f64,
-
-    /// Share of `418 I'm a Teapot` answers of the built-in server, 0 to 1
-    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
-    pub(crate) error_rate: f64,
-
-    /// Seed of the built-in server's delays and errors
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub(crate) seed: u64,
-
-    /// Measure this http(s):// base URL instead of the built-in server (the ideal is then
-    /// computed from the sequential run's request times)
-    #[arg(short, long, value_name = "URL")]
-    pub(crate) server: Option<String>,
-
-    /// Timeout of each request, in seconds
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub(crate) timeout: f64,
-
-    /// Print the results as one JSON object on stdout instead of the table
-    #[arg(long)]
-    pub(crate) json: bool,
-
-    /// Draw the timelines (one panel per mode and max_req) and the elapsed times to FILE (SVG)
-    #[arg(long, value_name = "FILE")]
-    pub(crate) svg: Option<PathBuf>,
-
-    /// Skip the untraced runs that measure what tracing costs
-    #[arg(long)]
-    pub(crate) no_overhead: bool,
-
-    /// Internal: run `flags ARGS` and report its peak RSS (how the bench measures each run)
-    #[arg(last = true, hide = true, value_name = "ARGS")]
-    pub(crate) probe: Vec<String>,
-}
+pub(crate) use self::measure::probe;
 
 /// Where the bench downloads from.
 #[derive(Debug, Clone)]
-enum Source {
+pub(crate) enum Source {
     /// The built-in server, with this configuration, and its delays, error rate and seed.
     Builtin(slow_server::ServerConfig, (Duration, Duration, f64, u64)),
     /// A server somewhere else.
     Url(String),
 }
 
-/// The validated settings of a bench.
+/// The validated settings of a bench (`flags bench`'s options, checked by the command line).
 #[derive(Debug, Clone)]
-struct Plan {
-    codes: Vec<String>,
-    modes: Vec<Mode>,
-    max_reqs: Vec<usize>,
-    runs: usize,
-    source: Source,
-    timeout: f64,
-    json: bool,
-    svg: Option<PathBuf>,
-    overhead: bool,
-}
-
-impl TryFrom<BenchArgs> for Plan {
-    type Error = UsageError;
-
-    fn try_from(args: BenchArgs) -> Result<Self, UsageError> {
-        let codes = args.codes.resolve()?;
-        let mut max_reqs = Vec::new();
-        for &m in &args.max_req {
-            if m == 0 {
-                return Err(UsageError("--max-req must be at least 1".into()));
-            }
-            if !max_reqs.contains(&m) {
-                max_reqs.push(m);
-            }
-        }
-        if args.runs == 0 {
-            return Err(UsageError("--runs must be at least 1".into()));
-        }
-        let secs = |name: &str, value: f64| {
-            if value.is_finite() && (0.0..=3600.0).contains(&value) {
-                Ok(Duration::from_secs_f64(value))
-            } else {
-                Err(UsageError(format!(
-                    "{name} must be a number of seconds from 0 to 3600"
-                )))
-            }
-        };
-        let (min, max) = (
-            secs("--min-delay", args.min_delay)?,
-            secs("--max-delay", args.max_delay)?,
-        );
-        if min > max {
-            return Err(UsageError("--min-delay must not exceed --max-delay".into()));
-        }
-        if !(0.0..=1.0).contains(&args.error_rate) {
-            return Err(UsageError("--error-rate must be from 0 to 1".into()));
-        }
-        if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
-            return Err(UsageError(
-                "--timeout must be a number of seconds above 0 and at most 86400".into(),
-            ));
-        }
-        let source = match args.server {
-            None => Source::Builtin(
-                slow_server::ServerConfig::new()
-                    .delay(min, max)
-                    .error_rate(args.error_rate)
-                    .seed(args.seed),
-                (min, max, args.error_rate, args.seed),
-            ),
-            Some(url) => {
-                let lower = url.to_ascii_lowercase();
-                let rest = lower
-                    .strip_prefix("http://")
-                    .or_else(|| lower.strip_prefix("https://"))
-                    .unwrap_or_default();
-                if rest.is_empty() || rest.starts_with('/') || url.contains(char::is_whitespace) {
-                    return Err(UsageError(format!(
-                        "--server must be an http(s):// base URL, not {url:?}"
-                    )));
-                }
-                Source::Url(url.trim_end_matches('/').to_owned())
-            }
-        };
-        let modes = Mode::value_variants()
-            .iter()
-            .copied()
-            .filter(|m| args.modes.is_empty() || args.modes.contains(m))
-            .collect();
-        Ok(Self {
-            codes,
-            modes,
-            max_reqs,
-            runs: args.runs,
-            source,
-            timeout: args.timeout,
-            json: args.json,
-            svg: args.svg,
-            overhead: !args.no_overhead,
-        })
-    }
+pub(crate) struct Plan {
+    /// The codes every mode downloads.
+    pub(crate) codes: Vec<String>,
+    /// The modes to measure, in [`Mode::ALL`] order.
+    pub(crate) modes: Vec<Mode>,
+    /// The `-m` values to try, without duplicates (the sequential mode always uses 1).
+    pub(crate) max_reqs: Vec<usize>,
+    /// Runs of each mode and max_req.
+    pub(crate) runs: usize,
+    /// Where the runs download from.
+    pub(crate) source: Source,
+    /// `--timeout` of each run, in seconds.
+    pub(crate) timeout: f64,
+    /// Print JSON instead of the table.
+    pub(crate) json: bool,
+    /// Where to draw the SVG, if anywhere.
+    pub(crate) svg: Option<PathBuf>,
+    /// Also measure untraced runs, for what tracing costs.
+    pub(crate) overhead: bool,
 }
 
 /// One mode at one max_req: its runs and what the server allowed.
@@ -337,30 +192,13 @@ impl Bench {
     }
 }
 
-/// `flags bench`.
-pub(crate) fn main(args: BenchArgs) -> ExitCode {
-    if !args.probe.is_empty() {
-        return measure::probe(&args.probe);
-    }
-    match Plan::try_from(args) {
-        Ok(plan) => run(&plan).unwrap_or_else(|error| {
-            eprintln!("flags bench: {error:#}");
-            ExitCode::FAILURE
-        }),
-        Err(UsageError(message)) => {
-            let mut cmd = Cli::command();
-            let usage = cmd
-                .find_subcommand_mut("bench")
-                .map(|bench| bench.render_usage().to_string())
-                .unwrap_or_default();
-            eprintln!("*** Usage error: {message}\n{usage}");
-            ExitCode::from(2)
-        }
-    }
-}
-
 /// Runs the plan, prints the table (or JSON) and draws the SVG.
-fn run(plan: &Plan) -> anyhow::Result<ExitCode> {
+///
+/// # Errors
+///
+/// Failing to start the built-in server, a run that fails (see [`measure::run`]), or failing to
+/// draw or write the SVG.
+pub(crate) fn run(plan: &Plan) -> anyhow::Result<ExitCode> {
     let (server, url, _builtin, delays) = match &plan.source {
         Source::Builtin(config, _) => {
             let handle =
@@ -468,7 +306,7 @@ impl Row {
         Self {
             mode,
             max_req,
-            lanes: max_req.min(plan.codes.len()).clamp(1, MAX_CONCURRENT_REQ),
+            lanes: mode.concurrency(max_req, plan.codes.len()),
             runs: Vec::new(),
             untraced: Vec::new(),
             ideal: None,
@@ -486,14 +324,10 @@ fn measure_once(
     round: usize,
     no_proxy: bool,
 ) -> anyhow::Result<()> {
-    let mode_name = row
-        .mode
-        .to_possible_value()
-        .map(|v| v.get_name().to_owned())
-        .unwrap_or_default();
+    let mode_name = row.mode.name();
     let mut args = vec![
         "--mode".to_owned(),
-        mode_name.clone(),
+        mode_name.to_owned(),
         "-m".to_owned(),
         row.max_req.to_string(),
         "-s".to_owned(),
@@ -567,8 +401,8 @@ fn trace_line_ns() -> anyhow::Result<f64> {
     use std::io::Write as _;
     const LINES: u32 = 200;
     let start = Instant::now();
-    let records: Vec<crate::download::Record> = (0..LINES)
-        .map(|i| crate::download::Record {
+    let records: Vec<flags_engine::Record> = (0..LINES)
+        .map(|i| flags_engine::Record {
             code: format!(
                 "{}{}",
                 char::from(b'A' + (i / 26 % 26) as u8),
@@ -578,7 +412,7 @@ fn trace_line_ns() -> anyhow::Result<f64> {
             start,
             end: start + Duration::from_millis(u64::from(i)),
             attempts: 1,
-            outcome: crate::report::Outcome::Ok,
+            outcome: flags_engine::Outcome::Ok,
         })
         .collect();
     let dir = tempfile::tempdir()?;
@@ -587,7 +421,7 @@ fn trace_line_ns() -> anyhow::Result<f64> {
         let started = Instant::now();
         let mut file =
             std::io::BufWriter::new(std::fs::File::create(dir.path().join("trace.jsonl"))?);
-        crate::report::write_trace(&mut file, &records, start)?;
+        flags_engine::write_trace(&mut file, &records, start)?;
         file.flush()?;
         drop(file);
         best = best.min(started.elapsed());

@@ -7,11 +7,10 @@
 
 use std::fmt::Display;
 
-use clap::ValueEnum as _;
+use flags_engine::DownloadStatus;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::measure::Status;
 use super::{Bench, Row};
 
 /// Width of the picture, in pixels.
@@ -21,11 +20,20 @@ const HEADER: u32 = 70;
 const FONT: &str = "sans-serif";
 
 /// The fill of a request bar with this outcome.
-pub(crate) fn colour(status: Status) -> RGBColor {
+pub(crate) fn colour(status: DownloadStatus) -> RGBColor {
     match status {
-        Status::Ok => RGBColor(0x2c, 0xa0, 0x2c),
-        Status::NotFound => RGBColor(0xf0, 0xa0, 0x20),
-        Status::Error => RGBColor(0xd6, 0x27, 0x28),
+        DownloadStatus::Ok => RGBColor(0x2c, 0xa0, 0x2c),
+        DownloadStatus::NotFound => RGBColor(0xf0, 0xa0, 0x20),
+        DownloadStatus::Error => RGBColor(0xd6, 0x27, 0x28),
+    }
+}
+
+/// The legend's name of a request with this outcome.
+fn legend(status: DownloadStatus) -> &'static str {
+    match status {
+        DownloadStatus::Ok => "OK",
+        DownloadStatus::NotFound => "not found",
+        DownloadStatus::Error => "error",
     }
 }
 
@@ -57,13 +65,6 @@ fn lanes(row: &Row) -> usize {
 fn panel_height(lanes: usize) -> u32 {
     let lanes = u32::try_from(lanes).unwrap_or(u32::MAX);
     90 + lanes.saturating_mul(8).clamp(40, 360)
-}
-
-fn mode_name(row: &Row) -> String {
-    row.mode
-        .to_possible_value()
-        .map(|v| v.get_name().to_owned())
-        .unwrap_or_default()
 }
 
 /// An axis label: as many decimals as the axis's span needs (`20`, `1.5`, `0.25`).
@@ -136,8 +137,8 @@ fn draw_header(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyh
         x += 40 + 8 * i32::try_from(text.len()).unwrap_or(0);
         Ok(())
     };
-    for status in Status::ALL {
-        item(colour(status), 10, &format!("request: {}", status.label()))?;
+    for status in DownloadStatus::ALL {
+        item(colour(status), 10, &format!("request: {}", legend(status)))?;
     }
     item(IDEAL, 3, "ideal (greedy schedule)")?;
     item(BOUND, 3, "lower bound")?;
@@ -159,7 +160,7 @@ fn draw_timeline(area: &DrawingArea<SVGBackend<'_>, Shift>, row: &Row) -> anyhow
     let x_max = end.max(ideal.unwrap_or(0.0)).max(1e-3) * 1.03;
     let caption = format!(
         "{} (max_req {}, {} lane{}): {:.3} s{}",
-        mode_name(row),
+        row.mode.name(),
         row.max_req,
         lanes,
         if lanes == 1 { "" } else { "s" },
@@ -201,7 +202,7 @@ fn draw_timeline(area: &DrawingArea<SVGBackend<'_>, Shift>, row: &Row) -> anyhow
             let end = r.end.max(r.start + min_width);
             let mut bar = Rectangle::new(
                 [(r.start, lane - half), (end, lane + half)],
-                colour(r.status).filled(),
+                colour(r.outcome).filled(),
             );
             // A pixel of white between back-to-back requests on a lane.
             if end - r.start > 3.0 * min_width {
@@ -241,7 +242,7 @@ fn draw_bars(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyhow
     let names: Vec<String> = bench
         .rows
         .iter()
-        .map(|r| format!("{} -m {}", mode_name(r), r.max_req))
+        .map(|r| format!("{} -m {}", r.mode.name(), r.max_req))
         .collect();
     let mut chart = ChartBuilder::on(area)
         .caption(
@@ -313,7 +314,7 @@ fn draw_bars(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyhow
                 .map_err(failed)?;
         }
         let label = match bench.speedup(row) {
-            Some(s) if row.mode != crate::cli::Mode::Sequential => {
+            Some(s) if row.mode != flags_engine::Mode::Sequential => {
                 format!("{median:.3} s, {s:.1}× sequential")
             }
             _ => format!("{median:.3} s"),
@@ -333,22 +334,25 @@ fn draw_bars(area: &DrawingArea<SVGBackend<'_>, Shift>, bench: &Bench) -> anyhow
 mod tests {
     use std::time::Duration;
 
-    use super::super::ideal::Ideal;
-    use super::super::measure::{Request, Run};
-    use super::*;
-    use crate::cli::Mode;
+    use flags_engine::DownloadStatus as Status;
+    use flags_engine::{Mode, TraceLine};
 
-    fn request(code: &str, lane: usize, start: f64, end: f64, status: Status) -> Request {
-        Request {
+    use super::super::ideal::Ideal;
+    use super::super::measure::Run;
+    use super::*;
+
+    fn request(code: &str, lane: usize, start: f64, end: f64, status: Status) -> TraceLine {
+        TraceLine {
             code: code.into(),
             lane,
             start,
             end,
-            status,
+            attempts: 1,
+            outcome: status,
         }
     }
 
-    fn run(elapsed_ms: u64, requests: Vec<Request>) -> Run {
+    fn run(elapsed_ms: u64, requests: Vec<TraceLine>) -> Run {
         Run {
             elapsed: Duration::from_millis(elapsed_ms),
             wall: Duration::from_millis(elapsed_ms + 5),

@@ -3,10 +3,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use flags_engine::Mode;
 use serde::Serialize;
 
 use super::{Bench, Row};
-use crate::cli::Mode;
 
 /// `1.234 s`.
 fn secs(d: Duration) -> String {
@@ -67,7 +67,7 @@ pub(crate) fn text(bench: &Bench) -> String {
     for row in &bench.rows {
         let (min, max) = row.min_max();
         lines.push([
-            mode_name(row.mode),
+            row.mode.name().to_owned(),
             row.max_req.to_string(),
             secs(row.median()),
             format!("{}–{}", secs(min), secs(max)),
@@ -146,13 +146,6 @@ pub(crate) fn text(bench: &Bench) -> String {
         );
     }
     out
-}
-
-fn mode_name(mode: Mode) -> String {
-    use clap::ValueEnum as _;
-    mode.to_possible_value()
-        .map(|v| v.get_name().to_owned())
-        .unwrap_or_default()
 }
 
 /// The `--json` object.

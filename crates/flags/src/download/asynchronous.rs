@@ -5,6 +5,7 @@
 //! Ctrl-C stops scheduling and aborts the tasks in flight. A task is only interrupted at an
 //! `.await` (a request or a backoff), never in the middle of a save, so no partial file remains.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{AsyncClient, Record, Target, get_flag};
@@ -21,6 +22,8 @@ pub(super) async fn run(
     let mut free_lanes: Vec<usize> = (0..max_req.max(1)).rev().collect();
     let mut next_lane = free_lanes.len();
     let mut codes = codes.iter();
+    // The code of each task in flight, so that a failed task is counted under its own code.
+    let mut running = HashMap::new();
     loop {
         while !target.cancel.is_cancelled() {
             let Some(lane) = free_lanes.pop() else { break };
@@ -28,11 +31,15 @@ pub(super) async fn run(
                 free_lanes.push(lane);
                 break;
             };
-            let (client, target, code) = (Arc::clone(&client), Arc::clone(&target), code.clone());
-            tasks.spawn(async move { get_flag(&*client, &target, &code, lane).await });
+            let task = {
+                let (client, target, code) =
+                    (Arc::clone(&client), Arc::clone(&target), code.clone());
+                tasks.spawn(async move { get_flag(&*client, &target, &code, lane).await })
+            };
+            running.insert(task.id(), code.as_str());
         }
         let joined = tokio::select! {
-            joined = tasks.join_next() => joined,
+            joined = tasks.join_next_with_id() => joined,
             () = target.cancel.cancelled() => {
                 tasks.abort_all();
                 while let Some(joined) = tasks.join_next().await {
@@ -45,15 +52,18 @@ pub(super) async fn run(
         };
         match joined {
             None => return,
-            Some(Ok(record)) => {
+            Some(Ok((id, record))) => {
+                running.remove(&id);
                 free_lanes.push(record.lane);
                 sink(record);
             }
             Some(Err(error)) => {
-                // A panic in the download path is a bug; count it, and replace its lane.
+                // A panic in the download path is a bug; count it under its code, and replace
+                // its lane.
+                let code = running.remove(&error.id()).unwrap_or_default();
                 free_lanes.push(next_lane);
                 next_lane += 1;
-                sink(Record::failed_task(&error));
+                sink(Record::failed_task(code, &error));
             }
         }
     }

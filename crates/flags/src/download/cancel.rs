@@ -14,7 +14,7 @@ use tokio::sync::watch;
 type Hook = Box<dyn FnOnce() + Send>;
 
 /// A one-shot cancellation token, shared by the Ctrl-C handler and the download code.
-pub(crate) struct Cancel {
+pub struct Cancel {
     cancelled: AtomicBool,
     /// Set once the hooks of [`Cancel::cancel`] have all run.
     settled: AtomicBool,
@@ -34,7 +34,7 @@ impl std::fmt::Debug for Cancel {
 
 impl Cancel {
     /// A token that is not cancelled.
-    pub(crate) fn new() -> Arc<Self> {
+    pub fn new() -> Arc<Self> {
         Arc::new(Self {
             cancelled: AtomicBool::new(false),
             settled: AtomicBool::new(false),
@@ -50,12 +50,12 @@ impl Cancel {
     }
 
     /// Whether the run was cancelled.
-    pub(crate) fn is_cancelled(&self) -> bool {
+    pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
     }
 
     /// Cancels the run: wakes every sleeper and runs the hooks (once, outside the lock).
-    pub(crate) fn cancel(&self) {
+    pub fn cancel(&self) {
         let hooks = {
             let mut hooks = self.hooks();
             if self.cancelled.swap(true, Ordering::AcqRel) {

@@ -14,6 +14,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use super::{Cancel, FetchError, Response, Transport};
+use crate::error::Error;
 
 /// Redirects followed before "too many redirects".
 const MAX_REDIRECTS: u32 = 10;
@@ -23,8 +24,7 @@ const MAX_BODY: u64 = 10 * 1024 * 1024;
 /// buffer, so [`MAX_HEAD`] is set just below it (a larger head is then "response header is
 /// too big", not a disconnection retried as transient). 16 KiB is four times what nginx
 /// accepts from a server it proxies by default (one 4 KiB page); every buffer is zeroed when
-/// its connection opens, and with ureq's 64 KiB default a third of the threads mode's
-/// page-fault time was that zeroing.
+/// its connection opens, so a larger one costs page faults on every connection.
 const INPUT_BUFFER: usize = 16 * 1024;
 /// The largest response head accepted.
 const MAX_HEAD: usize = INPUT_BUFFER - 1;
@@ -78,17 +78,8 @@ pub(crate) struct BlockingClient {
 
 impl BlockingClient {
     /// A client for `connections` concurrent requests.
-    pub(crate) fn new(
-        timeout: Duration,
-        connections: usize,
-        cancel: Arc<Cancel>,
-    ) -> anyhow::Result<Self> {
-        Ok(Self::build(
-            timeout,
-            connections,
-            cancel,
-            CachingResolver::default(),
-        ))
+    pub(crate) fn new(timeout: Duration, connections: usize, cancel: Arc<Cancel>) -> Self {
+        Self::build(timeout, connections, cancel, CachingResolver::default())
     }
 
     /// Another client with one connection of its own and the same settings and DNS answers
@@ -111,7 +102,7 @@ impl BlockingClient {
             .max_idle_connections_per_host(connections.max(1))
             .user_agent(USER_AGENT)
             // Flags are small: ureq's 128 KiB buffers each way per connection only cost memory
-            // (mapped and faulted in per connection, 63 MiB of RSS with 194 workers).
+            // (mapped and faulted in per connection).
             .input_buffer_size(INPUT_BUFFER)
             .max_response_header_size(MAX_HEAD)
             .output_buffer_size(OUTPUT_BUFFER)
@@ -177,11 +168,11 @@ impl Transport for BlockingClient {
 
 /// ureq's resolver, remembering its answers for the run. ureq resolves the host before every
 /// request, pooled connection or not, and its default resolver spawns a thread per lookup when
-/// a timeout is set: measured, that was one thread per flag and most of the system time.
+/// a timeout is set, so every request started a thread.
 /// Clones share the answers (sibling clients of a run); a read lock costs no system call.
 /// An IP address needs no lookup at all, and gets none: with `--mode processes` every worker
-/// process starts with an empty cache, and its lookup thread (with the malloc arena and stack
-/// a new thread brings) was a tenth of a worker's start-up.
+/// process starts with an empty cache, and a lookup thread (with the malloc arena and stack
+/// a new thread brings) would slow each worker's start.
 #[derive(Debug, Default)]
 struct CachingResolver {
     inner: DefaultResolver,
@@ -262,15 +253,15 @@ impl AsyncClient {
     /// A client for `connections` concurrent requests to `base_url`.
     ///
     /// For an `http://` base URL the client loads no certificates: reqwest's platform verifier
-    /// reads the system's CA store when the client is built (147 files here, two thirds of a
-    /// short run's CPU time), which an http server never needs. Such a client refuses a
-    /// redirect to https with an error that says so; an `https://` base URL gets the verifier.
+    /// reads the whole system CA store when the client is built, which an http server never
+    /// needs. Such a client refuses a redirect to https with an error that says so; an
+    /// `https://` base URL gets the verifier.
     pub(crate) fn new(
         base_url: &str,
         timeout: Duration,
         connections: usize,
         cancel: Arc<Cancel>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, Error> {
         // reqwest is built without a default crypto provider; https needs one. Installing fails
         // only when one is installed already, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -296,9 +287,7 @@ impl AsyncClient {
         if !tls {
             builder = builder.tls_certs_only([]);
         }
-        let client = builder
-            .build()
-            .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {}", one_line(&e)))?;
+        let client = builder.build().map_err(Error::HttpClient)?;
         Ok(Self {
             client,
             timeout,
@@ -394,8 +383,7 @@ mod tests {
 
     #[test]
     fn a_head_over_the_limit_is_a_permanent_error() -> std::io::Result<()> {
-        let client = BlockingClient::new(Duration::from_secs(5), 1, Cancel::new())
-            .map_err(std::io::Error::other)?;
+        let client = BlockingClient::new(Duration::from_secs(5), 1, Cancel::new());
         let fits = client.get_blocking(&serve_head(MAX_HEAD - 200)?);
         assert!(
             matches!(&fits, Ok(r) if r.status == 200 && r.body == b"GIF89a"),

@@ -21,11 +21,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-pub(crate) use self::cancel::Cancel;
+pub use self::cancel::Cancel;
 use self::http::{AsyncClient, BlockingClient};
-pub(crate) use self::save::exit_between_saves;
-use crate::cli::{Config, Mode, NameBy};
-use crate::report::Outcome;
+pub use self::save::exit_between_saves;
+use crate::error::Error;
+use crate::plan::{Mode, NameBy, Plan};
+use crate::report::{Outcome, Record};
 
 /// First retry delay; doubles with each retry.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -33,40 +34,6 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// Longest `Retry-After` honoured; a server asking for more gets this.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
-
-/// One finished download: what the report counts and what traces and `flags bench` draw.
-#[derive(Debug, Clone)]
-pub(crate) struct Record {
-    /// The country code, upper case.
-    pub(crate) code: String,
-    /// The connection (sequential, async) or worker thread or process (threads, processes)
-    /// that ran it, from 0.
-    pub(crate) lane: usize,
-    /// When the download started (before the first request).
-    pub(crate) start: Instant,
-    /// When it ended (after the save, or the last failure).
-    pub(crate) end: Instant,
-    /// Requests made for the flag (1 + retries used).
-    pub(crate) attempts: u32,
-    pub(crate) outcome: Outcome,
-}
-
-impl Record {
-    /// The record of a download task that panicked (a bug): counted as an error, not lost.
-    pub(crate) fn failed_task(error: &dyn std::fmt::Display) -> Self {
-        let now = Instant::now();
-        Self {
-            code: "??".into(),
-            lane: usize::MAX,
-            start: now,
-            end: now,
-            attempts: 0,
-            outcome: Outcome::Error {
-                message: format!("download task failed: {error}"),
-            },
-        }
-    }
-}
 
 /// A response, with its body read in full.
 #[derive(Debug)]
@@ -276,7 +243,7 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Downloads `config.codes` from `target` in `config.mode`, handing each finished download to
+/// Downloads `plan.codes` from `target` in `plan.mode`, handing each finished download to
 /// `sink` on the calling thread, in completion order. Returns early (without error) when the
 /// run is cancelled; codes never started get no record.
 ///
@@ -284,50 +251,45 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 ///
 /// Failing to build the HTTP client, the thread pool or the runtime. Failed downloads are
 /// records, not errors.
-pub(crate) fn run(
-    config: &Config,
-    target: Target,
-    sink: &mut dyn FnMut(Record),
-) -> anyhow::Result<()> {
+pub(crate) fn run(plan: &Plan, target: Target, sink: &mut dyn FnMut(Record)) -> Result<(), Error> {
     let target = Arc::new(target);
-    match config.mode {
+    match plan.mode {
         Mode::Sequential => {
-            let client = BlockingClient::new(target.timeout, 1, Arc::clone(&target.cancel))?;
-            sequential::run(&config.codes, &client, &target, sink);
+            let client = BlockingClient::new(target.timeout, 1, Arc::clone(&target.cancel));
+            sequential::run(&plan.codes, &client, &target, sink);
             Ok(())
         }
         Mode::Threads => {
             // The template of each worker's own client.
-            let client = BlockingClient::new(target.timeout, 1, Arc::clone(&target.cancel))?;
+            let client = BlockingClient::new(target.timeout, 1, Arc::clone(&target.cancel));
             threads::run(
-                &config.codes,
-                config.concurrency,
+                &plan.codes,
+                plan.concurrency,
                 Arc::new(client),
                 target,
                 sink,
             )
         }
         // Each worker process builds its own client.
-        Mode::Processes => processes::run(&config.codes, config.concurrency, target, sink),
+        Mode::Processes => processes::run(&plan.codes, plan.concurrency, target, sink),
         Mode::Async => {
             // One thread runs the event loop, the scheduling and the saves: the scheduler refills
-            // a lane on the thread that saw it free, with no cross-thread wake-up per download.
-            // Measured on 2 cores against nginx, interleaved, 25 rounds: -e median 52 ms
-            // against 60 ms with tokio's multi-threaded runtime, -a the same (36 ms).
+            // a lane on the thread that saw it free, with no cross-thread wake-up per download
+            // (the comparison with the multi-threaded runtime is in BENCHMARKS.md).
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| anyhow::anyhow!("cannot start the tokio runtime: {e}"))?;
+                .map_err(Error::Runtime)?;
             runtime.block_on(async {
                 let client = AsyncClient::new(
                     &target.base_url,
                     target.timeout,
-                    config.concurrency,
+                    plan.concurrency,
                     Arc::clone(&target.cancel),
                 )?;
                 asynchronous::run(
-                    &config.codes,
-                    config.concurrency,
+                    &plan.codes,
+                    plan.concurrency,
                     Arc::new(client),
                     target,
                     sink,

@@ -17,16 +17,17 @@
 //! (its pipe is closed), so it still leaves no partial file.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context as _;
 use concurrent_futures::{FutureError, ProcessPoolExecutor, SubmitError, as_completed};
 use serde::{Deserialize, Serialize};
 
 use super::{BlockingClient, Cancel, Record, Target, block_on, get_flag};
-use crate::cli::NameBy;
+use crate::error::Error;
+use crate::plan::NameBy;
 use crate::report::Outcome;
 
 /// What every download of a run needs, sent to each worker once (the pool's initializer).
@@ -64,11 +65,10 @@ struct Done {
 
 /// The pool's initializer: builds this worker's client (one connection: a worker runs one
 /// download at a time).
-fn init(settings: Settings) -> Result<(), String> {
+fn init(settings: Settings) -> Result<(), Infallible> {
     // A worker never sees Ctrl-C: the parent decides what stops, so this token stays unset.
     let cancel = Cancel::new();
-    let client = BlockingClient::new(settings.timeout, 1, Arc::clone(&cancel))
-        .map_err(|e| format!("{e:#}"))?;
+    let client = BlockingClient::new(settings.timeout, 1, Arc::clone(&cancel));
     let target = Target {
         base_url: settings.base_url,
         dest: settings.dest,
@@ -143,7 +143,7 @@ pub(super) fn run(
     workers: usize,
     target: Arc<Target>,
     sink: &mut dyn FnMut(Record),
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let settings = Settings {
         base_url: target.base_url.clone(),
         dest: target.dest.clone(),
@@ -155,7 +155,7 @@ pub(super) fn run(
         .max_workers(workers)
         .initializer(init, settings)
         .build()
-        .context("cannot start the process pool")?;
+        .map_err(Error::ProcessPool)?;
     let pool = Arc::new(pool);
     target.cancel.on_cancel({
         let pool = Arc::clone(&pool);
@@ -169,10 +169,8 @@ pub(super) fn run(
             Ok(handle) => handles.push((code, handle)),
             // Shut down by Ctrl-C: schedule nothing more.
             Err(SubmitError::ShutDown(_)) if target.cancel.is_cancelled() => break,
-            Err(SubmitError::Broken(_, reason)) => {
-                anyhow::bail!("the process pool is broken: {reason}")
-            }
-            Err(_) => anyhow::bail!("the process pool refused a task"),
+            Err(SubmitError::Broken(_, reason)) => return Err(Error::ProcessPoolBroken(reason)),
+            Err(_) => return Err(Error::ProcessPoolRefused),
         }
     }
 
@@ -196,11 +194,7 @@ pub(super) fn run(
             }
             Err(FutureError::Cancelled) => {}
             // A worker that died or panicked, or a broken pool: that code failed.
-            Err(error) => {
-                let mut record = Record::failed_task(&error);
-                record.code.clone_from(code);
-                sink(record);
-            }
+            Err(error) => sink(Record::failed_task(code, &error)),
         }
     }
     pool.shutdown(true, false);

@@ -10,7 +10,7 @@ use std::sync::{PoisonError, RwLock};
 static SAVES: RwLock<()> = RwLock::new(());
 
 /// Exits the process with `code` once no save is in progress (a second Ctrl-C).
-pub(crate) fn exit_between_saves(code: i32) -> ! {
+pub fn exit_between_saves(code: i32) -> ! {
     let _no_saves = SAVES.write().unwrap_or_else(PoisonError::into_inner);
     std::process::exit(code)
 }
@@ -23,13 +23,10 @@ const MAX_STEM_BYTES: usize = 100;
 ///
 /// On Linux the body goes into an unnamed file (`O_TMPFILE`) that is linked into place once
 /// complete: nothing exists under any name until the file is whole, a killed process leaves no
-/// trace, and the directory is locked once per save instead of twice. Measured with `flags -e`
-/// against nginx (30 threads, 194 saves): a named temporary file and a rename made the threads
-/// queue on the directory's lock for 13% of the run's CPU time when the files existed already;
-/// into a fresh directory the unnamed files saved 2-3% of the run's CPU time (wall time: 0-3%).
-/// Where that is not available (other systems, a file system without `O_TMPFILE`, no `/proc`),
-/// and to replace an existing file, a named temporary file in `dest` is renamed over `name`;
-/// the temporary file is removed when anything fails.
+/// trace, and the directory is locked once per save instead of twice, so concurrent saves queue
+/// less on that lock. Where that is not available (other systems, a file system without
+/// `O_TMPFILE`, no `/proc`), and to replace an existing file, a named temporary file in `dest`
+/// is renamed over `name`; the temporary file is removed when anything fails.
 ///
 /// # Errors
 ///
@@ -145,8 +142,8 @@ mod unnamed {
         let by_hand = MODE_BY_HAND.get_or_init(|| {
             let mode = file.metadata().ok()?.permissions().mode() & 0o777;
             // A mode short of 0o666 means the kernel applied the umask (or a default ACL);
-            // only a full 0o666 needs the umask itself, whose reading costs a third of a
-            // millisecond (measured: 3% of a worker process's CPU in `--mode processes`).
+            // only a full 0o666 needs the umask itself, whose reading (a `/proc` file) is worth
+            // sparing every worker process of `--mode processes`.
             if mode != 0o666 {
                 return None;
             }
@@ -170,7 +167,7 @@ mod unnamed {
     }
 
     /// Gives the unnamed `file` the name `path`: by its descriptor where the kernel allows it,
-    /// else through `/proc/self/fd/N` (resolving that path was half the cost of the link).
+    /// else through `/proc/self/fd/N` (a path the kernel must resolve first).
     fn link(file: &File, path: &Path) -> nix::Result<()> {
         if !NO_EMPTY_PATH.load(Ordering::Relaxed) {
             match nix::unistd::linkat(file, "", AT_FDCWD, path, AtFlags::AT_EMPTY_PATH) {

@@ -14,7 +14,10 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering as AtomicOrdering;
 
+use super::pipeline::PIPELINE_NANOS;
+use super::writer::WriterStep;
 use super::*;
+use crate::process_pool::wire::Reply;
 
 /// A task's future, for the model: always runs, never cancelled.
 struct NullSink;
@@ -29,7 +32,7 @@ impl Sink for NullSink {
     fn is_cancelled(&self) -> bool {
         false
     }
-    fn deliver(self: Box<Self>, _: u8, _: &[u8]) {}
+    fn deliver(self: Box<Self>, _: Reply<'_>) {}
     fn fail(self: Box<Self>, _: FutureError) {}
     fn cancel_pending(self: Box<Self>) {}
     fn cancel_unstarted(self: Box<Self>) {}
@@ -77,16 +80,14 @@ fn new_worker(key: u64) -> Worker {
     Worker {
         key,
         // Already "reaped": a signal to it is a no-op, never a real `kill`.
-        process: Arc::new(Process {
-            pid: 0,
-            reaped: Mutex::new(true),
-        }),
+        process: Arc::new(Process::reaped()),
         in_flight: VecDeque::new(),
         sent: 0,
         waiting: false,
         wake: Arc::new(Wake::default()),
         closed: false,
         killed_for_cancel: false,
+        killed_at_deadline: false,
         front_since: None,
     }
 }
@@ -106,10 +107,7 @@ impl Run {
             for id in 0..scenario.tasks {
                 state.queue.push_back(Job {
                     id,
-                    entry: Entry {
-                        trampoline: 0,
-                        func: 0,
-                    },
+                    callee: Callee::new(0, 0),
                     payload: Vec::new(),
                     sink: Box::new(NullSink),
                     dispatched: false,
@@ -204,10 +202,9 @@ impl Run {
         let mut print = vec![
             state.queue.len() as u64,
             state.starting as u64,
-            u64::from(state.shutdown),
-            state.avg_nanos.unwrap_or(u64::MAX),
-            state.ramp,
+            state.phase as u64,
         ];
+        print.extend(state.pipeline.fingerprint());
         for writer in &self.writers {
             print.push(u64::from(writer.done));
             if let Some(i) = state.index(writer.key) {

@@ -4,16 +4,16 @@
 //! workers with each start method.
 //!
 //! ```text
-//! cargo bench -p concurrent-futures --bench process_pool            # everything
-//! cargo bench -p concurrent-futures --bench process_pool -- --quick # no primes, no Python
-//! BENCH_ONLY=chunk1000 cargo bench -p concurrent-futures --bench process_pool  # profiling
-//! BENCH_ONLY=startup cargo bench -p concurrent-futures --bench process_pool    # start methods
-//! BENCH_ONLY=mixed cargo bench -p concurrent-futures --bench process_pool      # issue 12
+//! cargo bench -p concurrent-futures-benches --bench process_pool            # everything
+//! cargo bench -p concurrent-futures-benches --bench process_pool -- --quick # no primes, no Python
+//! BENCH_ONLY=chunk1000 cargo bench -p concurrent-futures-benches --bench process_pool  # profiling
+//! BENCH_ONLY=startup cargo bench -p concurrent-futures-benches --bench process_pool    # start methods
+//! BENCH_ONLY=mixed cargo bench -p concurrent-futures-benches --bench process_pool      # issue 12
 //! ```
 //!
 //! A `harness = false` binary: worker processes are this executable started again, so
 //! `main` hands over to `process_worker_main` first. Rates are the median of 5 runs.
-//! Figures go to stdout; the latest are recorded in `benches/README.md`.
+//! Figures go to stdout; the latest are recorded in `crates/concurrent-futures/BENCHMARKS.md`.
 
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -77,7 +77,7 @@ fn mixed(runs: usize) {
 }
 
 /// The workload of the `primes` example (the numbers of the book's `primes.py`).
-#[path = "../examples/common/primes.rs"]
+#[path = "../../concurrent-futures/examples/common/primes.rs"]
 mod primes;
 
 use primes::is_prime;

@@ -2,7 +2,7 @@
 //! the `threadpool` crate, rusty_pool and tokio's blocking pool, in one run.
 //!
 //! ```text
-//! cargo bench -p concurrent-futures --bench thread_pool
+//! cargo bench -p concurrent-futures-benches --bench thread_pool
 //! ```
 //!
 //! A plain binary (`harness = false`) that prints tables: the ratios between libraries

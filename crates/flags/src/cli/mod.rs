@@ -1,18 +1,22 @@
 //! The command line: `flags [OPTIONS] [CC]...` and its subcommands.
 //!
-//! [`Cli`] is the raw record clap fills in; [`Config::try_from`] validates it into the settings the
-//! downloader runs with (ripgrep's lowargs → hiargs split). A validation failure is a
-//! [`UsageError`]: `main` prints it as `*** Usage error: …` plus the usage line and exits with 2.
+//! [`Cli`] is the raw record clap fills in; [`Plan::try_from`] validates it into the engine's
+//! [`Plan`] (ripgrep's lowargs → hiargs split). A validation failure is a [`UsageError`]: `main`
+//! prints it as `*** Usage error: …` plus the usage line and exits with 2. The clap types stay
+//! here: the engine's [`Mode`] and [`NameBy`] have command-line twins ([`ModeArg`],
+//! [`NameByArg`]) that convert into them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod bench;
+
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use flags_engine::countries;
+use flags_engine::{Mode, NameBy, Plan, Server};
 
-use crate::countries;
+pub(crate) use self::bench::BenchArgs;
 
-/// The most connections (or workers) a run will use, whatever `--max-req` says.
-pub(crate) const MAX_CONCURRENT_REQ: usize = 1000;
 /// Default `--max-req` for the concurrent modes.
 const DEFAULT_CONCURRENT_REQ: usize = 30;
 /// Default `--max-req` for the sequential mode.
@@ -39,7 +43,7 @@ pub(crate) enum Command {
     /// Run the test HTTP server (the book's LOCAL, DELAY and ERROR servers by default).
     Serve(crate::serve::ServeArgs),
     /// Compare the modes against the seeded test server and the ideal schedule; draw it
-    Bench(crate::bench::BenchArgs),
+    Bench(BenchArgs),
 }
 
 /// Which country codes, as typed: shared by the downloader and `flags bench`.
@@ -89,7 +93,7 @@ impl CodeArgs {
     }
 }
 
-/// The downloader's options, as typed (validated by [`Config::try_from`]).
+/// The downloader's options, as typed (validated by [`Plan::try_from`]).
 #[derive(Debug, Args)]
 pub(crate) struct DownloadArgs {
     /// Which codes to download.
@@ -109,8 +113,8 @@ pub(crate) struct DownloadArgs {
     pub(crate) verbose: bool,
 
     /// How to schedule the downloads
-    #[arg(long, value_enum, default_value_t = Mode::Threads)]
-    pub(crate) mode: Mode,
+    #[arg(long, value_enum, default_value_t = ModeArg::Threads)]
+    pub(crate) mode: ModeArg,
 
     /// Directory for the downloaded files (created if missing)
     #[arg(long, value_name = "DIR", default_value = "downloaded")]
@@ -135,14 +139,13 @@ pub(crate) struct DownloadArgs {
     pub(crate) trace: Option<PathBuf>,
 
     /// Name files by country code (BR.gif) or by the country name from metadata.json (Brazil.gif)
-    #[arg(long, value_enum, value_name = "HOW", default_value_t = NameBy::Code)]
-    pub(crate) name_by: NameBy,
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = NameByArg::Code)]
+    pub(crate) name_by: NameByArg,
 }
 
-/// How the downloads are scheduled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Mode {
+/// `--mode`: how the downloads are scheduled (the engine's [`Mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ModeArg {
     /// One request after the other, on one keep-alive connection
     Sequential,
     /// A ThreadPoolExecutor with --max-req workers and a blocking HTTP client
@@ -153,27 +156,33 @@ pub(crate) enum Mode {
     Processes,
 }
 
-/// How saved files are named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-pub(crate) enum NameBy {
+impl From<ModeArg> for Mode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Sequential => Self::Sequential,
+            ModeArg::Threads => Self::Threads,
+            ModeArg::Async => Self::Async,
+            ModeArg::Processes => Self::Processes,
+        }
+    }
+}
+
+/// `--name-by`: how saved files are named (the engine's [`NameBy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum NameByArg {
     /// `{CC}.gif`
     Code,
     /// `{Country_Name}.gif`, from the server's `{cc}/metadata.json`
     Country,
 }
 
-/// Where to download from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Server {
-    /// The built-in test server, started in-process on an ephemeral loopback port.
-    Builtin,
-    /// A named server of the book (`LOCAL`, `DELAY`, `ERROR`, `REMOTE`) or a URL (label `URL`).
-    Remote {
-        /// How the initial report names the server.
-        label: &'static str,
-        /// The base URL, without a trailing slash.
-        base_url: String,
-    },
+impl From<NameByArg> for NameBy {
+    fn from(name_by: NameByArg) -> Self {
+        match name_by {
+            NameByArg::Code => Self::Code,
+            NameByArg::Country => Self::Country,
+        }
+    }
 }
 
 /// The named servers of the book and their base URLs.
@@ -184,60 +193,39 @@ const SERVERS: [(&str, &str); 4] = [
     ("REMOTE", "https://www.fluentpython.com/data/flags"),
 ];
 
-impl Server {
-    /// Parses `-s LABEL|URL`.
-    fn parse(arg: &str) -> Result<Self, UsageError> {
-        if arg.eq_ignore_ascii_case("BUILTIN") {
-            return Ok(Self::Builtin);
-        }
-        if let Some(&(label, url)) = SERVERS
-            .iter()
-            .find(|(label, _)| arg.eq_ignore_ascii_case(label))
-        {
-            return Ok(Self::Remote {
-                label,
-                base_url: url.to_owned(),
-            });
-        }
-        let lower = arg.to_ascii_lowercase();
-        let rest = lower
-            .strip_prefix("http://")
-            .or_else(|| lower.strip_prefix("https://"));
-        match rest {
-            Some(rest)
-                if !rest.is_empty()
-                    && !rest.starts_with('/')
-                    && !arg.chars().any(char::is_whitespace) =>
-            {
-                Ok(Self::Remote {
-                    label: "URL",
-                    base_url: arg.trim_end_matches('/').to_owned(),
-                })
-            }
-            _ => Err(UsageError(format!(
-                "unknown server {arg:?}: expected BUILTIN, LOCAL, DELAY, ERROR, REMOTE or an http(s):// URL"
-            ))),
-        }
+/// Parses `-s LABEL|URL`.
+fn parse_server(arg: &str) -> Result<Server, UsageError> {
+    if arg.eq_ignore_ascii_case("BUILTIN") {
+        return Ok(Server::Builtin);
     }
-}
-
-/// The validated settings of a download run.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    /// The codes to download, upper case, sorted, without duplicates.
-    pub(crate) codes: Vec<String>,
-    pub(crate) server: Server,
-    pub(crate) mode: Mode,
-    /// Connections (or workers) to use: `min(--max-req, codes)`, at least 1.
-    pub(crate) concurrency: usize,
-    pub(crate) dest: PathBuf,
-    pub(crate) timeout: Duration,
-    pub(crate) retries: u32,
-    pub(crate) json: bool,
-    pub(crate) verbose: bool,
-    pub(crate) name_by: NameBy,
-    /// Where to write the per-request trace, if anywhere.
-    pub(crate) trace: Option<PathBuf>,
+    if let Some(&(label, url)) = SERVERS
+        .iter()
+        .find(|(label, _)| arg.eq_ignore_ascii_case(label))
+    {
+        return Ok(Server::Remote {
+            label,
+            base_url: url.to_owned(),
+        });
+    }
+    let lower = arg.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    match rest {
+        Some(rest)
+            if !rest.is_empty()
+                && !rest.starts_with('/')
+                && !arg.chars().any(char::is_whitespace) =>
+        {
+            Ok(Server::Remote {
+                label: "URL",
+                base_url: arg.trim_end_matches('/').to_owned(),
+            })
+        }
+        _ => Err(UsageError(format!(
+            "unknown server {arg:?}: expected BUILTIN, LOCAL, DELAY, ERROR, REMOTE or an http(s):// URL"
+        ))),
+    }
 }
 
 /// A command line that parses but makes no sense; exit status 2.
@@ -245,22 +233,19 @@ pub(crate) struct Config {
 #[error("{0}")]
 pub(crate) struct UsageError(pub(crate) String);
 
-impl TryFrom<DownloadArgs> for Config {
+impl TryFrom<DownloadArgs> for Plan {
     type Error = UsageError;
 
     fn try_from(args: DownloadArgs) -> Result<Self, UsageError> {
         let codes = args.codes.resolve()?;
+        let mode = Mode::from(args.mode);
         let max_req = match args.max_req {
             Some(0) => return Err(UsageError("--max-req must be at least 1".into())),
             Some(n) => n,
-            None if args.mode == Mode::Sequential => DEFAULT_SEQUENTIAL_REQ,
+            None if mode == Mode::Sequential => DEFAULT_SEQUENTIAL_REQ,
             None => DEFAULT_CONCURRENT_REQ,
         };
-        let concurrency = if args.mode == Mode::Sequential {
-            1
-        } else {
-            max_req.min(codes.len()).clamp(1, MAX_CONCURRENT_REQ)
-        };
+        let concurrency = mode.concurrency(max_req, codes.len());
         if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= MAX_TIMEOUT_SECS) {
             return Err(UsageError(format!(
                 "--timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECS}"
@@ -271,21 +256,21 @@ impl TryFrom<DownloadArgs> for Config {
         }
         Ok(Self {
             codes,
-            server: Server::parse(&args.server)?,
-            mode: args.mode,
+            server: parse_server(&args.server)?,
+            mode,
             concurrency,
             dest: args.dest,
             timeout: Duration::from_secs_f64(args.timeout),
             retries: args.retries,
             json: args.json,
             verbose: args.verbose,
-            name_by: args.name_by,
+            name_by: args.name_by.into(),
             trace: args.trace,
         })
     }
 }
 
-impl TryFrom<Cli> for Config {
+impl TryFrom<Cli> for Plan {
     type Error = UsageError;
 
     fn try_from(cli: Cli) -> Result<Self, UsageError> {
@@ -314,14 +299,22 @@ pub(crate) fn usage() -> String {
     Cli::command().render_usage().to_string()
 }
 
+/// The usage line of `flags bench`, for its `*** Usage error` messages.
+pub(crate) fn bench_usage() -> String {
+    Cli::command()
+        .find_subcommand_mut("bench")
+        .map(|bench| bench.render_usage().to_string())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn config(args: &[&str]) -> Result<Config, UsageError> {
+    fn config(args: &[&str]) -> Result<Plan, UsageError> {
         let cli = Cli::try_parse_from(std::iter::once("flags").chain(args.iter().copied()))
             .map_err(|e| UsageError(e.to_string()))?;
-        Config::try_from(cli)
+        Plan::try_from(cli)
     }
 
     #[test]
