@@ -605,7 +605,11 @@ impl Inner {
         while !state.workers.is_empty() || (state.starting > 0 && at_deadline.is_none()) {
             if at_deadline.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
                 let in_pool = state.queue.len()
-                    + state.workers.iter().map(|w| w.in_flight.len()).sum::<usize>();
+                    + state
+                        .workers
+                        .iter()
+                        .map(|w| w.in_flight.len())
+                        .sum::<usize>();
                 at_deadline = Some((self.ended.snapshot(), in_pool));
                 for worker in &mut state.workers {
                     worker.killed_at_deadline = true;
@@ -615,7 +619,11 @@ impl Inner {
                 state = self.state.lock();
                 continue;
             }
-            let wake_at = if at_deadline.is_some() { None } else { deadline };
+            let wake_at = if at_deadline.is_some() {
+                None
+            } else {
+                deadline
+            };
             state = self.gone.wait_until(state, wake_at).0;
         }
         let starting = state.starting;
