@@ -248,15 +248,24 @@ impl WorkerProc {
 
     /// Waits for a line of the worker's stderr that contains `needle`; returns it.
     pub fn wait_line(&self, needle: &str) -> String {
+        self.wait_any(&[needle])
+    }
+
+    /// Waits for a line of the worker's stderr that contains one of `needles`.
+    pub fn wait_any(&self, needles: &[&str]) -> String {
+        let needle = needles.join("\" or \"");
         loop {
             match self.lines.recv_timeout(HANG) {
-                Ok(line) if line.contains(needle) => return line,
+                Ok(line) if needles.iter().any(|n| line.contains(n)) => return line,
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("worker {}: no line with {needle:?} in time", self.name)
+                    panic!("worker {}: no line with \"{needle}\" in time", self.name)
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    panic!("worker {}: ended before a line with {needle:?}", self.name)
+                    panic!(
+                        "worker {}: ended before a line with \"{needle}\"",
+                        self.name
+                    )
                 }
             }
         }
