@@ -23,7 +23,10 @@ use crate::error::{BuildError, SubmitError, TaskError};
 use crate::scripts;
 use crate::sink::{ChunkSink, Failure, OneSink, Sink};
 use crate::task::Task;
-use crate::wire::{self, FIELD_LEASE, FIELD_RESULT, FIELD_TASK, GROUP, Keys, ResultMsg, TaskMsg};
+use crate::wire::{
+    self, FIELD_ERROR, FIELD_KEY, FIELD_LEASE, FIELD_RESULT, FIELD_SEQ, FIELD_TASK, GROUP, Keys,
+    Outcome, ResultMsg, TaskMsg,
+};
 
 /// How many chunks one `map` keeps in flight at most (fewer with a smaller window).
 const MAP_WINDOW: usize = 64;
@@ -827,7 +830,7 @@ fn writer_loop(inner: &Inner, mut con: Connection, commands: &Receiver<Command>)
                     .arg(&entry)
                     .arg(seq)
                     .arg(&inner.keys.cancel_channel)
-                    .arg(format!("{:016x}:{seq}", inner.client))
+                    .arg(wire::task_key(inner.client, seq))
                     .arg(millis(inner.client_ttl))
                     .invoke::<i64>(con)
             }) else {
@@ -851,14 +854,16 @@ fn add_tasks(
     submits: &[(u64, Arc<Vec<u8>>)],
 ) -> Result<Vec<String>, RedisError> {
     let mut pipe = redis::pipe();
-    for (_, message) in submits {
+    for (seq, message) in submits {
         pipe.cmd("XADD")
             .arg(&inner.keys.tasks)
             .arg("*")
             .arg(FIELD_TASK)
             .arg(message.as_slice())
             .arg(FIELD_LEASE)
-            .arg(inner.lease_ms);
+            .arg(inner.lease_ms)
+            .arg(FIELD_KEY)
+            .arg(wire::task_key(inner.client, *seq));
     }
     pipe.query(con)
 }
@@ -961,13 +966,33 @@ fn reader_loop(inner: &Inner, mut con: Connection, hello: String) {
         }
         let mut done = Vec::with_capacity(entries.len());
         for entry in &entries {
-            let Some(bytes) = entry.field(FIELD_RESULT) else {
-                continue; // the hello entry
+            let seq = entry
+                .field(FIELD_SEQ)
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(|s| s.parse::<u64>().ok());
+            // A worker that could not read the task (another version) says so in plain
+            // text; a result this client cannot read fails its task. Either way the
+            // future ends instead of waiting.
+            let undecodable = match (entry.field(FIELD_RESULT), entry.field(FIELD_ERROR)) {
+                (Some(bytes), _) => match wire::decode::<ResultMsg>(bytes) {
+                    Ok(result) => {
+                        done.push(result);
+                        continue;
+                    }
+                    Err(e) => format!("the worker's result does not decode: {e}"),
+                },
+                (None, Some(text)) => String::from_utf8_lossy(text).into_owned(),
+                (None, None) => continue, // the hello entry
             };
-            match wire::decode::<ResultMsg>(bytes) {
-                Ok(result) => done.push(result),
-                Err(e) => eprintln!(
-                    "concurrent-futures-redis: a result in {} does not decode ({e}); ignored",
+            match seq {
+                Some(seq) => done.push(ResultMsg {
+                    seq,
+                    outcome: Outcome::Failed(TaskError::Undecodable {
+                        message: undecodable,
+                    }),
+                }),
+                None => eprintln!(
+                    "concurrent-futures-redis: an entry in {} names no task ({undecodable}); ignored",
                     inner.results
                 ),
             }

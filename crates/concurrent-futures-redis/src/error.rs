@@ -142,6 +142,15 @@ pub enum TaskError {
         /// The decoder's message.
         message: String,
     },
+    /// The task or its result could not be read on the other side: a worker could not
+    /// decode the task message, or this client the worker's result. Usually a client and
+    /// workers built with different versions of this crate. The task did not run (or
+    /// its result is lost).
+    #[error("{message}")]
+    Undecodable {
+        /// What could not be read, and by whom.
+        message: String,
+    },
     /// The worker could not run the task or send its result (its local pool refused
     /// it, the result could not be encoded).
     #[error("worker {worker} could not complete {task:?}: {message}")]

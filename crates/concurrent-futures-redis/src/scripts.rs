@@ -29,9 +29,11 @@ end
 ///
 /// `KEYS[1]` the task stream; for client `j` (from 1), `KEYS[2j]` its result stream and
 /// `KEYS[2j+1]` its cancel set. `ARGV[1]` group, `ARGV[2]` consumer, `ARGV[3]` how many
-/// ms after the oldest pending entry an entry is deleted at once; then four per entry:
-/// entry id, result message, client number `j`, and the sequence number to remove from
-/// the cancel set (empty: none). Returns, per entry, 1 (committed: result added, entry
+/// ms after the oldest pending entry an entry is deleted at once; then five per entry:
+/// entry id, result message, client number `j`, sequence number, and `1` when the task
+/// was cancelled (its sequence number leaves the cancel set) or empty. The result entry
+/// has the fields `s` (the sequence number, plain, so that a client that cannot decode
+/// the message still knows whose it is) and `r`. Returns, per entry, 1 (committed: result added, entry
 /// acknowledged) or 0 (refused: the entry is not this consumer's any more). A client
 /// whose result stream expired gets nothing (`NOMKSTREAM`), and its entry is still
 /// acknowledged. One `XACK` for the batch.
@@ -56,15 +58,15 @@ if summary[2] then
   -- No entry is younger than now: skip the per-entry check while nothing pins.
   if pin_ms > tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) then pin_ms = nil end
 end
-local n = (#ARGV - 3) / 4
+local n = (#ARGV - 3) / 5
 for i = 1, n do
-  local base = 4 * i
+  local base = 5 * i - 1
   local id = ARGV[base]
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
   if #p == 1 and p[1][2] == ARGV[2] then
     local j = tonumber(ARGV[base + 2])
-    redis.call('XADD', KEYS[2 * j], 'NOMKSTREAM', '*', 'r', ARGV[base + 1])
-    if ARGV[base + 3] ~= '' then redis.call('SREM', KEYS[2 * j + 1], ARGV[base + 3]) end
+    redis.call('XADD', KEYS[2 * j], 'NOMKSTREAM', '*', 's', ARGV[base + 3], 'r', ARGV[base + 1])
+    if ARGV[base + 4] ~= '' then redis.call('SREM', KEYS[2 * j + 1], ARGV[base + 3]) end
     if pin_ms and id_parts(id) > pin_ms then redis.call('XDEL', KEYS[1], id) end
     acked[#acked + 1] = id
     out[i] = 1
@@ -110,17 +112,19 @@ return redis.call('XTRIM', KEYS[1], 'MINID', safe)
 ///
 /// `KEYS[1]` task stream, `KEYS[2]` destination stream, `KEYS[3]` result stream,
 /// `KEYS[4]` cancel set. `ARGV[1]` group, `ARGV[2]` consumer, `ARGV[3]` entry id,
-/// `ARGV[4]` result message or empty, `ARGV[5]` sequence number or empty, `ARGV[6..]`
-/// the new entry's fields and values. Returns the new entry's id, or nil when the entry
-/// is not this consumer's any more.
+/// `ARGV[4]` how many arguments `m` the result entry's fields and values take (0: no
+/// result), `ARGV[5..4+m]` those, `ARGV[5+m]` a sequence number to remove from the
+/// cancel set or empty, then the new entry's fields and values. Returns the new entry's
+/// id, or nil when the entry is not this consumer's any more.
 pub(crate) static MOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 or p[1][2] ~= ARGV[2] then return false end
-local new = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 6))
-if ARGV[4] ~= '' then redis.call('XADD', KEYS[3], 'NOMKSTREAM', '*', 'r', ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('SREM', KEYS[4], ARGV[5]) end
+local m = tonumber(ARGV[4])
+local new = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 6 + m))
+if m > 0 then redis.call('XADD', KEYS[3], 'NOMKSTREAM', '*', unpack(ARGV, 5, 4 + m)) end
+if ARGV[5 + m] ~= '' then redis.call('SREM', KEYS[4], ARGV[5 + m]) end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 return new
@@ -292,6 +296,7 @@ mod tests {
             .arg("the result")
             .arg(1)
             .arg(7)
+            .arg("")
             .invoke(con)
             .unwrap()
     }
@@ -346,7 +351,7 @@ mod tests {
             .arg("workers")
             .arg("A")
             .arg(&id)
-            .arg("")
+            .arg(0)
             .arg("")
             .arg("t")
             .arg("x")

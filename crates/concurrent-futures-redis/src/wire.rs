@@ -3,9 +3,9 @@
 //!
 //! | key | type | written by | holds |
 //! |---|---|---|---|
-//! | `{q}:tasks` | stream, group `workers` | clients (`XADD`), workers (requeue) | one entry per task: `t` (a [`TaskMsg`]), `l` (lease in ms, read by the reclaim script), `a` (the [`Attempt`]s so far, after a requeue) |
+//! | `{q}:tasks` | stream, group `workers` | clients (`XADD`), workers (requeue) | one entry per task: `t` (a [`TaskMsg`]), `l` (lease in ms, read by the reclaim script), `k` (`<client hex>:<seq>`, plain, so that a worker that cannot decode `t` can still answer), `a` (the [`Attempt`]s so far, after a requeue) |
 //! | `{q}:dead` | stream | workers | tasks that exhausted `max_deliveries`, or did not decode: `t`, `a`, `why` |
-//! | `{q}:r:<client>` | stream, expires | workers (`XADD NOMKSTREAM` in the fenced commit) | the client's results: `r` (a [`ResultMsg`]) |
+//! | `{q}:r:<client>` | stream, expires | workers (`XADD NOMKSTREAM` in the fenced commit) | the client's results: `s` (the sequence number, plain) and `r` (a [`ResultMsg`]), or `s` and `e` (a worker's error text, for a task it could not decode) |
 //! | `{q}:c:<client>` | set, expires | clients (cancel script) | sequence numbers of the client's cancelled tasks that a worker holds |
 //! | `{q}:cancel` | pub/sub channel | clients | `<client>:<seq>` of a cancelled task that a worker holds |
 //!
@@ -22,7 +22,10 @@ pub(crate) const GROUP: &str = "workers";
 pub(crate) const FIELD_TASK: &str = "t";
 pub(crate) const FIELD_LEASE: &str = "l";
 pub(crate) const FIELD_ATTEMPTS: &str = "a";
+pub(crate) const FIELD_KEY: &str = "k";
 pub(crate) const FIELD_RESULT: &str = "r";
+pub(crate) const FIELD_SEQ: &str = "s";
+pub(crate) const FIELD_ERROR: &str = "e";
 pub(crate) const FIELD_WHY: &str = "why";
 
 /// The key names of one queue.
@@ -74,14 +77,31 @@ impl Keys {
 
 /// A task in the task stream (field `t`): one call (`submit`) or a chunk of a `map`,
 /// each item encoded on its own so that a worker runs them one by one in its pool.
+/// Whose task it is travels in the plain field `k` only ([`TaskMsg::read`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TaskMsg {
+    #[serde(skip)]
     pub(crate) client: u64,
+    #[serde(skip)]
     pub(crate) seq: u64,
     pub(crate) task: String,
     pub(crate) fingerprint: u64,
     pub(crate) max_deliveries: u32,
     pub(crate) items: Vec<Vec<u8>>,
+}
+
+impl TaskMsg {
+    /// The task of a stream entry: its message (`t`) and owner (`k`).
+    pub(crate) fn read(entry: &Entry) -> Result<Self, String> {
+        let (client, seq) = entry
+            .field(FIELD_KEY)
+            .and_then(parse_task_key)
+            .ok_or("the entry has no task key (field k)")?;
+        let mut message: Self = decode(entry.field(FIELD_TASK).unwrap_or_default())?;
+        message.client = client;
+        message.seq = seq;
+        Ok(message)
+    }
 }
 
 /// A result in a client's result stream (field `r`).
@@ -128,6 +148,18 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Strin
         Ok((_, rest)) => Err(format!("{} bytes left over after the message", rest.len())),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The task key field: `<client hex>:<seq>`.
+pub(crate) fn task_key(client: u64, seq: u64) -> String {
+    format!("{client:016x}:{seq}")
+}
+
+/// Parses a task key field.
+pub(crate) fn parse_task_key(key: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(key).ok()?;
+    let (client, seq) = text.split_once(':')?;
+    Some((u64::from_str_radix(client, 16).ok()?, seq.parse().ok()?))
 }
 
 /// Decodes the attempts field (absent on a first delivery).

@@ -21,8 +21,8 @@ use crate::error::{Attempt, BuildError, RunError, TaskError};
 use crate::scripts;
 use crate::task::Task;
 use crate::wire::{
-    self, Entry, FIELD_ATTEMPTS, FIELD_LEASE, FIELD_TASK, FIELD_WHY, GROUP, ItemOutcome, Keys,
-    Outcome, ResultMsg, TaskMsg,
+    self, Entry, FIELD_ATTEMPTS, FIELD_ERROR, FIELD_KEY, FIELD_LEASE, FIELD_RESULT, FIELD_SEQ,
+    FIELD_TASK, FIELD_WHY, GROUP, ItemOutcome, Keys, Outcome, ResultMsg, TaskMsg,
 };
 
 /// The lease of an entry without one (written by another client version).
@@ -770,7 +770,7 @@ fn take_entries(shared: &Shared, con: &mut Connection, entries: Vec<Entry>) -> O
     let mut taken = Vec::with_capacity(entries.len());
     for entry in entries {
         let raw = entry.field(FIELD_TASK).unwrap_or_default().to_vec();
-        let message = match wire::decode::<TaskMsg>(&raw) {
+        let message = match TaskMsg::read(&entry) {
             Ok(message) => message,
             Err(e) => {
                 let why = format!("the task message does not decode: {e}");
@@ -778,7 +778,7 @@ fn take_entries(shared: &Shared, con: &mut Connection, entries: Vec<Entry>) -> O
                     "concurrent-futures-redis worker {}: entry {} of {}: {why}; moved to {}",
                     shared.consumer, entry.id, shared.keys.tasks, shared.keys.dead
                 );
-                dead_letter_raw(shared, con, &entry.id, &raw, &why)?;
+                dead_letter_raw(shared, con, &entry, &raw, &why)?;
                 continue;
             }
         };
@@ -799,30 +799,50 @@ fn take_entries(shared: &Shared, con: &mut Connection, entries: Vec<Entry>) -> O
     Some(taken)
 }
 
-/// Moves an entry that does not decode to the dead-letter stream.
+/// Moves an entry that does not decode to the dead-letter stream, and when its plain
+/// key names its client and task, tells the client why (field `e`), so that its future
+/// fails instead of waiting.
 fn dead_letter_raw(
     shared: &Shared,
     con: &mut Connection,
-    entry: &str,
+    entry: &Entry,
     raw: &[u8],
     why: &str,
 ) -> Option<()> {
+    let owner = entry.field(FIELD_KEY).and_then(wire::parse_task_key);
+    let answer = format!(
+        "worker {} could not read the task: {why} (a client and workers of different versions?)",
+        shared.consumer
+    );
     shared.retrying(con, |con| {
-        scripts::MOVE
-            .key(&shared.keys.tasks)
-            .key(&shared.keys.dead)
-            .key(&shared.keys.dead)
-            .key(&shared.keys.dead)
-            .arg(GROUP)
-            .arg(&shared.consumer)
-            .arg(entry)
-            .arg("")
-            .arg("")
-            .arg(FIELD_TASK)
-            .arg(raw)
-            .arg(FIELD_WHY)
-            .arg(why)
-            .invoke::<Value>(con)
+        let mut call = scripts::MOVE.prepare_invoke();
+        call.key(&shared.keys.tasks).key(&shared.keys.dead);
+        match owner {
+            Some((client, seq)) => {
+                call.key(shared.keys.results(client))
+                    .key(shared.keys.cancels(client))
+                    .arg(GROUP)
+                    .arg(&shared.consumer)
+                    .arg(&entry.id)
+                    .arg(4)
+                    .arg(FIELD_SEQ)
+                    .arg(seq)
+                    .arg(FIELD_ERROR)
+                    .arg(&answer)
+                    .arg(seq);
+            }
+            None => {
+                call.key(&shared.keys.dead)
+                    .key(&shared.keys.dead)
+                    .arg(GROUP)
+                    .arg(&shared.consumer)
+                    .arg(&entry.id)
+                    .arg(0)
+                    .arg("");
+            }
+        }
+        call.arg(FIELD_TASK).arg(raw).arg(FIELD_WHY).arg(why);
+        call.invoke::<Value>(con)
     })?;
     Some(())
 }
@@ -1011,8 +1031,15 @@ fn reclaim(shared: &Shared, con: &mut Connection, cursor: &mut String) -> bool {
             continue;
         };
         let raw = entry.field(FIELD_TASK).unwrap_or_default().to_vec();
-        let Ok(message) = wire::decode::<TaskMsg>(&raw) else {
-            if dead_letter_raw(shared, con, &id, &raw, "the task message does not decode").is_none()
+        let Ok(message) = TaskMsg::read(&entry) else {
+            if dead_letter_raw(
+                shared,
+                con,
+                &entry,
+                &raw,
+                "the task message does not decode",
+            )
+            .is_none()
             {
                 return false;
             }
@@ -1109,17 +1136,23 @@ fn move_entry(
             .key(shared.keys.cancels(client))
             .arg(GROUP)
             .arg(&shared.consumer)
-            .arg(&taken.entry)
-            .arg(result.as_slice())
-            .arg(if dead {
-                taken.message.seq.to_string()
-            } else {
-                String::new()
-            })
-            .arg(FIELD_TASK)
+            .arg(&taken.entry);
+        if dead {
+            call.arg(4)
+                .arg(FIELD_SEQ)
+                .arg(taken.message.seq)
+                .arg(FIELD_RESULT)
+                .arg(result.as_slice())
+                .arg(taken.message.seq);
+        } else {
+            call.arg(0).arg("");
+        }
+        call.arg(FIELD_TASK)
             .arg(taken.raw.as_slice())
             .arg(FIELD_LEASE)
             .arg(taken.lease_ms)
+            .arg(FIELD_KEY)
+            .arg(wire::task_key(client, taken.message.seq))
             .arg(FIELD_ATTEMPTS)
             .arg(attempts_bytes.as_slice());
         call.invoke::<Option<String>>(con)
@@ -1344,12 +1377,11 @@ fn settle_batch(shared: &Shared, con: &mut Connection, batch: Vec<Settle>) -> bo
                     .iter()
                     .position(|&c| c == taken.message.client)
                     .unwrap_or(0);
-                call.arg(&taken.entry).arg(bytes.as_slice()).arg(client + 1);
-                if *cancelled {
-                    call.arg(taken.message.seq);
-                } else {
-                    call.arg("");
-                }
+                call.arg(&taken.entry)
+                    .arg(bytes.as_slice())
+                    .arg(client + 1)
+                    .arg(taken.message.seq)
+                    .arg(if *cancelled { "1" } else { "" });
             }
             call.invoke::<Vec<i64>>(con)
         }) else {
@@ -1403,7 +1435,7 @@ fn cancel_loop(shared: &Arc<Shared>) {
                 Err(e) if e.is_timeout() => continue,
                 Err(_) => break, // reconnect
             };
-            if let Some(task) = parse_cancel(message.get_payload_bytes()) {
+            if let Some(task) = wire::parse_task_key(message.get_payload_bytes()) {
                 cancel_held(shared, task);
             }
         }
@@ -1459,22 +1491,19 @@ fn recheck_cancels(shared: &Shared) {
     }
 }
 
-/// Parses `<client hex>:<seq>`.
-fn parse_cancel(payload: &[u8]) -> Option<(u64, u64)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let (client, seq) = text.split_once(':')?;
-    Some((u64::from_str_radix(client, 16).ok()?, seq.parse().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn cancel_messages_parse_or_are_ignored() {
-        assert_eq!(parse_cancel(b"00000000000000ff:7"), Some((255, 7)));
-        assert_eq!(parse_cancel(b"zz:7"), None);
-        assert_eq!(parse_cancel(b"\xff"), None);
-        assert_eq!(parse_cancel(b"12"), None);
+        assert_eq!(wire::parse_task_key(b"00000000000000ff:7"), Some((255, 7)));
+        assert_eq!(
+            wire::parse_task_key(wire::task_key(255, 7).as_bytes()),
+            Some((255, 7))
+        );
+        assert_eq!(wire::parse_task_key(b"zz:7"), None);
+        assert_eq!(wire::parse_task_key(b"\xff"), None);
+        assert_eq!(wire::parse_task_key(b"12"), None);
     }
 }

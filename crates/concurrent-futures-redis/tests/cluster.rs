@@ -343,6 +343,38 @@ fn undecodable_messages_are_dead_lettered() {
     assert_eq!(unfinished(&mut con), 0);
     let cluster = client(&redis, "q");
     assert_eq!(cluster.submit(SQUARE, 4).unwrap().result().unwrap(), 16);
+
+    // A task message a worker cannot read from a client it can name (as a client of
+    // another version would write one): the client's future fails, saying why. The
+    // queue "p" has no worker yet, so the client's own message can be swapped first.
+    let other = client(&redis, "p");
+    let handle = other.submit(SQUARE, 5).unwrap();
+    wait_entries(&mut con, "{p}:tasks", 1);
+    let () = redis::cmd("DEL").arg("{p}:tasks").query(&mut con).unwrap();
+    let () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("{p}:tasks")
+        .arg("workers")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut con)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("{p}:tasks")
+        .arg("*")
+        .arg("t")
+        .arg(b"\xff\xff\xff\xff from another version".as_slice())
+        .arg("k")
+        .arg(format!("{:016x}:0", other.client_id()))
+        .query(&mut con)
+        .unwrap();
+    let _p = WorkerProc::start(&redis, "p", "P", 1);
+    let e = handle.result().unwrap_err();
+    assert!(
+        matches!(task_error(&e), TaskError::Undecodable { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("could not read the task"), "{e}");
 }
 
 /// Bad input: URLs that do not parse, a broker that is down, bad options: clear errors
