@@ -44,6 +44,7 @@
 //! | the child process running it dies | nothing yet: the task is delivered again at once; after `max_deliveries` deaths, [`TaskError::DeliveriesExhausted`] listing each [`Attempt`] |
 //! | the whole worker vanishes | another worker claims the task after its lease; counted as a delivery |
 //! | no worker knows the task, or knows it with other types | [`TaskError::UnknownTask`], [`TaskError::SignatureMismatch`]: never run |
+//! | a worker cannot read the task message (another version of this crate) | [`TaskError::Undecodable`]: never run, dead-lettered |
 //! | `cancel()` | cancelled at once; removed from the stream, or its child killed |
 //! | the broker restarts (with persistence) | nothing: clients and workers reconnect |
 //! | the broker comes back empty | resubmitted, or [`TaskError::BrokerDataLost`] ([`OnDataLoss`]) |
