@@ -10,6 +10,7 @@ use std::any::Any;
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::FutureHandle;
@@ -104,6 +105,12 @@ pub enum FutureError {
     WorkerFailed(WorkerError),
     /// The value was already taken (the handle was polled again after it completed).
     ResultTaken,
+    /// An executor outside this crate (a [`Completer`](crate::Completer)'s owner, such as
+    /// a cluster executor) failed the task for a reason of its own, Python's
+    /// `set_exception` with an exception class of the executor's; the
+    /// [`ExecutorError`] carries that error, reachable with
+    /// [`downcast_ref`](ExecutorError::downcast_ref).
+    Executor(ExecutorError),
 }
 
 impl FutureError {
@@ -143,6 +150,14 @@ impl FutureError {
         }
     }
 
+    /// The executor's own error, for [`FutureError::Executor`].
+    pub fn executor_error(&self) -> Option<&ExecutorError> {
+        match self {
+            Self::Executor(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// A copy for [`FutureHandle::exception`]: the same kind and message, without a panic
     /// payload (the payload can only be moved out once, through `result`).
     pub(crate) fn describe(&self) -> Self {
@@ -155,6 +170,7 @@ impl FutureError {
             Self::BrokenPool(m) => Self::BrokenPool(m.clone()),
             Self::WorkerFailed(m) => Self::WorkerFailed(m.clone()),
             Self::ResultTaken => Self::ResultTaken,
+            Self::Executor(e) => Self::Executor(e.clone()),
         }
     }
 
@@ -166,6 +182,7 @@ impl FutureError {
             Self::BrokenPool(_) => "BrokenPool",
             Self::WorkerFailed(_) => "WorkerFailed",
             Self::ResultTaken => "ResultTaken",
+            Self::Executor(_) => "Executor",
         }
     }
 }
@@ -182,11 +199,82 @@ impl fmt::Display for FutureError {
             Self::BrokenPool(m) => write!(f, "broken pool: {m}"),
             Self::WorkerFailed(m) => write!(f, "worker failed: {m}"),
             Self::ResultTaken => f.write_str("the result was already taken"),
+            Self::Executor(e) => e.fmt(f),
         }
     }
 }
 
 impl std::error::Error for FutureError {}
+
+impl From<ExecutorError> for FutureError {
+    fn from(e: ExecutorError) -> Self {
+        Self::Executor(e)
+    }
+}
+
+/// A failure defined by an executor outside this crate: what [`FutureError::Executor`]
+/// holds. It shares the error (an `Arc`), so that [`FutureHandle::exception`] can
+/// hand out a copy; [`downcast_ref`](Self::downcast_ref) reaches the executor's own
+/// type and its data.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::{ExecutorError, FutureHandle};
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("no worker knows the task {0:?}")]
+/// struct UnknownTask(String);
+///
+/// let (completer, handle) = FutureHandle::<u32>::pending();
+/// completer.set_failure(ExecutorError::new(UnknownTask("resize".into())).into())?;
+/// let error = handle.result().unwrap_err();
+/// assert_eq!(error.to_string(), "no worker knows the task \"resize\"");
+/// let why = error.executor_error().and_then(|e| e.downcast_ref::<UnknownTask>());
+/// assert_eq!(why.map(|u| u.0.as_str()), Some("resize"));
+/// # Ok::<(), anyhow::Error>(())
+/// ```
+///
+/// [`FutureHandle::exception`]: crate::FutureHandle::exception
+#[derive(Clone)]
+pub struct ExecutorError(Arc<Box<dyn std::error::Error + Send + Sync + 'static>>);
+
+impl ExecutorError {
+    /// Wraps the executor's error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        // Boxed inside the `Arc` so that the pointer is thin and `FutureError` stays
+        // two words.
+        Self(Arc::new(Box::new(error)))
+    }
+
+    /// The executor's error as its own type, when it is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref::<E>()
+    }
+
+    /// The executor's error.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &**self.0
+    }
+}
+
+impl fmt::Debug for ExecutorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ExecutorError").field(&self.0).finish()
+    }
+}
+
+impl fmt::Display for ExecutorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ExecutorError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
 
 impl From<WorkerError> for FutureError {
     fn from(e: WorkerError) -> Self {
@@ -587,8 +675,21 @@ impl PanicError {
     }
 
     /// A panic known only by its message and location, for example one that happened in
-    /// another process, or a copy without the payload.
-    pub(crate) fn from_parts(message: String, location: Option<PanicLocation>) -> Self {
+    /// another process or on another host (an executor outside this crate reports it
+    /// through a [`Completer`](crate::Completer)), or a copy without the payload.
+    /// [`into_panic`](Self::into_panic) then gives the message as a `String` payload.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{PanicError, PanicLocation};
+    ///
+    /// let at = PanicLocation::new("src/tasks.rs", 12, 5);
+    /// let panic = PanicError::from_parts("boom".to_owned(), Some(at));
+    /// assert_eq!(panic.message(), "boom");
+    /// assert_eq!(panic.location().map(|at| at.line()), Some(12));
+    /// ```
+    pub fn from_parts(message: String, location: Option<PanicLocation>) -> Self {
         Self(Box::new(PanicParts {
             message,
             location,
@@ -650,7 +751,9 @@ pub struct PanicLocation {
 }
 
 impl PanicLocation {
-    pub(crate) fn new(file: impl Into<String>, line: u32, column: u32) -> Self {
+    /// A location from its parts, as [`std::panic::Location`] gives them (for a panic
+    /// reported by another process or host).
+    pub fn new(file: impl Into<String>, line: u32, column: u32) -> Self {
         Self {
             file: file.into(),
             line,

@@ -218,9 +218,9 @@ mod wait;
 pub use crate::as_completed::{AsCompleted, AsCompletedStream, as_completed, as_completed_stream};
 pub use crate::cancel::{CancelToken, Cancelled};
 pub use crate::error::{
-    AsCompletedTimeout, BrokenPoolError, BrokenPoolKind, BuildError, Exclusive, FutureError,
-    MapError, MapItemError, PanicError, PanicLocation, ResultTimeoutError, SubmitError,
-    TryResultError, WorkerError, WorkerErrorKind,
+    AsCompletedTimeout, BrokenPoolError, BrokenPoolKind, BuildError, Exclusive, ExecutorError,
+    FutureError, MapError, MapItemError, PanicError, PanicLocation, ResultTimeoutError,
+    SubmitError, TryResultError, WorkerError, WorkerErrorKind,
 };
 pub use crate::executor::Executor;
 pub use crate::future::{AsHandle, CancelOnDrop, Completer, FutureHandle, InvalidStateError};

@@ -1,0 +1,2 @@
+def noop(x):
+    return x
