@@ -36,6 +36,12 @@ pub enum Error {
     /// The processes mode's pool refused a task without having been shut down by Ctrl-C.
     #[error("the process pool refused a task")]
     ProcessPoolRefused,
+    /// The cluster's broker could not be reached, or refused the client or worker.
+    #[error("cannot use the cluster's broker")]
+    Cluster(#[source] concurrent_futures_redis::BuildError),
+    /// The cluster executor or worker stopped on an error (the broker stayed away).
+    #[error("the cluster failed: {0}")]
+    ClusterBroken(String),
     /// Nothing could be created in `--dest` (to date the start of the run).
     #[error("cannot write to --dest {}", path.display())]
     Dest {

@@ -43,6 +43,7 @@
 //!     verbose: true,
 //!     name_by: NameBy::Code,
 //!     trace: None,
+//!     cluster: None,
 //! };
 //! let summary = flags_engine::run(&plan, &Cancel::new())?;
 //! assert_eq!(summary.tally.downloaded, 2);
@@ -70,8 +71,9 @@ mod run;
 mod trace;
 
 pub use crate::download::{Cancel, exit_between_saves};
+pub use crate::download::{WorkerPlan, serve_worker};
 pub use crate::error::Error;
-pub use crate::plan::{MAX_CONCURRENT_REQ, Mode, NameBy, Plan, Server};
+pub use crate::plan::{Cluster, MAX_CONCURRENT_REQ, Mode, NameBy, Plan, Server};
 pub use crate::report::{
     DownloadStatus, EXIT_INTERRUPTED, ErrorDetail, JsonReport, Outcome, Record, Stop, Summary,
     Tally,

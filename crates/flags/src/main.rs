@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Serve(args)) => serve::main(args),
         Some(Command::Bench(args)) => bench_main(args),
+        Some(Command::Worker(args)) => worker_main(args),
         None => match Plan::try_from(cli.download) {
             Ok(plan) => download(&plan).unwrap_or_else(|error| {
                 diag!("flags: {error:#}");
@@ -60,6 +61,29 @@ fn bench_main(args: BenchArgs) -> ExitCode {
             ExitCode::FAILURE
         }),
         Err(error) => usage_error(&error, &cli::bench_usage()),
+    }
+}
+
+/// `flags worker`: serves downloads until Ctrl-C or SIGTERM (exit status 130 or 143) or
+/// until the broker stays away (1).
+fn worker_main(args: cli::WorkerArgs) -> ExitCode {
+    let plan = match flags_engine::WorkerPlan::try_from(args) {
+        Ok(plan) => plan,
+        Err(error) => return usage_error(&error, &cli::worker_usage()),
+    };
+    let stop = Cancel::new();
+    if let Err(error) = signals::install(&stop) {
+        diag!("flags worker: cannot take over Ctrl-C and SIGTERM: {error}");
+        return ExitCode::FAILURE;
+    }
+    match flags_engine::serve_worker(&plan, &stop) {
+        Ok(()) => stop.stopped().map_or(ExitCode::SUCCESS, |signal| {
+            ExitCode::from(signal.exit_status())
+        }),
+        Err(error) => {
+            diag!("flags worker: {:#}", anyhow::Error::from(error));
+            ExitCode::FAILURE
+        }
     }
 }
 

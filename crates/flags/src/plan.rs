@@ -20,10 +20,14 @@ pub enum Mode {
     Async,
     /// Our `ProcessPoolExecutor`, one worker process per connection, each with its own client.
     Processes,
+    /// `flags worker` processes, on this host or others, fed through a Redis broker
+    /// ([`Plan::cluster`]).
+    Cluster,
 }
 
 impl Mode {
-    /// Every mode, in the order the command line and `flags bench` list them.
+    /// Every mode that runs on this host alone, in the order the command line and `flags
+    /// bench` list them ([`Mode::Cluster`] needs a broker and workers).
     pub const ALL: [Self; 4] = [
         Self::Sequential,
         Self::Threads,
@@ -38,6 +42,7 @@ impl Mode {
             Self::Threads => "threads",
             Self::Async => "async",
             Self::Processes => "processes",
+            Self::Cluster => "cluster",
         }
     }
 
@@ -75,6 +80,15 @@ pub enum Server {
     },
 }
 
+/// Where `--mode cluster` sends its downloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// The broker's URL: `redis://host:port/db` or `redis+unix:///path`.
+    pub broker: String,
+    /// The queue (key prefix) the workers serve.
+    pub queue: String,
+}
+
 /// The validated settings of a download run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -100,6 +114,8 @@ pub struct Plan {
     pub name_by: NameBy,
     /// Where to write the per-download trace (JSON lines), if anywhere.
     pub trace: Option<PathBuf>,
+    /// The broker and queue of [`Mode::Cluster`] (`None` in the other modes).
+    pub cluster: Option<Cluster>,
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ pub(crate) enum Command {
     Serve(crate::serve::ServeArgs),
     /// Compare the modes against the seeded test server and the ideal schedule; draw it
     Bench(BenchArgs),
+    /// Serve `--mode cluster` downloads from a Redis broker (run one per host)
+    Worker(WorkerArgs),
 }
 
 /// Which country codes, as typed: shared by the downloader and `flags bench`.
@@ -116,6 +118,14 @@ pub(crate) struct DownloadArgs {
     #[arg(long, value_enum, default_value_t = ModeArg::Threads)]
     pub(crate) mode: ModeArg,
 
+    /// The Redis broker of --mode cluster: redis://HOST:PORT/DB or redis+unix:///PATH
+    #[arg(long, value_name = "URL")]
+    pub(crate) broker: Option<String>,
+
+    /// The queue of --mode cluster, served by `flags worker --queue NAME`
+    #[arg(long, value_name = "NAME", default_value = "flags")]
+    pub(crate) queue: String,
+
     /// Directory for the downloaded files (created if missing)
     #[arg(long, value_name = "DIR", default_value = "downloaded")]
     pub(crate) dest: PathBuf,
@@ -154,6 +164,9 @@ pub(crate) enum ModeArg {
     Async,
     /// A ProcessPoolExecutor with --max-req worker processes, each with its own HTTP client
     Processes,
+    /// `flags worker` processes, here or on other hosts, fed through a Redis broker
+    /// (--broker); at most --max-req downloads in flight
+    Cluster,
 }
 
 impl From<ModeArg> for Mode {
@@ -163,6 +176,7 @@ impl From<ModeArg> for Mode {
             ModeArg::Threads => Self::Threads,
             ModeArg::Async => Self::Async,
             ModeArg::Processes => Self::Processes,
+            ModeArg::Cluster => Self::Cluster,
         }
     }
 }
@@ -228,6 +242,82 @@ fn parse_server(arg: &str) -> Result<Server, UsageError> {
     }
 }
 
+/// A broker URL as the `redis` crate takes it: `redis://`, `rediss://`, `redis+unix://` or
+/// `unix://`; whether the broker is there is found out when the run connects.
+fn parse_broker(url: &str) -> Result<String, UsageError> {
+    let schemes = ["redis://", "rediss://", "redis+unix://", "unix://"];
+    if schemes
+        .iter()
+        .any(|s| url.starts_with(s) && url.len() > s.len())
+    {
+        Ok(url.to_owned())
+    } else {
+        Err(UsageError(format!(
+            "invalid broker URL {url:?}: expected redis://HOST:PORT/DB or redis+unix:///PATH"
+        )))
+    }
+}
+
+/// A queue name: a Redis key prefix, so printable and without spaces or braces (the
+/// keys' hash tag).
+fn parse_queue(name: &str) -> Result<String, UsageError> {
+    if !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '{' && c != '}')
+    {
+        Ok(name.to_owned())
+    } else {
+        Err(UsageError(format!(
+            "invalid queue name {name:?}: 1 to 64 printable ASCII characters, no braces"
+        )))
+    }
+}
+
+/// `flags worker`: serve `--mode cluster` downloads from a broker.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// The Redis broker: redis://HOST:PORT/DB or redis+unix:///PATH
+    #[arg(long, value_name = "URL")]
+    pub(crate) broker: String,
+
+    /// The queue to serve (the clients' --queue)
+    #[arg(long, value_name = "NAME", default_value = "flags")]
+    pub(crate) queue: String,
+
+    /// Downloads at once on this worker (downloads wait on the network, so they run on
+    /// threads, not processes)
+    #[arg(long, visible_alias = "procs", value_name = "N", default_value_t = 32)]
+    pub(crate) threads: usize,
+
+    /// Save here instead of the --dest each client names (which must otherwise be a path
+    /// this host can reach, such as shared storage)
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dest: Option<PathBuf>,
+}
+
+impl TryFrom<WorkerArgs> for flags_engine::WorkerPlan {
+    type Error = UsageError;
+
+    fn try_from(args: WorkerArgs) -> Result<Self, UsageError> {
+        if args.threads == 0 || args.threads > MAX_CONCURRENT_REQ_WORKER {
+            return Err(UsageError(format!(
+                "--threads must be from 1 to {MAX_CONCURRENT_REQ_WORKER}"
+            )));
+        }
+        Ok(Self {
+            broker: parse_broker(&args.broker)?,
+            queue: parse_queue(&args.queue)?,
+            threads: args.threads,
+            dest: args.dest,
+        })
+    }
+}
+
+/// The most downloads a worker runs at once.
+const MAX_CONCURRENT_REQ_WORKER: usize = 1000;
+
 /// A command line that parses but makes no sense; exit status 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -254,7 +344,19 @@ impl TryFrom<DownloadArgs> for Plan {
         if args.dest.as_os_str().is_empty() {
             return Err(UsageError("--dest must not be empty".into()));
         }
+        let cluster = match (mode, args.broker) {
+            (Mode::Cluster, Some(broker)) => Some(flags_engine::Cluster {
+                broker: parse_broker(&broker)?,
+                queue: parse_queue(&args.queue)?,
+            }),
+            (Mode::Cluster, None) => {
+                return Err(UsageError("--mode cluster needs --broker URL".into()));
+            }
+            (_, Some(_)) => return Err(UsageError("--broker is only for --mode cluster".into())),
+            (_, None) => None,
+        };
         Ok(Self {
+            cluster,
             codes,
             server: parse_server(&args.server)?,
             mode,
@@ -338,6 +440,13 @@ pub(crate) fn prepare_trace(trace: &Path) -> Result<(), OutputError> {
 /// The usage line clap prints, for `*** Usage error` messages.
 pub(crate) fn usage() -> String {
     Cli::command().render_usage().to_string()
+}
+
+/// The usage line of `flags worker`, for its `*** Usage error` messages.
+pub(crate) fn worker_usage() -> String {
+    let mut cli = Cli::command();
+    cli.find_subcommand_mut("worker")
+        .map_or_else(String::new, |worker| worker.render_usage().to_string())
 }
 
 /// The usage line of `flags bench`, for its `*** Usage error` messages.

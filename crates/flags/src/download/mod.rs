@@ -12,6 +12,7 @@
 
 mod asynchronous;
 mod cancel;
+mod cluster;
 mod http;
 mod processes;
 mod save;
@@ -27,6 +28,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use self::cancel::Cancel;
+pub use self::cluster::{WorkerPlan, serve_worker};
 use self::http::{AsyncClient, BlockingClient};
 use self::save::Staged;
 pub use self::save::exit_between_saves;
@@ -574,6 +576,10 @@ pub(crate) fn run(
         }
         // Each worker process builds its own client.
         Mode::Processes => processes::run(&plan.codes, plan.concurrency, target, progress, sink),
+        Mode::Cluster => match &plan.cluster {
+            Some(cluster) => cluster::run(&plan.codes, plan.concurrency, cluster, target, sink),
+            None => Err(Error::ClusterBroken("--mode cluster needs a broker".into())),
+        },
         Mode::Async => {
             // One thread runs the event loop, the scheduling and the saves: the scheduler refills
             // a lane on the thread that saw it free, with no cross-thread wake-up per download

@@ -191,20 +191,20 @@ mod watch {
 }
 
 /// A moment read on both clocks in the parent: turns a worker's `SystemTime` into an `Instant`.
-struct Anchor {
+pub(super) struct Anchor {
     instant: Instant,
     wall: SystemTime,
 }
 
 impl Anchor {
-    fn now() -> Self {
+    pub(super) fn now() -> Self {
         Self {
             instant: Instant::now(),
             wall: SystemTime::now(),
         }
     }
 
-    fn instant(&self, wall: SystemTime) -> Instant {
+    pub(super) fn instant(&self, wall: SystemTime) -> Instant {
         match wall.duration_since(self.wall) {
             Ok(after) => self.instant.checked_add(after),
             Err(before) => self.instant.checked_sub(before.duration()),

@@ -3,6 +3,7 @@
 //! depend on it) and the raw fault servers of `util`. One test binary, one module per topic.
 
 mod bench;
+mod cluster;
 mod examples;
 mod faults;
 mod interrupt;
