@@ -27,10 +27,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use self::cancel::Cancel;
-use self::http::{AsyncClient, BlockingClient};
-use self::save::Staged;
+pub(crate) use self::http::{AsyncClient, BlockingClient};
 pub use self::save::exit_between_saves;
-pub(crate) use self::save::run_start;
+use self::save::{Committed, Staged};
+pub(crate) use self::save::{run_start, safe_component};
 use crate::error::Error;
 use crate::plan::{Mode, NameBy, Plan};
 use crate::progress::Progress;
@@ -325,6 +325,64 @@ async fn fetch_and_save<T: Transport>(
         Err(e) => Outcome::Error {
             message: format!("cannot save {name}: {e}"),
         },
+    }
+}
+
+/// What one URL of `flags get` came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UrlOutcome {
+    /// Saved: new, or replacing a different file from before the run; its size.
+    Saved(u64),
+    /// The file from before the run had the same bytes, and was kept.
+    Unchanged,
+    /// `--skip-existing`: the file exists, no request was made.
+    Existing,
+    /// 404.
+    NotFound,
+    /// Anything else, in one line.
+    Error(String),
+}
+
+/// `flags get`'s download of `url` into `target.dest/name` (a safe relative path): the same
+/// request, redirects, retries, classification and staged save as a flag, at most `cap`
+/// bytes, committed by [`Staged::commit_new`] (a name already saved in this run is an
+/// error; a file with the same bytes is kept). Never fails: the outcome says what happened.
+pub(crate) async fn get_url<T: Transport>(
+    client: &T,
+    target: &Target,
+    url: &str,
+    name: &str,
+    cap: u64,
+    skip_existing: bool,
+) -> UrlOutcome {
+    if skip_existing && target.dest.join(name).exists() {
+        return UrlOutcome::Existing;
+    }
+    let mut file = FlagFile {
+        dest: &target.dest,
+        staged: None,
+    };
+    let mut attempts = 0;
+    match get_with_retries(client, target, url, &mut file, cap, &mut attempts).await {
+        Ok(true) => {}
+        Ok(false) => return UrlOutcome::NotFound,
+        Err(Failed::Fetch(message)) => return UrlOutcome::Error(message),
+        Err(Failed::Save(e)) => return UrlOutcome::Error(format!("cannot save {name}: {e}")),
+    }
+    let staged = match file.staged {
+        Some(staged) => staged,
+        // An empty body is a file too: created here, as no byte created it.
+        None => match Staged::new(&target.dest) {
+            Ok(staged) => staged,
+            Err(e) => return UrlOutcome::Error(format!("cannot save {name}: {e}")),
+        },
+    };
+    let len = staged.len();
+    let run_start = target.run_start.unwrap_or(SystemTime::UNIX_EPOCH);
+    match staged.commit_new(name, run_start) {
+        Ok(Committed::Saved) => UrlOutcome::Saved(len),
+        Ok(Committed::Unchanged) => UrlOutcome::Unchanged,
+        Err(e) => UrlOutcome::Error(format!("cannot save {name}: {e}")),
     }
 }
 

@@ -235,6 +235,79 @@ impl Staged {
     }
 }
 
+/// What [`Staged::commit_new`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Committed {
+    /// The file was given its name (new, or replacing a file from before the run).
+    Saved,
+    /// A file from before the run had the same content: it was kept, untouched.
+    Unchanged,
+}
+
+impl Staged {
+    /// `flags get`'s save: gives the file the relative path `name` under `dest` (creating its
+    /// directories), unless a file of that name was saved in this run (since `run_start`):
+    /// two URLs of one run never share a file. A file from before the run with the same bytes
+    /// is kept as it is ([`Committed::Unchanged`]: no link, no rename, its times untouched);
+    /// one with other bytes is replaced in one step.
+    ///
+    /// # Errors
+    ///
+    /// The name taken in this run (`AlreadyExists`), or creating the directories, comparing,
+    /// linking or renaming.
+    pub(crate) fn commit_new(self, name: &str, run_start: SystemTime) -> io::Result<Committed> {
+        let path = self.dest.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let _lock = NameLock::acquire(&self.dest);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() && changed(&meta) < run_start => {
+                if meta.len() == self.len && same_content(&self.file, &path)? {
+                    return Ok(Committed::Unchanged);
+                }
+            }
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "another URL of this run was saved under this name",
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.commit(name)?;
+        Ok(Committed::Saved)
+    }
+}
+
+/// Whether the staged `file` holds the same bytes as the file at `path` (of the same length).
+fn same_content(file: &File, path: &Path) -> io::Result<bool> {
+    use std::io::Read as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::FileExt as _;
+    let mut old = File::open(path)?;
+    let (mut a, mut b) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let mut offset = 0u64;
+    loop {
+        let n = old.read(&mut a)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        #[cfg(unix)]
+        file.read_exact_at(&mut b[..n], offset)?;
+        #[cfg(not(unix))]
+        {
+            let _ = (file, &mut b);
+            return Ok(false);
+        }
+        if a[..n] != b[..n] {
+            return Ok(false);
+        }
+        offset += n as u64;
+    }
+}
+
 /// When `meta`'s file last changed status (linked, renamed, written): its ctime where there is
 /// one, else its modification time.
 fn changed(meta: &std::fs::Metadata) -> SystemTime {
@@ -475,6 +548,16 @@ mod unnamed {
 /// also with an extension, as Windows reads `nul.txt`) gets a leading `_`. A name with nothing
 /// left falls back to the country code.
 pub(crate) fn country_file_name(country: &str, code: &str) -> String {
+    match safe_component(country) {
+        Some(stem) => format!("{stem}.gif"),
+        None => format!("{code}.gif"),
+    }
+}
+
+/// One path component made safe by [`country_file_name`]'s rules (a Windows device name gets
+/// a `_` before it), or `None` when nothing is left. `flags get` names each component of a
+/// URL's host and path with it.
+pub(crate) fn safe_component(country: &str) -> Option<String> {
     let mut stem = String::with_capacity(country.len().min(MAX_STEM_BYTES));
     for c in country.trim().chars() {
         let c = match c {
@@ -493,14 +576,11 @@ pub(crate) fn country_file_name(country: &str, code: &str) -> String {
     }
     let stem = stem.trim_end_matches('.');
     let name = if is_device_name(stem) {
-        format!("_{stem}.gif")
+        format!("_{stem}")
     } else {
-        format!("{stem}.gif")
+        stem.to_owned()
     };
-    if stem.is_empty() || !is_plain_file_name(&name) {
-        return format!("{code}.gif");
-    }
-    name
+    (!stem.is_empty() && is_plain_file_name(&name)).then_some(name)
 }
 
 /// Characters that change how a name is shown without being seen themselves: the

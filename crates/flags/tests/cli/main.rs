@@ -5,6 +5,7 @@
 mod bench;
 mod examples;
 mod faults;
+mod get;
 mod interrupt;
 mod memory;
 mod modes;

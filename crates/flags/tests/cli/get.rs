@@ -1,0 +1,329 @@
+//! Issue 15: `flags get` end to end, against servers in this process on loopback: lists with
+//! comments, names and bad lines; per-host limits seen at the server; collisions; the
+//! journal, `--skip-existing` and unchanged files on a rerun; `kill -9` and resume.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::{FaultServer, GIF, Reply, Scratch, TestResult, flags};
+
+/// Only a broken run takes this long.
+const BOUND: Duration = Duration::from_secs(120);
+
+/// Every file under `dir` (relative paths, sorted), dot files of `flags get` left out.
+fn files(dir: &Path) -> BTreeSet<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                out.insert(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out.retain(|name| !name.starts_with(".flags-"));
+    out
+}
+
+/// The `--json` report's counter `key`.
+fn count(json: &serde_json::Value, key: &str) -> u64 {
+    json[key].as_u64().unwrap_or(u64::MAX)
+}
+
+fn run_json(
+    scratch: &Scratch,
+    args: &[&str],
+) -> Result<(i32, serde_json::Value), Box<dyn std::error::Error>> {
+    let dest = scratch.dest();
+    let output = flags(scratch.path())
+        .arg("get")
+        .args(args)
+        .arg("--dest")
+        .arg(&dest)
+        .arg("--json")
+        .output()?;
+    let json = serde_json::from_slice(&output.stdout)?;
+    Ok((output.status.code().unwrap_or(-1), json))
+}
+
+/// A server of GIFs at every path, except `missing` paths (404).
+fn gif_server() -> std::io::Result<FaultServer> {
+    FaultServer::start(|path, _| {
+        if path.contains("missing") {
+            Reply::status(404)
+        } else {
+            Reply::ok(GIF)
+        }
+    })
+}
+
+fn host(server: &FaultServer) -> String {
+    server.url().trim_end_matches("/flags").to_owned()
+}
+
+#[test]
+fn issue_15_a_list_with_names_comments_and_bad_lines() -> TestResult {
+    for mode in ["threads", "async"] {
+        let scratch = Scratch::new()?;
+        let server = gif_server()?;
+        let base = host(&server);
+        let hostdir = base.trim_start_matches("http://").replace(':', "_");
+        let list = format!(
+            "# a comment\n\n{base}/a/b.gif\n{base}/c.gif   given/name.gif\n{base}/missing.gif\n\
+             ftp://h/x\nfile:///etc/passwd\n{base}/\nnot-a-url\n{base}/d.gif ../escape\n\
+             {base}/a/b.gif\n{base}/e.gif\x00\n"
+        );
+        std::fs::write(scratch.path().join("list"), list)?;
+        let (code, json) = run_json(&scratch, &["-i", "list", "--mode", mode])?;
+        assert_eq!(code, 1, "{mode}: {json}");
+        assert_eq!(count(&json, "saved"), 2, "{mode}: {json}");
+        assert_eq!(count(&json, "not_found"), 1, "{mode}: {json}");
+        // The second a/b.gif: its name was taken in this run.
+        assert_eq!(count(&json, "errors"), 1, "{mode}: {json}");
+        assert_eq!(count(&json, "bad_lines"), 6, "{mode}: {json}");
+        let expected: BTreeSet<String> =
+            [format!("{hostdir}/a/b.gif"), "given/name.gif".to_owned()].into();
+        assert_eq!(files(&scratch.dest()), expected, "{mode}");
+        let failed = std::fs::read_to_string(scratch.dest().join(".flags-failed"))?;
+        for needle in [
+            "# line 5: not found",
+            "# line 6: unsupported scheme ftp",
+            "# line 7: unsupported scheme file",
+            "# line 8: URL without a file name",
+            "# line 9: invalid URL",
+            "# line 10: NAME ../escape escapes --dest",
+            "# line 11: cannot save",
+            "# line 12: a NUL byte",
+        ] {
+            assert!(failed.contains(needle), "{mode}: {needle} not in\n{failed}");
+        }
+        // The failures are a list again: the 404 and the collision, URL and name.
+        let entries: Vec<&str> = failed.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(entries.len(), 2, "{failed}");
+        assert!(entries[0].starts_with(&base), "{failed}");
+        let list = scratch.path().join("list");
+        assert_eq!(scratch.outside_dest(), [list], "written outside --dest");
+    }
+    Ok(())
+}
+
+#[test]
+fn issue_15_usage_errors_exit_2() -> TestResult {
+    let scratch = Scratch::new()?;
+    for args in [
+        &["get"][..],
+        &["get", "-i", "no-such-list"],
+        &["get", "-i", "."],
+        &["get", "-i", "l", "http://h/x"],
+        &["get", "--mode", "processes", "http://h/x"],
+        &["get", "--max-size", "lots", "http://h/x"],
+        &["get", "-m", "0", "http://h/x"],
+    ] {
+        let output = flags(scratch.path()).args(args).output()?;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("Usage"), "{args:?}: {stderr}");
+    }
+    Ok(())
+}
+
+#[test]
+fn issue_15_urls_on_the_command_line_and_stdin() -> TestResult {
+    let scratch = Scratch::new()?;
+    let server = gif_server()?;
+    let base = host(&server);
+    let (code, json) = run_json(
+        &scratch,
+        &[&format!("{base}/x.gif"), &format!("{base}/y.gif")],
+    )?;
+    assert_eq!((code, count(&json, "saved")), (0, 2), "{json}");
+    let output = flags(scratch.path())
+        .args(["get", "-i", "-", "--json", "--dest", "dest2"])
+        .write_stdin(format!("{base}/z.gif z.gif\n"))
+        .output()?;
+    assert!(output.status.success());
+    assert_eq!(std::fs::read(scratch.path().join("dest2/z.gif"))?, GIF);
+    Ok(())
+}
+
+#[test]
+fn issue_15_a_slow_host_holds_only_its_own_slots() -> TestResult {
+    let scratch = Scratch::new()?;
+    let slow = FaultServer::start(|_, _| Reply::Stall(Box::new(Reply::ok(GIF))))?;
+    let fast = gif_server()?;
+    let (slow_base, fast_base) = (host(&slow), host(&fast));
+    let mut list = String::new();
+    for i in 0..6 {
+        list += &format!("{slow_base}/s{i}.gif\n");
+    }
+    for i in 0..3 {
+        list += &format!("{fast_base}/f{i}.gif\n");
+    }
+    std::fs::write(scratch.path().join("list"), list)?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flags"))
+        .current_dir(scratch.path())
+        .args([
+            "get",
+            "-i",
+            "list",
+            "-m",
+            "10",
+            "--max-per-host",
+            "2",
+            "--dest",
+            "dest",
+        ])
+        .stdout(Stdio::null())
+        .spawn()?;
+    // The fast host's three are all asked for while the slow host holds its two.
+    for _ in 0..3 {
+        assert!(fast.next_request(BOUND).is_some());
+    }
+    for _ in 0..2 {
+        assert!(slow.next_request(BOUND).is_some());
+    }
+    assert_eq!(
+        slow.heads().len(),
+        2,
+        "the slow host got more than --max-per-host"
+    );
+    slow.open_gate();
+    let status = child.wait()?;
+    assert!(status.success());
+    assert_eq!(slow.heads().len(), 6);
+    assert_eq!(files(&scratch.dest()).len(), 9);
+    Ok(())
+}
+
+#[test]
+fn issue_15_reruns_skip_journalled_keep_unchanged_and_skip_existing() -> TestResult {
+    let scratch = Scratch::new()?;
+    let server = gif_server()?;
+    let base = host(&server);
+    let list: String = (0..20)
+        .map(|i| format!("{base}/f{i}.gif n/{i}.gif\n"))
+        .collect();
+    std::fs::write(scratch.path().join("list"), list)?;
+    let (_, json) = run_json(&scratch, &["-i", "list"])?;
+    assert_eq!(count(&json, "saved"), 20, "{json}");
+    let inode = |i: u32| -> std::io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(std::fs::metadata(scratch.dest().join(format!("n/{i}.gif")))?.ino())
+    };
+    let before = inode(3)?;
+
+    // The journal: nothing is asked for again.
+    let (code, json) = run_json(&scratch, &["-i", "list"])?;
+    assert_eq!((code, count(&json, "journalled")), (0, 20), "{json}");
+    assert_eq!(server.heads().len(), 20);
+
+    // Without the journal: every file is fetched, found the same, and kept as it was.
+    std::fs::remove_file(scratch.dest().join(".flags-journal"))?;
+    let (_, json) = run_json(&scratch, &["-i", "list"])?;
+    assert_eq!(count(&json, "unchanged"), 20, "{json}");
+    assert_eq!(inode(3)?, before, "an unchanged file was replaced");
+    assert_eq!(server.heads().len(), 40);
+
+    // --skip-existing: no request at all.
+    std::fs::remove_file(scratch.dest().join(".flags-journal"))?;
+    let (_, json) = run_json(&scratch, &["-i", "list", "--skip-existing"])?;
+    assert_eq!(count(&json, "existing"), 20, "{json}");
+    assert_eq!(server.heads().len(), 40);
+    Ok(())
+}
+
+#[test]
+fn issue_15_kill_9_then_resume_gives_the_exact_file_set() -> TestResult {
+    const N: usize = 60;
+    const FIRST: usize = 30;
+    let scratch = Scratch::new()?;
+    // The first 30 answer at once; the rest wait until the gate opens (never, in the first run).
+    let server = FaultServer::start(|path, _| {
+        let n: usize = path
+            .trim_start_matches("/f")
+            .trim_end_matches(".gif")
+            .parse()
+            .unwrap_or(0);
+        if n < FIRST {
+            Reply::ok(GIF)
+        } else {
+            Reply::Stall(Box::new(Reply::ok(GIF)))
+        }
+    })?;
+    let base = host(&server);
+    let list: String = (0..N)
+        .map(|i| format!("{base}/f{i}.gif {i}.gif\n"))
+        .collect();
+    std::fs::write(scratch.path().join("list"), list)?;
+    let args = [
+        "get",
+        "-i",
+        "list",
+        "-m",
+        "4",
+        "--max-per-host",
+        "4",
+        "--dest",
+        "dest",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flags"))
+        .current_dir(scratch.path())
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()?;
+    // Every slot is held by a stalled download: the first 30 are done.
+    let mut stalled = 0;
+    while stalled < 4 {
+        let path = server
+            .next_request(BOUND)
+            .ok_or("the child sent no request")?;
+        stalled += usize::from(
+            !path.starts_with("/f")
+                || path[2..]
+                    .trim_end_matches(".gif")
+                    .parse::<usize>()
+                    .unwrap_or(0)
+                    >= FIRST,
+        );
+    }
+    // The journal is committed while nothing finishes (a liveness bound, not a timing).
+    let journal = scratch.dest().join(".flags-journal");
+    let waited = std::time::Instant::now();
+    while std::fs::read_to_string(&journal)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < FIRST
+    {
+        assert!(waited.elapsed() < BOUND, "the journal was never committed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill()?;
+    child.wait()?;
+    assert_eq!(
+        files(&scratch.dest()).len(),
+        FIRST,
+        "no partial file after kill -9"
+    );
+
+    server.open_gate();
+    let output = flags(scratch.path()).args(args).arg("--json").output()?;
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(count(&json, "journalled"), FIRST as u64, "{json}");
+    assert_eq!(count(&json, "saved"), (N - FIRST) as u64, "{json}");
+    let expected: BTreeSet<String> = (0..N).map(|i| format!("{i}.gif")).collect();
+    assert_eq!(files(&scratch.dest()), expected);
+    for i in 0..N {
+        assert_eq!(std::fs::read(scratch.dest().join(format!("{i}.gif")))?, GIF);
+        if i < FIRST {
+            assert_eq!(server.seen(&format!("/f{i}.gif")), 1, "f{i} fetched again");
+        }
+    }
+    Ok(())
+}
