@@ -327,3 +327,115 @@ fn issue_15_kill_9_then_resume_gives_the_exact_file_set() -> TestResult {
     }
     Ok(())
 }
+
+/// Runs `flags get` on a list of `n` URLs to the built-in flag set (one in 100 a flag saved
+/// under a name of its own, the rest 404s, so that the run stays short and `.flags-failed`
+/// gets most of the list) and returns the child's peak resident memory (`VmHWM`), read from
+/// `/proc` while it runs.
+fn peak_rss_of_list(n: usize) -> Result<u64, Box<dyn std::error::Error>> {
+    use std::io::Write as _;
+    let server = slow_server::start(slow_server::ServerConfig::new())?;
+    let flags_url = server.flags_url();
+    let scratch = Scratch::new()?;
+    let mut list = std::io::BufWriter::new(std::fs::File::create(scratch.path().join("list"))?);
+    for i in 0..n {
+        if i % 100 == 0 {
+            writeln!(list, "{flags_url}/br/br.gif n/{i}.gif")?;
+        } else {
+            writeln!(list, "{flags_url}/x{i}/x.gif")?;
+        }
+    }
+    list.into_inner()?.sync_all()?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flags"))
+        .current_dir(scratch.path())
+        .args(["get", "-i", "list", "--dest", "dest", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let mut peak = 0;
+    let started = std::time::Instant::now();
+    // VmHWM only grows: the last reading before the exit is the peak but for the last
+    // moments, which write the report.
+    while child.try_wait()?.is_none() {
+        peak = peak.max(crate::memory::status_bytes(pid, "VmHWM"));
+        assert!(started.elapsed() < 10 * BOUND, "flags get did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output()?;
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(count(&json, "saved"), n.div_ceil(100) as u64, "{json}");
+    assert_eq!(
+        count(&json, "not_found"),
+        (n - n.div_ceil(100)) as u64,
+        "{json}"
+    );
+    let failed = std::fs::read_to_string(scratch.dest().join(".flags-failed"))?;
+    assert_eq!(failed.lines().count(), 2 * (n - n.div_ceil(100)));
+    server.shutdown();
+    Ok(peak)
+}
+
+#[test]
+fn issue_15_peak_memory_is_flat_from_10k_to_100k_urls() -> TestResult {
+    const MIB: u64 = 1 << 20;
+    let small = peak_rss_of_list(10_000)?;
+    let large = peak_rss_of_list(100_000)?;
+    eprintln!(
+        "flags get peak RSS: {:.1} MiB for 10,000 URLs, {:.1} MiB for 100,000",
+        small as f64 / MIB as f64,
+        large as f64 / MIB as f64
+    );
+    assert!(small > 0 && large > 0, "no VmHWM read");
+    assert!(
+        large < small + 4 * MIB,
+        "peak RSS grows with the list: {small} B for 10k URLs, {large} B for 100k"
+    );
+    Ok(())
+}
+
+#[test]
+fn issue_15_a_body_far_larger_than_memory_is_streamed_and_capped() -> TestResult {
+    const MIB: u64 = 1 << 20;
+    const SIZE: u64 = 200 * MIB;
+    let served = tempfile::tempdir()?;
+    std::fs::create_dir(served.path().join("big"))?;
+    // Sparse: 200 MiB served, nothing written on the server's side.
+    std::fs::File::create(served.path().join("big/big.gif"))?.set_len(SIZE)?;
+    let server = slow_server::start(slow_server::ServerConfig::new().dir(served.path()))?;
+    let url = format!("{}/big/big.gif", server.flags_url());
+    let scratch = Scratch::new()?;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flags"))
+        .current_dir(scratch.path())
+        .args(["get", &url, "--dest", "dest", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let (pid, mut peak) = (child.id(), 0);
+    let started = std::time::Instant::now();
+    while child.try_wait()?.is_none() {
+        peak = peak.max(crate::memory::status_bytes(pid, "VmHWM"));
+        assert!(started.elapsed() < BOUND, "flags get did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output()?;
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(count(&json, "saved"), 1, "{json}");
+    let name = url.trim_start_matches("http://").replacen(':', "_", 1);
+    assert_eq!(std::fs::metadata(scratch.dest().join(name))?.len(), SIZE);
+    assert!(
+        peak < 64 * MIB,
+        "peak RSS {peak} B while saving a 200 MiB body"
+    );
+
+    let output = flags(scratch.path())
+        .args(["get", &url, "--dest", "capped", "--max-size", "1M", "-v"])
+        .output()?;
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("body larger than 1048576 bytes"),
+        "{stdout}"
+    );
+    assert!(files(&scratch.path().join("capped")).is_empty());
+    Ok(())
+}
