@@ -57,6 +57,11 @@ pub(crate) struct GetArgs {
     #[arg(long)]
     pub(crate) skip_existing: bool,
 
+    /// Ask only for files newer than the saved ones (If-Modified-Since the file's time); saved
+    /// files get the server's Last-Modified
+    #[arg(short = 'N', long)]
+    pub(crate) timestamping: bool,
+
     /// Print the final report as one JSON object on stdout
     #[arg(long)]
     pub(crate) json: bool,
@@ -141,6 +146,7 @@ impl TryFrom<GetArgs> for GetPlan {
             retries: args.retries,
             max_size,
             skip_existing: args.skip_existing,
+            timestamping: args.timestamping,
             json: args.json,
             verbose: args.verbose,
         })

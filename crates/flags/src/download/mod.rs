@@ -67,6 +67,8 @@ pub(crate) struct Head {
     pub(crate) content_encoding: Option<String>,
     /// `Location`, when present (followed for 301, 302, 303, 307 and 308).
     pub(crate) location: Option<String>,
+    /// `Last-Modified`, when present and a valid HTTP date.
+    pub(crate) last_modified: Option<SystemTime>,
 }
 
 /// What went wrong with a request, sorted by the client into the classes that read the same
@@ -175,8 +177,13 @@ pub(crate) trait Transport {
     type Body: Body;
 
     /// GETs `url` (one request: redirects are the caller's) and returns the head of the
-    /// answer; its body is read through the returned [`Body`].
-    fn get(&self, url: &str) -> impl Future<Output = Result<(Head, Self::Body), Fault>> + Send;
+    /// answer; its body is read through the returned [`Body`]. With `since`, the request
+    /// carries `If-Modified-Since` (`flags get -N`).
+    fn get(
+        &self,
+        url: &str,
+        since: Option<SystemTime>,
+    ) -> impl Future<Output = Result<(Head, Self::Body), Fault>> + Send;
 
     /// Sleeps before a retry; `false` when the run was cancelled meanwhile.
     fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send;
@@ -226,6 +233,17 @@ impl Sink for FlagFile<'_> {
     fn clear(&mut self) -> io::Result<()> {
         self.staged.as_mut().map_or(Ok(()), Staged::clear)
     }
+}
+
+/// What [`get_with_retries`] got.
+#[derive(Debug)]
+enum Got {
+    /// A 2xx answer, its body in the sink; its `Last-Modified`.
+    Body(Option<SystemTime>),
+    /// 404.
+    NotFound,
+    /// 304: not modified since the date asked about.
+    NotModified,
 }
 
 /// Why [`get_with_retries`] gave up.
@@ -289,9 +307,9 @@ async fn fetch_and_save<T: Transport>(
         dest: &target.dest,
         staged: None,
     };
-    match get_with_retries(client, target, &url, &mut flag, MAX_BODY, attempts).await {
-        Ok(true) => {}
-        Ok(false) => return Outcome::NotFound { url },
+    match get_with_retries(client, target, &url, None, &mut flag, MAX_BODY, attempts).await {
+        Ok(Got::Body(_)) => {}
+        Ok(Got::NotFound | Got::NotModified) => return Outcome::NotFound { url },
         Err(Failed::Fetch(message)) => return Outcome::Error { message },
         Err(Failed::Save(e)) => {
             return Outcome::Error {
@@ -343,32 +361,64 @@ pub(crate) enum UrlOutcome {
     Error(String),
 }
 
+/// How `flags get` fetches each URL.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UrlOptions {
+    /// The largest body saved.
+    pub(crate) cap: u64,
+    /// No request for a file that exists.
+    pub(crate) skip_existing: bool,
+    /// `-N`: `If-Modified-Since` the file's modification time; the saved file gets the
+    /// answer's `Last-Modified`.
+    pub(crate) timestamping: bool,
+}
+
 /// `flags get`'s download of `url` into `target.dest/name` (a safe relative path): the same
-/// request, redirects, retries, classification and staged save as a flag, at most `cap`
-/// bytes, committed by [`Staged::commit_new`] (a name already saved in this run is an
-/// error; a file with the same bytes is kept). Never fails: the outcome says what happened.
+/// request, redirects, retries, classification and staged save as a flag, at most
+/// `options.cap` bytes, committed by [`Staged::commit_new`] (a name already saved in this
+/// run is an error; a file with the same bytes is kept). Never fails: the outcome says what
+/// happened.
 pub(crate) async fn get_url<T: Transport>(
     client: &T,
     target: &Target,
     url: &str,
     name: &str,
-    cap: u64,
-    skip_existing: bool,
+    options: UrlOptions,
 ) -> UrlOutcome {
-    if skip_existing && target.dest.join(name).exists() {
+    let path = target.dest.join(name);
+    let existing = match (options.skip_existing, options.timestamping) {
+        (false, false) => None,
+        _ => std::fs::metadata(&path)
+            .ok()
+            .filter(std::fs::Metadata::is_file),
+    };
+    if options.skip_existing && existing.is_some() {
         return UrlOutcome::Existing;
     }
+    let since = existing
+        .filter(|_| options.timestamping)
+        .and_then(|meta| meta.modified().ok());
     let mut file = FlagFile {
         dest: &target.dest,
         staged: None,
     };
     let mut attempts = 0;
-    match get_with_retries(client, target, url, &mut file, cap, &mut attempts).await {
-        Ok(true) => {}
-        Ok(false) => return UrlOutcome::NotFound,
+    let got = get_with_retries(
+        client,
+        target,
+        url,
+        since,
+        &mut file,
+        options.cap,
+        &mut attempts,
+    );
+    let last_modified = match got.await {
+        Ok(Got::Body(last_modified)) => last_modified,
+        Ok(Got::NotModified) => return UrlOutcome::Unchanged,
+        Ok(Got::NotFound) => return UrlOutcome::NotFound,
         Err(Failed::Fetch(message)) => return UrlOutcome::Error(message),
         Err(Failed::Save(e)) => return UrlOutcome::Error(format!("cannot save {name}: {e}")),
-    }
+    };
     let staged = match file.staged {
         Some(staged) => staged,
         // An empty body is a file too: created here, as no byte created it.
@@ -378,6 +428,12 @@ pub(crate) async fn get_url<T: Transport>(
         },
     };
     let len = staged.len();
+    if options.timestamping
+        && let Some(modified) = last_modified
+        && let Err(e) = staged.set_modified(modified)
+    {
+        return UrlOutcome::Error(format!("cannot save {name}: {e}"));
+    }
     let run_start = target.run_start.unwrap_or(SystemTime::UNIX_EPOCH);
     match staged.commit_new(name, run_start) {
         Ok(Committed::Saved) => UrlOutcome::Saved(len),
@@ -399,44 +455,56 @@ async fn country_name<T: Transport>(
     }
     let url = format!("{}/{lower}/metadata.json", target.base_url);
     let mut body = Vec::new();
-    match get_with_retries(client, target, &url, &mut body, MAX_METADATA, attempts).await {
-        Ok(true) => serde_json::from_slice::<Metadata>(&body)
+    match get_with_retries(
+        client,
+        target,
+        &url,
+        None,
+        &mut body,
+        MAX_METADATA,
+        attempts,
+    )
+    .await
+    {
+        Ok(Got::Body(_)) => serde_json::from_slice::<Metadata>(&body)
             .map(|m| m.country)
             .map_err(|e| format!("bad metadata.json ({e}): {url}")),
-        Ok(false) => Err(format!("metadata.json not found: {url}")),
+        Ok(Got::NotFound | Got::NotModified) => Err(format!("metadata.json not found: {url}")),
         Err(Failed::Fetch(message)) => Err(message),
         Err(Failed::Save(e)) => Err(format!("cannot read metadata.json: {e}")),
     }
 }
 
 /// GETs `url`, retrying transient errors up to `target.retries` times, and streams the body of
-/// a 2xx answer into `sink` (at most `cap` bytes). `Ok(false)` is a 404.
+/// a 2xx answer into `sink` (at most `cap` bytes). With `since`, asks `If-Modified-Since`.
 async fn get_with_retries<T: Transport>(
     client: &T,
     target: &Target,
     url: &str,
+    since: Option<SystemTime>,
     sink: &mut dyn Sink,
     cap: u64,
     attempts: &mut u32,
-) -> Result<bool, Failed> {
+) -> Result<Got, Failed> {
     let mut retry = 0;
     loop {
         *attempts += 1;
-        let error = match get_following(client, target.timeout, url).await {
+        let error = match get_following(client, target.timeout, url, since).await {
             Ok((head, mut body)) if (200..300).contains(&head.status) => {
                 sink.clear().map_err(Failed::Save)?;
                 match receive(&head, &mut body, sink, cap, target.timeout).await {
-                    Ok(()) => return Ok(true),
+                    Ok(()) => return Ok(Got::Body(head.last_modified)),
                     Err(BodyError::Save(e)) => return Err(Failed::Save(e)),
                     Err(BodyError::Fetch(error)) => error,
                 }
             }
             Ok((head, mut body)) => {
                 drain(&head, &mut body).await;
-                if head.status == 404 {
-                    return Ok(false);
+                match head.status {
+                    404 => return Ok(Got::NotFound),
+                    304 if since.is_some() => return Ok(Got::NotModified),
+                    _ => FetchError::status(head.status, head.retry_after),
                 }
-                FetchError::status(head.status, head.retry_after)
             }
             Err(error) => error,
         };
@@ -456,12 +524,13 @@ async fn get_following<T: Transport>(
     client: &T,
     timeout: Duration,
     url: &str,
+    since: Option<SystemTime>,
 ) -> Result<(Head, T::Body), FetchError> {
     let mut url = url.to_owned();
     let mut redirects = 0;
     loop {
         let (head, mut body) = client
-            .get(&url)
+            .get(&url, since)
             .await
             .map_err(|fault| fault.into_error(timeout, 0, None))?;
         if head
@@ -711,7 +780,11 @@ mod tests {
     impl Transport for Script {
         type Body = ScriptBody;
 
-        fn get(&self, url: &str) -> impl Future<Output = Result<(Head, ScriptBody), Fault>> + Send {
+        fn get(
+            &self,
+            url: &str,
+            _since: Option<SystemTime>,
+        ) -> impl Future<Output = Result<(Head, ScriptBody), Fault>> + Send {
             if let Ok(mut urls) = self.urls.lock() {
                 urls.push(url.to_owned());
             }
@@ -725,6 +798,7 @@ mod tests {
                         content_length: Some(response.body.len() as u64),
                         content_encoding: None,
                         location: response.location,
+                        last_modified: None,
                     };
                     let body = ScriptBody {
                         rest: response.body,

@@ -146,6 +146,15 @@ impl Staged {
         Ok(())
     }
 
+    /// Sets the file's modification time (`flags get -N`: the server's `Last-Modified`).
+    ///
+    /// # Errors
+    ///
+    /// Setting the time.
+    pub(crate) fn set_modified(&self, time: SystemTime) -> io::Result<()> {
+        self.file.set_modified(time)
+    }
+
     /// Bytes written so far.
     pub(crate) fn len(&self) -> u64 {
         self.len

@@ -23,7 +23,7 @@ use concurrent_futures::ThreadPoolExecutor;
 use self::hosts::Hosts;
 use self::journal::Journal;
 use self::list::{BadLine, Entry, ListReader};
-use crate::download::{self, AsyncClient, BlockingClient, Cancel, Target, UrlOutcome};
+use crate::download::{self, AsyncClient, BlockingClient, Cancel, Target, UrlOptions, UrlOutcome};
 use crate::error::Error;
 use crate::plan::{Mode, NameBy};
 use crate::progress::Progress;
@@ -72,6 +72,9 @@ pub struct GetPlan {
     pub max_size: u64,
     /// Make no request for an entry whose file exists.
     pub skip_existing: bool,
+    /// `-N`: ask `If-Modified-Since` the file's modification time (a 304 counts as
+    /// unchanged), and give saved files the server's `Last-Modified`.
+    pub timestamping: bool,
     /// Print the final report as one JSON object.
     pub json: bool,
     /// Print a line per finished entry, and no progress bar.
@@ -369,7 +372,11 @@ fn run_threads(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(),
         Arc::clone(&target.cancel),
     ));
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(Entry, UrlOutcome)>();
-    let (cap, skip) = (plan.max_size, plan.skip_existing);
+    let options = UrlOptions {
+        cap: plan.max_size,
+        skip_existing: plan.skip_existing,
+        timestamping: plan.timestamping,
+    };
     loop {
         run.fill()?;
         while !run.cancel.is_cancelled()
@@ -386,8 +393,7 @@ fn run_threads(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(),
                             &target,
                             &entry.url,
                             &entry.name,
-                            cap,
-                            skip,
+                            options,
                         ))
                     })
                 }))
@@ -427,7 +433,11 @@ fn run_async(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(), E
             plan.max_req.max(1),
             Arc::clone(&target.cancel),
         )?);
-        let (cap, skip) = (plan.max_size, plan.skip_existing);
+        let options = UrlOptions {
+            cap: plan.max_size,
+            skip_existing: plan.skip_existing,
+            timestamping: plan.timestamping,
+        };
         let mut tasks = tokio::task::JoinSet::new();
         // The entry of each running task, to count it even if the task panics.
         let mut running = std::collections::HashMap::new();
@@ -439,7 +449,7 @@ fn run_async(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(), E
                 let (client, target) = (Arc::clone(&client), Arc::clone(&target));
                 let (url, name) = (entry.url.clone(), entry.name.clone());
                 let handle = tasks.spawn(async move {
-                    download::get_url(&*client, &target, &url, &name, cap, skip).await
+                    download::get_url(&*client, &target, &url, &name, options).await
                 });
                 running.insert(handle.id(), entry);
             }

@@ -439,3 +439,48 @@ fn issue_15_a_body_far_larger_than_memory_is_streamed_and_capped() -> TestResult
     assert!(files(&scratch.path().join("capped")).is_empty());
     Ok(())
 }
+
+#[test]
+fn issue_15_timestamping_asks_if_modified_since_and_keeps_the_servers_date() -> TestResult {
+    const DATE: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
+    for mode in ["threads", "async"] {
+        let scratch = Scratch::new()?;
+        let server = FaultServer::start(|_, count| {
+            if count == 0 {
+                Reply::Full {
+                    status: 200,
+                    headers: vec![("Last-Modified".into(), DATE.into())],
+                    body: GIF.to_vec(),
+                }
+            } else {
+                Reply::with_header(304, "Last-Modified", DATE)
+            }
+        })?;
+        let url = format!("{}/t.gif", host(&server));
+        let (code, json) = run_json(&scratch, &[&url, "-N", "--mode", mode])?;
+        assert_eq!((code, count(&json, "saved")), (0, 1), "{mode}: {json}");
+        let name = url.trim_start_matches("http://").replacen(':', "_", 1);
+        let saved = scratch.dest().join(name);
+        let modified = std::fs::metadata(&saved)?.modified()?;
+        let since_epoch = modified.duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        assert_eq!(
+            since_epoch, 1_445_412_480,
+            "{mode}: mtime is not Last-Modified"
+        );
+
+        std::fs::remove_file(scratch.dest().join(".flags-journal"))?;
+        let (code, json) = run_json(&scratch, &[&url, "-N", "--mode", mode])?;
+        assert_eq!((code, count(&json, "unchanged")), (0, 1), "{mode}: {json}");
+        let heads = server.heads();
+        assert_eq!(heads.len(), 2);
+        assert!(
+            heads[1]
+                .to_ascii_lowercase()
+                .contains(&format!("if-modified-since: {}", DATE.to_ascii_lowercase())),
+            "{mode}: {}",
+            heads[1]
+        );
+        assert_eq!(std::fs::read(&saved)?, GIF);
+    }
+    Ok(())
+}
