@@ -365,7 +365,10 @@ pub(crate) fn prepare_list(list: &Path) -> Result<(), UsageError> {
 
 /// The usage line of `flags get`, for its `*** Usage error` messages.
 pub(crate) fn get_usage() -> String {
-    Cli::command()
+    let mut command = Cli::command();
+    // Built, so that the subcommand's usage line starts with `flags get`.
+    command.build();
+    command
         .find_subcommand_mut("get")
         .map(|get| get.render_usage().to_string())
         .unwrap_or_default()

@@ -269,39 +269,55 @@ impl Staged {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let _lock = NameLock::acquire(&self.dest);
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_file() && changed(&meta) < run_start => {
-                if meta.len() == self.len && same_content(&self.file, &path)? {
-                    return Ok(Committed::Unchanged);
-                }
-            }
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "another URL of this run was saved under this name",
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        // Whether the name is free, or held by a file from before the run; `None` if taken
+        // in this run.
+        let before_run = |path: &Path| match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_file() && changed(&meta) < run_start => Ok(Some(Some(meta))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(None)),
+            Err(e) => Err(e),
+        };
+        let taken = || {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "another URL of this run was saved under this name",
+            )
+        };
+        // The comparison is made without the lock: only the decision and the naming need
+        // it, and holding it while reading would make every thread wait for each file.
+        let same = match before_run(&path)?.ok_or_else(taken)? {
+            Some(meta) => meta.len() == self.len && same_content(&self.file, self.len, &path)?,
+            None => false,
+        };
+        // `flags get` runs in one process: the mutex is enough, no `flock`.
+        let _lock = NameLock::in_process();
+        match before_run(&path)? {
+            None => Err(taken()),
+            Some(Some(_)) if same => Ok(Committed::Unchanged),
+            Some(_) => self.commit(name).map(|_| Committed::Saved),
         }
-        self.commit(name)?;
-        Ok(Committed::Saved)
     }
 }
 
-/// Whether the staged `file` holds the same bytes as the file at `path` (of the same length).
-fn same_content(file: &File, path: &Path) -> io::Result<bool> {
+/// Whether the staged `file` of `len` bytes holds the same bytes as the file at `path` (of
+/// the same length).
+fn same_content(file: &File, len: u64, path: &Path) -> io::Result<bool> {
     use std::io::Read as _;
     #[cfg(unix)]
     use std::os::unix::fs::FileExt as _;
+    let size = usize::try_from(len.min(64 * 1024))
+        .unwrap_or(64 * 1024)
+        .max(1);
     let mut old = File::open(path)?;
-    let (mut a, mut b) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let (mut a, mut b) = (vec![0u8; size], vec![0u8; size]);
     let mut offset = 0u64;
     loop {
         let n = old.read(&mut a)?;
         if n == 0 {
-            return Ok(true);
+            return Ok(offset == len);
+        }
+        if offset + n as u64 > len {
+            return Ok(false);
         }
         #[cfg(unix)]
         file.read_exact_at(&mut b[..n], offset)?;
@@ -356,10 +372,17 @@ struct NameLock {
     _process: std::sync::MutexGuard<'static, ()>,
 }
 
+/// The threads' and tasks' side of [`NameLock`].
+static IN_PROCESS: Mutex<()> = Mutex::new(());
+
 impl NameLock {
+    /// The lock of this process's threads only (`flags get`, which has no worker processes).
+    fn in_process() -> std::sync::MutexGuard<'static, ()> {
+        IN_PROCESS.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn acquire(dest: &Path) -> Self {
-        static IN_PROCESS: Mutex<()> = Mutex::new(());
-        let process = IN_PROCESS.lock().unwrap_or_else(PoisonError::into_inner);
+        let process = Self::in_process();
         #[cfg(unix)]
         let dir = File::open(dest)
             .ok()
