@@ -537,3 +537,40 @@ fn issue_15_ctrl_c_stops_reading_the_list_and_a_rerun_finishes_it() -> TestResul
     }
     Ok(())
 }
+
+#[test]
+fn issue_15_lying_servers_fail_one_url_each_and_leave_no_file() -> TestResult {
+    for mode in ["threads", "async"] {
+        let scratch = Scratch::new()?;
+        let server = FaultServer::start(|path, _| match path {
+            "/short.gif" => Reply::Truncated {
+                declared: 5000,
+                body: GIF.to_vec(),
+            },
+            "/scheme.gif" => Reply::with_header(302, "Location", "file:///etc/passwd"),
+            "/reset.gif" => Reply::Reset,
+            _ => Reply::ok(GIF),
+        })?;
+        let base = host(&server);
+        let list =
+            format!("{base}/short.gif\n{base}/scheme.gif\n{base}/reset.gif\n{base}/ok.gif\n");
+        std::fs::write(scratch.path().join("list"), list)?;
+        let output = flags(scratch.path())
+            .args(["get", "-i", "list", "--dest", "dest", "-v", "--mode", mode])
+            .output()?;
+        assert_eq!(output.status.code(), Some(1), "{mode}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        for needle in [
+            "short.gif error: incomplete body: connection ended after 14 of 5000 bytes",
+            "scheme.gif error: unsupported redirect scheme: file",
+            "reset.gif error: connection reset before the response",
+            "ok.gif OK",
+        ] {
+            assert!(stdout.contains(needle), "{mode}: {needle} not in\n{stdout}");
+        }
+        let hostdir = base.trim_start_matches("http://").replace(':', "_");
+        let expected: BTreeSet<String> = [format!("{hostdir}/ok.gif")].into();
+        assert_eq!(files(&scratch.dest()), expected, "{mode}: a partial file");
+    }
+    Ok(())
+}
