@@ -56,7 +56,20 @@ fn head(status: u16, headers: &HeaderMap) -> Head {
         location: text(header::LOCATION),
         last_modified: text(header::LAST_MODIFIED)
             .and_then(|date| httpdate::parse_http_date(&date).ok()),
+        etag: text(header::ETAG).filter(|etag| !etag.is_empty()),
+        content_range: text(header::CONTENT_RANGE).and_then(|range| content_range(&range)),
     }
+}
+
+/// `bytes FIRST-LAST/TOTAL` as numbers (an unknown total, `*`, is `None`).
+fn content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    Some((
+        first.trim().parse().ok()?,
+        last.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    ))
 }
 
 /// `Retry-After` as a number of seconds (the HTTP-date form is ignored: backoff applies).
@@ -175,8 +188,14 @@ impl BlockingClient {
         &self,
         url: &str,
         since: Option<SystemTime>,
+        range: Option<(u64, String)>,
     ) -> Result<(Head, BlockingBody), Fault> {
         let mut request = self.agent.get(url);
+        if let Some((from, validator)) = range {
+            request = request
+                .header(header::RANGE, format!("bytes={from}-"))
+                .header(header::IF_RANGE, validator);
+        }
         if let Some(since) = since {
             request = request.header(header::IF_MODIFIED_SINCE, httpdate::fmt_http_date(since));
         }
@@ -250,8 +269,9 @@ impl Transport for BlockingClient {
         &self,
         url: &str,
         since: Option<SystemTime>,
+        range: Option<(u64, String)>,
     ) -> impl Future<Output = Result<(Head, BlockingBody), Fault>> + Send {
-        std::future::ready(self.get_blocking(url, since))
+        std::future::ready(self.get_blocking(url, since, range))
     }
 
     fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send {
@@ -431,8 +451,14 @@ impl AsyncClient {
         &self,
         url: String,
         since: Option<SystemTime>,
+        range: Option<(u64, String)>,
     ) -> Result<(Head, AsyncBody), Fault> {
         let mut request = self.client(&url)?.get(&url);
+        if let Some((from, validator)) = range {
+            request = request
+                .header(header::RANGE.as_str(), format!("bytes={from}-"))
+                .header(header::IF_RANGE.as_str(), validator);
+        }
         if let Some(since) = since {
             request = request.header(
                 header::IF_MODIFIED_SINCE.as_str(),
@@ -534,8 +560,9 @@ impl Transport for AsyncClient {
         &self,
         url: &str,
         since: Option<SystemTime>,
+        range: Option<(u64, String)>,
     ) -> impl Future<Output = Result<(Head, AsyncBody), Fault>> + Send {
-        self.get_async(url.to_owned(), since)
+        self.get_async(url.to_owned(), since, range)
     }
 
     fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send {
@@ -571,12 +598,12 @@ mod tests {
     fn a_head_over_the_limit_is_a_permanent_error() -> std::io::Result<()> {
         let client = BlockingClient::new(Duration::from_secs(5), 1, Cancel::new());
         let (head, mut body) = client
-            .get_blocking(&serve_head(MAX_HEAD - 200)?, None)
+            .get_blocking(&serve_head(MAX_HEAD - 200)?, None, None)
             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         assert_eq!(head.status, 200);
         assert_eq!(body.read().ok().flatten(), Some(&b"GIF89a"[..]));
         for too_big in [MAX_HEAD + 100, 70_000] {
-            let Err(error) = client.get_blocking(&serve_head(too_big)?, None) else {
+            let Err(error) = client.get_blocking(&serve_head(too_big)?, None, None) else {
                 panic!("{too_big}: a head over the limit was accepted");
             };
             assert_eq!(error, Fault::InvalidHead, "{too_big}");

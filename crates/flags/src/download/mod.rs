@@ -42,6 +42,11 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// Longest `Retry-After` honoured; a server asking for more gets this.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+/// `flags get`: bodies of at least this many bytes with a validator (`ETag` or
+/// `Last-Modified`) are staged in a partial file that a rerun resumes with `Range`.
+pub(crate) const RESUMABLE: u64 = 1024 * 1024;
+/// `flags get`'s directory of partial files in `--dest`.
+pub(crate) const PARTIAL_DIR: &str = ".flags-partial";
 /// Largest flag accepted (flags are a few KiB).
 const MAX_BODY: u64 = 10 * 1024 * 1024;
 /// Largest `metadata.json` accepted (it holds one short name), read into memory.
@@ -69,6 +74,10 @@ pub(crate) struct Head {
     pub(crate) location: Option<String>,
     /// `Last-Modified`, when present and a valid HTTP date.
     pub(crate) last_modified: Option<SystemTime>,
+    /// `ETag`, when present.
+    pub(crate) etag: Option<String>,
+    /// `Content-Range` as `(first, last, total)` bytes, when present and complete.
+    pub(crate) content_range: Option<(u64, u64, u64)>,
 }
 
 /// What went wrong with a request, sorted by the client into the classes that read the same
@@ -178,11 +187,13 @@ pub(crate) trait Transport {
 
     /// GETs `url` (one request: redirects are the caller's) and returns the head of the
     /// answer; its body is read through the returned [`Body`]. With `since`, the request
-    /// carries `If-Modified-Since` (`flags get -N`).
+    /// carries `If-Modified-Since` (`flags get -N`); with `range`, `Range: bytes=FROM-` and
+    /// `If-Range: VALIDATOR` (`flags get` resuming a large body).
     fn get(
         &self,
         url: &str,
         since: Option<SystemTime>,
+        range: Option<(u64, String)>,
     ) -> impl Future<Output = Result<(Head, Self::Body), Fault>> + Send;
 
     /// Sleeps before a retry; `false` when the run was cancelled meanwhile.
@@ -201,6 +212,10 @@ trait Sink: Send {
     fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
     /// Forgets what was written (before the body is received again).
     fn clear(&mut self) -> io::Result<()>;
+    /// A 2xx head arrived and its body comes next.
+    fn start(&mut self, _head: &Head) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Sink for Vec<u8> {
@@ -219,6 +234,31 @@ impl Sink for Vec<u8> {
 struct FlagFile<'a> {
     dest: &'a std::path::Path,
     staged: Option<Staged>,
+    /// `flags get`: where a large body with a validator is staged so that a rerun can resume
+    /// it, and its validator's file.
+    partial: Option<(PathBuf, PathBuf)>,
+}
+
+impl FlagFile<'_> {
+    /// Stages a large body with a validator in its partial file (see [`RESUMABLE`]).
+    fn start_partial(&mut self, head: &Head) -> io::Result<()> {
+        let Some((path, validator_path)) = &self.partial else {
+            return Ok(());
+        };
+        let validator = head
+            .etag
+            .clone()
+            .or_else(|| head.last_modified.map(httpdate::fmt_http_date));
+        match (head.content_length, validator) {
+            (Some(len), Some(validator)) if len >= RESUMABLE && head.status == 200 => {
+                let staged = Staged::partial(self.dest, path, None)?;
+                std::fs::write(validator_path, validator)?;
+                self.staged = Some(staged);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 impl Sink for FlagFile<'_> {
@@ -232,6 +272,10 @@ impl Sink for FlagFile<'_> {
 
     fn clear(&mut self) -> io::Result<()> {
         self.staged.as_mut().map_or(Ok(()), Staged::clear)
+    }
+
+    fn start(&mut self, head: &Head) -> io::Result<()> {
+        self.start_partial(head)
     }
 }
 
@@ -306,6 +350,7 @@ async fn fetch_and_save<T: Transport>(
     let mut flag = FlagFile {
         dest: &target.dest,
         staged: None,
+        partial: None,
     };
     match get_with_retries(client, target, &url, None, &mut flag, MAX_BODY, attempts).await {
         Ok(Got::Body(_)) => {}
@@ -383,6 +428,7 @@ pub(crate) async fn get_url<T: Transport>(
     target: &Target,
     url: &str,
     name: &str,
+    key: u64,
     options: UrlOptions,
 ) -> UrlOutcome {
     let path = target.dest.join(name);
@@ -398,9 +444,15 @@ pub(crate) async fn get_url<T: Transport>(
     let since = existing
         .filter(|_| options.timestamping)
         .and_then(|meta| meta.modified().ok());
+    let partial = target.dest.join(PARTIAL_DIR).join(format!("{key:016x}"));
+    let validator = partial.with_extension("validator");
+    if let Some(outcome) = resume(client, target, url, name, options, &partial, &validator).await {
+        return outcome;
+    }
     let mut file = FlagFile {
         dest: &target.dest,
         staged: None,
+        partial: Some((partial, validator.clone())),
     };
     let mut attempts = 0;
     let got = get_with_retries(
@@ -434,11 +486,98 @@ pub(crate) async fn get_url<T: Transport>(
     {
         return UrlOutcome::Error(format!("cannot save {name}: {e}"));
     }
+    commit_url(target, staged, name, &validator, len)
+}
+
+/// Names a whole body (see [`Staged::commit_new`]) and forgets its validator.
+fn commit_url(
+    target: &Target,
+    staged: Staged,
+    name: &str,
+    validator: &std::path::Path,
+    len: u64,
+) -> UrlOutcome {
     let run_start = target.run_start.unwrap_or(SystemTime::UNIX_EPOCH);
-    match staged.commit_new(name, run_start) {
+    let outcome = match staged.commit_new(name, run_start) {
         Ok(Committed::Saved) => UrlOutcome::Saved(len),
         Ok(Committed::Unchanged) => UrlOutcome::Unchanged,
-        Err(e) => UrlOutcome::Error(format!("cannot save {name}: {e}")),
+        Err(e) => return UrlOutcome::Error(format!("cannot save {name}: {e}")),
+    };
+    let _ = std::fs::remove_file(validator);
+    outcome
+}
+
+/// `flags get`: the rest of a large body a former run left in its `partial` file, asked for
+/// with `Range` and `If-Range` (the validator the first answer had). `None` when there is
+/// nothing to resume, or the server answers anything but a `206` whose `Content-Range`
+/// continues the file exactly: then the partial file is dropped and the download starts
+/// again.
+async fn resume<T: Transport>(
+    client: &T,
+    target: &Target,
+    url: &str,
+    name: &str,
+    options: UrlOptions,
+    partial: &std::path::Path,
+    validator_path: &std::path::Path,
+) -> Option<UrlOutcome> {
+    let validator = std::fs::read_to_string(validator_path).ok()?;
+    let have = std::fs::metadata(partial).ok()?.len();
+    if have == 0 {
+        return None;
+    }
+    let range = Some((have, validator));
+    let (head, mut body) = match get_following(client, target.timeout, url, None, range).await {
+        Ok(answer) => answer,
+        Err(error) => return Some(UrlOutcome::Error(error.message)),
+    };
+    let total = match head.content_range {
+        Some((first, last, total))
+            if head.status == 206 && first == have && last.checked_add(1) == Some(total) =>
+        {
+            total
+        }
+        _ => {
+            drain(&head, &mut body).await;
+            let _ = std::fs::remove_file(partial);
+            let _ = std::fs::remove_file(validator_path);
+            return None;
+        }
+    };
+    if total > options.cap {
+        return Some(UrlOutcome::Error(
+            FetchError::too_large(options.cap).message,
+        ));
+    }
+    let mut staged = match Staged::partial(&target.dest, partial, Some(have)) {
+        Ok(staged) => staged,
+        Err(e) => return Some(UrlOutcome::Error(format!("cannot save {name}: {e}"))),
+    };
+    let rest = options.cap - have;
+    match receive(&head, &mut body, &mut staged, rest, target.timeout).await {
+        Ok(()) if staged.len() == total => {}
+        // Kept: the next run asks for what is still missing.
+        Ok(()) => {
+            return Some(UrlOutcome::Error(format!(
+                "incomplete body: {} of {total} bytes",
+                staged.len()
+            )));
+        }
+        Err(BodyError::Fetch(error)) => return Some(UrlOutcome::Error(error.message)),
+        Err(BodyError::Save(e)) => {
+            return Some(UrlOutcome::Error(format!("cannot save {name}: {e}")));
+        }
+    }
+    Some(commit_url(target, staged, name, validator_path, total))
+}
+
+impl Sink for Staged {
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.write_all(chunk)
+    }
+
+    fn clear(&mut self) -> io::Result<()> {
+        Staged::clear(self)
     }
 }
 
@@ -489,9 +628,10 @@ async fn get_with_retries<T: Transport>(
     let mut retry = 0;
     loop {
         *attempts += 1;
-        let error = match get_following(client, target.timeout, url, since).await {
+        let error = match get_following(client, target.timeout, url, since, None).await {
             Ok((head, mut body)) if (200..300).contains(&head.status) => {
                 sink.clear().map_err(Failed::Save)?;
+                sink.start(&head).map_err(Failed::Save)?;
                 match receive(&head, &mut body, sink, cap, target.timeout).await {
                     Ok(()) => return Ok(Got::Body(head.last_modified)),
                     Err(BodyError::Save(e)) => return Err(Failed::Save(e)),
@@ -525,12 +665,13 @@ async fn get_following<T: Transport>(
     timeout: Duration,
     url: &str,
     since: Option<SystemTime>,
+    range: Option<(u64, String)>,
 ) -> Result<(Head, T::Body), FetchError> {
     let mut url = url.to_owned();
     let mut redirects = 0;
     loop {
         let (head, mut body) = client
-            .get(&url, since)
+            .get(&url, since, range.clone())
             .await
             .map_err(|fault| fault.into_error(timeout, 0, None))?;
         if head
@@ -784,6 +925,7 @@ mod tests {
             &self,
             url: &str,
             _since: Option<SystemTime>,
+            _range: Option<(u64, String)>,
         ) -> impl Future<Output = Result<(Head, ScriptBody), Fault>> + Send {
             if let Ok(mut urls) = self.urls.lock() {
                 urls.push(url.to_owned());
@@ -799,6 +941,8 @@ mod tests {
                         content_encoding: None,
                         location: response.location,
                         last_modified: None,
+                        etag: None,
+                        content_range: None,
                     };
                     let body = ScriptBody {
                         rest: response.body,

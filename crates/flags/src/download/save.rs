@@ -79,6 +79,9 @@ enum Kind {
     Unnamed,
     /// A named temporary file, listed in [`NAMED`] while it exists.
     Named(tempfile::TempPath),
+    /// `flags get`'s partial file of a large body (`DEST/.flags-partial/KEY`): kept on failure
+    /// and by a kill, so that a rerun can ask for the rest (`Range`); renamed when whole.
+    Partial(PathBuf),
     /// Committed or removed.
     Gone,
 }
@@ -100,6 +103,34 @@ impl Staged {
             });
         }
         Self::named(dest)
+    }
+
+    /// The partial file at `path` of a large body downloading into `dest`: emptied
+    /// (`resume_at` `None`), or kept, with writes appended after its first `resume_at` bytes.
+    ///
+    /// # Errors
+    ///
+    /// Creating or opening the file, or its length not being `resume_at`.
+    pub(crate) fn partial(dest: &Path, path: &Path, resume_at: Option<u64>) -> io::Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(resume_at.is_none())
+            .open(path)?;
+        let len = file.seek(io::SeekFrom::End(0))?;
+        if resume_at.is_some_and(|at| at != len) {
+            return Err(io::Error::other("the partial file changed"));
+        }
+        Ok(Self {
+            file,
+            kind: Kind::Partial(path.to_owned()),
+            dest: dest.to_owned(),
+            len,
+        })
     }
 
     /// A new, empty named temporary file in `dest`.
@@ -198,6 +229,7 @@ impl Staged {
                 // On failure the temporary file is removed with the error's `TempPath`.
                 persisted.map(|()| path).map_err(|e| e.error)
             }
+            Kind::Partial(partial) => std::fs::rename(&partial, &path).map(|()| path),
             Kind::Gone => Err(io::Error::other("the staged file is gone")),
         }
     }

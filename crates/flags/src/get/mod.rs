@@ -393,6 +393,7 @@ fn run_threads(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(),
                             &target,
                             &entry.url,
                             &entry.name,
+                            entry.key(),
                             options,
                         ))
                     })
@@ -447,9 +448,9 @@ fn run_async(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(), E
                 && let Some(entry) = run.hosts.start()
             {
                 let (client, target) = (Arc::clone(&client), Arc::clone(&target));
-                let (url, name) = (entry.url.clone(), entry.name.clone());
+                let (url, name, key) = (entry.url.clone(), entry.name.clone(), entry.key());
                 let handle = tasks.spawn(async move {
-                    download::get_url(&*client, &target, &url, &name, options).await
+                    download::get_url(&*client, &target, &url, &name, key, options).await
                 });
                 running.insert(handle.id(), entry);
             }

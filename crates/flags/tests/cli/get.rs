@@ -574,3 +574,86 @@ fn issue_15_lying_servers_fail_one_url_each_and_leave_no_file() -> TestResult {
     }
     Ok(())
 }
+
+/// A 2 MiB body whose bytes say where they are.
+fn big_body() -> Vec<u8> {
+    (0..2u32 << 20).map(|i| (i % 251) as u8).collect()
+}
+
+/// Runs `flags get URL NAME` (from a list) in `mode`, returning the exit status.
+fn get_big(
+    scratch: &Scratch,
+    url: &str,
+    mode: &str,
+) -> Result<Option<i32>, Box<dyn std::error::Error>> {
+    std::fs::write(scratch.path().join("list"), format!("{url} big.bin\n"))?;
+    let output = flags(scratch.path())
+        .args(["get", "-i", "list", "--dest", "dest", "--mode", mode])
+        .output()?;
+    Ok(output.status.code())
+}
+
+#[test]
+fn issue_15_an_interrupted_large_body_resumes_with_range() -> TestResult {
+    const HALF: usize = 1 << 20;
+    for mode in ["threads", "async"] {
+        for honours_range in [true, false] {
+            let body = big_body();
+            let scratch = Scratch::new()?;
+            let server = FaultServer::start(move |_, count| {
+                let body = big_body();
+                let head = |status: &str, extra: &str, len: usize| {
+                    format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {len}\r\nETag: \"v1\"\r\n{extra}\r\n"
+                    )
+                    .into_bytes()
+                };
+                match count {
+                    // The connection ends half-way.
+                    0 => {
+                        Reply::Raw([head("200 OK", "", body.len()), body[..HALF].to_vec()].concat())
+                    }
+                    1 if honours_range => {
+                        let range = format!(
+                            "Content-Range: bytes {HALF}-{}/{}\r\n",
+                            body.len() - 1,
+                            body.len()
+                        );
+                        Reply::Raw(
+                            [
+                                head("206 Partial Content", &range, body.len() - HALF),
+                                body[HALF..].to_vec(),
+                            ]
+                            .concat(),
+                        )
+                    }
+                    _ => Reply::Raw([head("200 OK", "", body.len()), body.clone()].concat()),
+                }
+            })?;
+            let url = format!("{}/big", host(&server));
+            assert_eq!(get_big(&scratch, &url, mode)?, Some(1), "{mode}");
+            assert!(
+                files(&scratch.dest()).is_empty(),
+                "{mode}: a partial file under its name"
+            );
+
+            assert_eq!(get_big(&scratch, &url, mode)?, Some(0), "{mode}");
+            assert_eq!(
+                std::fs::read(scratch.dest().join("big.bin"))?,
+                body,
+                "{mode}"
+            );
+            let heads = server.heads();
+            let second = heads[1].to_ascii_lowercase();
+            assert!(second.contains("range: bytes=1048576-"), "{mode}: {second}");
+            assert!(second.contains("if-range: \"v1\""), "{mode}: {second}");
+            // Resumed: two requests; not honoured: the resume, then the whole body again.
+            assert_eq!(heads.len(), if honours_range { 2 } else { 3 }, "{mode}");
+            let partial: Vec<_> = std::fs::read_dir(scratch.dest().join(".flags-partial"))?
+                .flatten()
+                .collect();
+            assert!(partial.is_empty(), "{mode}: {partial:?} left");
+        }
+    }
+    Ok(())
+}
