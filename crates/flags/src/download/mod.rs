@@ -293,8 +293,9 @@ enum Got {
 /// Why [`get_with_retries`] gave up.
 #[derive(Debug)]
 enum Failed {
-    /// The request failed (or the server refused): the one-line reason.
-    Fetch(String),
+    /// The request failed (or the server refused): the one-line reason, and whether it is
+    /// worth another try.
+    Fetch(FetchError),
     /// The body could not be written where it goes (a full file system, say).
     Save(io::Error),
 }
@@ -355,7 +356,11 @@ async fn fetch_and_save<T: Transport>(
     match get_with_retries(client, target, &url, None, &mut flag, MAX_BODY, attempts).await {
         Ok(Got::Body(_)) => {}
         Ok(Got::NotFound | Got::NotModified) => return Outcome::NotFound { url },
-        Err(Failed::Fetch(message)) => return Outcome::Error { message },
+        Err(Failed::Fetch(error)) => {
+            return Outcome::Error {
+                message: error.message,
+            };
+        }
         Err(Failed::Save(e)) => {
             return Outcome::Error {
                 message: format!("cannot save {saving}: {e}"),
@@ -402,6 +407,15 @@ pub(crate) enum UrlOutcome {
     Existing,
     /// 404.
     NotFound,
+    /// A failure that may pass (timeout, connection, 429, 5xx), after the download path's
+    /// own retries (`flags get` gives it none: its scheduler retries): the reason and the
+    /// server's `Retry-After`.
+    Transient {
+        /// The one-line reason.
+        message: String,
+        /// The server's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
     /// Anything else, in one line.
     Error(String),
 }
@@ -468,7 +482,13 @@ pub(crate) async fn get_url<T: Transport>(
         Ok(Got::Body(last_modified)) => last_modified,
         Ok(Got::NotModified) => return UrlOutcome::Unchanged,
         Ok(Got::NotFound) => return UrlOutcome::NotFound,
-        Err(Failed::Fetch(message)) => return UrlOutcome::Error(message),
+        Err(Failed::Fetch(error)) if error.transient => {
+            return UrlOutcome::Transient {
+                message: error.message,
+                retry_after: error.retry_after,
+            };
+        }
+        Err(Failed::Fetch(error)) => return UrlOutcome::Error(error.message),
         Err(Failed::Save(e)) => return UrlOutcome::Error(format!("cannot save {name}: {e}")),
     };
     let staged = match file.staged {
@@ -609,7 +629,7 @@ async fn country_name<T: Transport>(
             .map(|m| m.country)
             .map_err(|e| format!("bad metadata.json ({e}): {url}")),
         Ok(Got::NotFound | Got::NotModified) => Err(format!("metadata.json not found: {url}")),
-        Err(Failed::Fetch(message)) => Err(message),
+        Err(Failed::Fetch(error)) => Err(error.message),
         Err(Failed::Save(e)) => Err(format!("cannot read metadata.json: {e}")),
     }
 }
@@ -649,11 +669,11 @@ async fn get_with_retries<T: Transport>(
             Err(error) => error,
         };
         if !error.transient || retry >= target.retries || target.cancel.is_cancelled() {
-            return Err(Failed::Fetch(error.message));
+            return Err(Failed::Fetch(error));
         }
         retry += 1;
         if !client.sleep(backoff(retry, error.retry_after)).await {
-            return Err(Failed::Fetch(error.message));
+            return Err(Failed::Fetch(error));
         }
     }
 }
@@ -776,7 +796,7 @@ async fn drain<B: Body>(head: &Head, body: &mut B) {
 /// The wait before retry number `retry` (from 1): exponential from [`BACKOFF_BASE`], capped at
 /// [`BACKOFF_CAP`], with "equal jitter" (a random point in the upper half), and never shorter than
 /// the server's `Retry-After` (capped at [`RETRY_AFTER_CAP`]).
-fn backoff(retry: u32, retry_after: Option<Duration>) -> Duration {
+pub(crate) fn backoff(retry: u32, retry_after: Option<Duration>) -> Duration {
     let exponential = BACKOFF_BASE
         .saturating_mul(1 << retry.saturating_sub(1).min(16))
         .min(BACKOFF_CAP);

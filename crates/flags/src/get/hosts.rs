@@ -4,9 +4,12 @@
 //! memory does not grow with the list. An entry starts when fewer than `max_req` downloads
 //! run in all and fewer than `max_per_host` on its host; hosts with room take turns, so a
 //! slow host holds at most `max_per_host` slots and the rest of the look-ahead keeps the
-//! others busy.
+//! others busy. A transient failure waits for its retry in a delay queue, holding no slot;
+//! a `Retry-After` also pauses its host (only that host) until then.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::Instant;
 
 use super::list::Entry;
 
@@ -30,6 +33,40 @@ pub(crate) struct Hosts {
     lookahead: usize,
     max_req: usize,
     max_per_host: usize,
+    /// Entries waiting for a retry, by when (and order of arrival); counted in `queued`.
+    delayed: BinaryHeap<Reverse<Delayed>>,
+    /// Hosts that asked to wait (`Retry-After`), until when.
+    paused: HashMap<String, Instant>,
+    /// Entries put in the delay queue so far (orders entries due at the same instant).
+    sequence: u64,
+}
+
+/// An entry in the delay queue.
+#[derive(Debug)]
+struct Delayed {
+    due: Instant,
+    sequence: u64,
+    entry: Entry,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.sequence) == (other.due, other.sequence)
+    }
+}
+
+impl Eq for Delayed {}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.sequence).cmp(&(other.due, other.sequence))
+    }
 }
 
 impl Hosts {
@@ -44,6 +81,74 @@ impl Hosts {
             lookahead: lookahead.max(1),
             max_req: max_req.max(1),
             max_per_host: max_per_host.max(1),
+            delayed: BinaryHeap::new(),
+            paused: HashMap::new(),
+            sequence: 0,
+        }
+    }
+
+    /// Puts `entry` (whose download just finished with a transient failure, see
+    /// [`Hosts::finished`]) in the delay queue until `due`; with `pause_host`, its host
+    /// starts nothing before then either.
+    pub(crate) fn retry_at(&mut self, entry: Entry, due: Instant, pause_host: bool) {
+        if pause_host {
+            let until = self.paused.entry(entry.host.clone()).or_insert(due);
+            *until = (*until).max(due);
+        }
+        self.sequence += 1;
+        self.queued += 1;
+        self.delayed.push(Reverse(Delayed {
+            due,
+            sequence: self.sequence,
+            entry,
+        }));
+    }
+
+    /// Moves the retries due by `now` to their hosts' queues, and ends the pauses over.
+    pub(crate) fn wake(&mut self, now: Instant) {
+        let ended: Vec<String> = self
+            .paused
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(host, _)| host.clone())
+            .collect();
+        for host in ended {
+            self.paused.remove(&host);
+            self.make_ready(&host);
+        }
+        while self.delayed.peek().is_some_and(|d| d.0.due <= now) {
+            if let Some(Reverse(delayed)) = self.delayed.pop() {
+                self.queued -= 1;
+                self.push(delayed.entry);
+            }
+        }
+    }
+
+    /// When the next retry is due or pause ends, if any.
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        let retry = self.delayed.peek().map(|d| d.0.due);
+        let pause = self.paused.values().min().copied();
+        retry.into_iter().chain(pause).min()
+    }
+
+    /// Whether entries wait for a retry (the run is not over while they do).
+    pub(crate) fn has_delayed(&self) -> bool {
+        !self.delayed.is_empty()
+    }
+
+    /// Puts `host` in turn if it has a queued entry and room, and is not paused.
+    fn make_ready(&mut self, name: &str) {
+        if self.paused.contains_key(name) {
+            return;
+        }
+        let max_per_host = self.max_per_host;
+        if let Some(host) = self.hosts.get_mut(name)
+            && !host.ready
+            && !host.queue.is_empty()
+            && host.running < max_per_host
+        {
+            host.ready = true;
+            self.ready.push_back(name.to_owned());
         }
     }
 
@@ -84,7 +189,16 @@ impl Hosts {
         if self.running >= self.max_req {
             return None;
         }
-        let name = self.ready.pop_front()?;
+        let name = loop {
+            let name = self.ready.pop_front()?;
+            if !self.paused.contains_key(&name) {
+                break name;
+            }
+            // Paused since it was put in turn: back in turn when the pause ends.
+            if let Some(host) = self.hosts.get_mut(&name) {
+                host.ready = false;
+            }
+        };
         let host = self.hosts.get_mut(&name)?;
         let entry = host.queue.pop_front()?;
         host.running += 1;
@@ -108,9 +222,8 @@ impl Hosts {
         if state.queue.is_empty() && state.running == 0 {
             // Forgotten, so memory is bounded by the look-ahead, not the hosts of the list.
             self.hosts.remove(host);
-        } else if !state.ready && !state.queue.is_empty() && state.running < self.max_per_host {
-            state.ready = true;
-            self.ready.push_back(host.to_owned());
+        } else {
+            self.make_ready(host);
         }
     }
 }
@@ -125,6 +238,7 @@ mod tests {
             url: format!("http://{host}/{line}"),
             host: host.into(),
             name: format!("{host}/{line}"),
+            retries: 0,
         }
     }
 
@@ -151,6 +265,32 @@ mod tests {
             "an idle host is forgotten"
         );
         assert_eq!((hosts.running(), hosts.queued()), (2, 7));
+    }
+
+    #[test]
+    fn a_retry_waits_outside_the_slots_and_retry_after_pauses_only_its_host() {
+        let mut hosts = Hosts::new(100, 1, 1);
+        hosts.push(entry("a", 0));
+        hosts.push(entry("a", 1));
+        hosts.push(entry("b", 2));
+        let first = hosts.start().map(|e| e.name);
+        assert_eq!(first.as_deref(), Some("a/0"));
+        hosts.finished("a");
+        let now = Instant::now();
+        let later = now + std::time::Duration::from_secs(5);
+        hosts.retry_at(entry("a", 0), later, true);
+        // The slot is free for b; a is paused; a/0 waits in the delay queue.
+        assert_eq!(hosts.start().map(|e| e.name), Some("b/2".into()));
+        hosts.finished("b");
+        assert!(hosts.start().is_none());
+        assert_eq!(hosts.next_wake(), Some(later));
+        hosts.wake(now);
+        assert!(hosts.start().is_none(), "woken before its time");
+        hosts.wake(later);
+        assert_eq!(hosts.start().map(|e| e.name), Some("a/1".into()));
+        hosts.finished("a");
+        assert_eq!(hosts.start().map(|e| e.name), Some("a/0".into()));
+        assert!(!hosts.has_delayed());
     }
 
     #[test]

@@ -126,6 +126,7 @@ mod tests {
             url: format!("http://h/{n}"),
             host: "h".into(),
             name: format!("h/{n}"),
+            retries: 0,
         }
     }
 

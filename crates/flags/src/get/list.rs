@@ -22,6 +22,8 @@ pub(crate) struct Entry {
     pub(crate) host: String,
     /// The safe relative path under `--dest`.
     pub(crate) name: String,
+    /// Retries made so far.
+    pub(crate) retries: u32,
 }
 
 impl Entry {
@@ -183,6 +185,7 @@ pub(crate) fn parse_line(line: u64, bytes: &[u8]) -> Option<Result<Entry, BadLin
             url: parsed.into(),
             host,
             name,
+            retries: 0,
         })),
         Err(reason) => bad(format!("{reason}: {url}")),
     }

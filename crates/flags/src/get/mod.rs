@@ -179,7 +179,8 @@ pub fn run_get(plan: &GetPlan, cancel: &Arc<Cancel>) -> Result<GetSummary, Error
         base_url: String::new(),
         dest: plan.dest.clone(),
         name_by: NameBy::Code,
-        retries: plan.retries,
+        // The scheduler retries, outside the slots (see `Run::finished`).
+        retries: 0,
         timeout: plan.timeout,
         cancel: Arc::clone(cancel),
         run_start: Some(run_start),
@@ -198,6 +199,7 @@ pub fn run_get(plan: &GetPlan, cancel: &Arc<Cancel>) -> Result<GetSummary, Error
         tally: GetTally::default(),
         progress,
         verbose: plan.verbose,
+        retries: plan.retries,
         cancel: Arc::clone(cancel),
     };
     let start = Instant::now();
@@ -268,6 +270,8 @@ struct Run {
     tally: GetTally,
     progress: Progress,
     verbose: bool,
+    /// Retries of a transient failure (`--retries`).
+    retries: u32,
     cancel: Arc<Cancel>,
 }
 
@@ -289,9 +293,22 @@ impl Run {
         Ok(())
     }
 
-    /// Whether the run is over: the list read (or the run cancelled), nothing queued or running.
+    /// Whether the run is over: the list read and no retry waiting (or the run cancelled),
+    /// nothing running.
     fn is_over(&self) -> bool {
-        (self.list_ended || self.cancel.is_cancelled()) && self.hosts.running() == 0
+        let done = self.list_ended && !self.hosts.has_delayed();
+        (done || self.cancel.is_cancelled()) && self.hosts.running() == 0
+    }
+
+    /// Starts the retries that are due; how long the loop may wait for a download to finish
+    /// (until the next retry is due, at most a journal commit's time).
+    fn wake(&mut self) -> Duration {
+        let now = Instant::now();
+        self.hosts.wake(now);
+        self.hosts
+            .next_wake()
+            .map_or(journal::GROUP_TIME, |at| at.saturating_duration_since(now))
+            .min(journal::GROUP_TIME)
     }
 
     fn bad_line(&mut self, bad: &BadLine) -> Result<(), Error> {
@@ -304,9 +321,22 @@ impl Run {
         writeln!(self.failed, "# line {}: {}", bad.line, bad.reason).map_err(Error::FailedWrite)
     }
 
-    /// Counts a finished download.
-    fn finished(&mut self, entry: &Entry, outcome: UrlOutcome) -> Result<(), Error> {
+    /// Counts a finished download, or puts it in the delay queue for a retry: a transient
+    /// failure with retries left waits there (exponential backoff with jitter, at least the
+    /// server's `Retry-After`, which also pauses its host), holding no slot.
+    fn finished(&mut self, mut entry: Entry, outcome: UrlOutcome) -> Result<(), Error> {
         self.hosts.finished(&entry.host);
+        if let UrlOutcome::Transient { retry_after, .. } = &outcome
+            && entry.retries < self.retries
+            && !self.cancel.is_cancelled()
+        {
+            entry.retries += 1;
+            let wait = download::backoff(entry.retries, *retry_after);
+            self.hosts
+                .retry_at(entry, Instant::now() + wait, retry_after.is_some());
+            return Ok(());
+        }
+        let entry = &entry;
         self.progress.inc();
         let failure = match &outcome {
             UrlOutcome::Saved(bytes) => {
@@ -326,7 +356,7 @@ impl Run {
                 self.tally.not_found += 1;
                 Some(format!("not found: {}", entry.url))
             }
-            UrlOutcome::Error(message) => {
+            UrlOutcome::Error(message) | UrlOutcome::Transient { message, .. } => {
                 self.tally.errors += 1;
                 Some(message.clone())
             }
@@ -378,6 +408,7 @@ fn run_threads(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(),
         timestamping: plan.timestamping,
     };
     loop {
+        let wait = run.wake();
         run.fill()?;
         while !run.cancel.is_cancelled()
             && let Some(entry) = run.hosts.start()
@@ -406,7 +437,7 @@ fn run_threads(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(),
         if run.is_over() {
             break;
         }
-        let (entry, outcome) = match done_rx.recv_timeout(journal::GROUP_TIME) {
+        let (entry, outcome) = match done_rx.recv_timeout(wait) {
             Ok(done) => done,
             // Nothing finished for a while: what is done is made durable meanwhile.
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -415,7 +446,7 @@ fn run_threads(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(),
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        run.finished(&entry, outcome)?;
+        run.finished(entry, outcome)?;
     }
     pool.shutdown(false, false);
     Ok(())
@@ -443,6 +474,7 @@ fn run_async(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(), E
         // The entry of each running task, to count it even if the task panics.
         let mut running = std::collections::HashMap::new();
         loop {
+            let wait = run.wake();
             run.fill()?;
             while !run.cancel.is_cancelled()
                 && let Some(entry) = run.hosts.start()
@@ -457,16 +489,21 @@ fn run_async(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(), E
             if run.is_over() {
                 break;
             }
-            let joined =
-                match tokio::time::timeout(journal::GROUP_TIME, tasks.join_next_with_id()).await {
-                    Ok(Some(joined)) => joined,
-                    Ok(None) => break,
-                    // Nothing finished for a while: what is done is made durable meanwhile.
-                    Err(_) => {
-                        run.journal.commit().map_err(Error::JournalWrite)?;
-                        continue;
-                    }
-                };
+            if tasks.is_empty() {
+                // Only retries wait: until the first is due.
+                tokio::time::sleep(wait).await;
+                run.journal.commit().map_err(Error::JournalWrite)?;
+                continue;
+            }
+            let joined = match tokio::time::timeout(wait, tasks.join_next_with_id()).await {
+                Ok(Some(joined)) => joined,
+                Ok(None) => continue,
+                // Nothing finished for a while: what is done is made durable meanwhile.
+                Err(_) => {
+                    run.journal.commit().map_err(Error::JournalWrite)?;
+                    continue;
+                }
+            };
             let (id, outcome) = match joined {
                 Ok((id, outcome)) => (id, outcome),
                 Err(error) => (
@@ -475,7 +512,7 @@ fn run_async(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(), E
                 ),
             };
             if let Some(entry) = running.remove(&id) {
-                run.finished(&entry, outcome)?;
+                run.finished(entry, outcome)?;
             }
         }
         Ok(())

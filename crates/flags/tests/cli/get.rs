@@ -657,3 +657,44 @@ fn issue_15_an_interrupted_large_body_resumes_with_range() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn issue_15_a_retry_waits_outside_the_slots() -> TestResult {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for mode in ["threads", "async"] {
+        let served_b = Arc::new(AtomicUsize::new(0));
+        let b = FaultServer::start({
+            let served_b = Arc::clone(&served_b);
+            move |_, _| {
+                served_b.fetch_add(1, Ordering::SeqCst);
+                Reply::ok(GIF)
+            }
+        })?;
+        // Busy at first (Retry-After: 1); the retry succeeds only if host b was served
+        // meanwhile, on the one slot (-m 1) the retry did not hold.
+        let a = FaultServer::start({
+            let served_b = Arc::clone(&served_b);
+            move |_, count| match count {
+                0 => Reply::with_header(503, "Retry-After", "1"),
+                _ if served_b.load(Ordering::SeqCst) == 2 => Reply::ok(GIF),
+                _ => Reply::status(500),
+            }
+        })?;
+        let scratch = Scratch::new()?;
+        let list = format!(
+            "{}/busy.gif\n{}/x.gif\n{}/y.gif\n",
+            host(&a),
+            host(&b),
+            host(&b)
+        );
+        std::fs::write(scratch.path().join("list"), list)?;
+        let (code, json) = run_json(
+            &scratch,
+            &["-i", "list", "-m", "1", "--retries", "1", "--mode", mode],
+        )?;
+        assert_eq!((code, count(&json, "saved")), (0, 3), "{mode}: {json}");
+        assert_eq!(a.heads().len(), 2, "{mode}");
+    }
+    Ok(())
+}
