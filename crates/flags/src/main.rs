@@ -75,7 +75,9 @@ fn get_main(args: GetArgs) -> ExitCode {
     {
         return usage_error(&error, &cli::get_usage());
     }
-    match cli::prepare_dest(&plan.dest) {
+    let prepared = cli::prepare_dest(&plan.dest)
+        .and_then(|()| plan.trace.as_deref().map_or(Ok(()), cli::prepare_trace));
+    match prepared {
         Ok(()) => {}
         Err(OutputError::Usage(error)) => return usage_error(&error, &cli::get_usage()),
         Err(OutputError::Full(error)) => {

@@ -69,6 +69,11 @@ pub(crate) struct GetArgs {
     /// Output a line per entry as it completes (and no progress bar)
     #[arg(short, long)]
     pub(crate) verbose: bool,
+
+    /// Write one JSON line per finished entry (the URL as "code", lane, start and end in
+    /// seconds from the start of the run, outcome) to FILE, as it finishes
+    #[arg(long, value_name = "FILE")]
+    pub(crate) trace: Option<PathBuf>,
 }
 
 /// Parses `--max-size`: `1000`, `64K`, `10M`, `4G` (powers of 1024; a `B` or `iB` may follow).
@@ -149,6 +154,7 @@ impl TryFrom<GetArgs> for GetPlan {
             timestamping: args.timestamping,
             json: args.json,
             verbose: args.verbose,
+            trace: args.trace,
         })
     }
 }

@@ -27,7 +27,8 @@ use crate::download::{self, AsyncClient, BlockingClient, Cancel, Target, UrlOpti
 use crate::error::Error;
 use crate::plan::{Mode, NameBy};
 use crate::progress::Progress;
-use crate::report::Stop;
+use crate::report::{DownloadStatus, Stop};
+use crate::trace::TraceLine;
 
 pub use self::journal::JOURNAL;
 
@@ -79,6 +80,9 @@ pub struct GetPlan {
     pub json: bool,
     /// Print a line per finished entry, and no progress bar.
     pub verbose: bool,
+    /// Where to write a JSON line per finished entry ([`TraceLine`], the URL as its `code`),
+    /// as it finishes.
+    pub trace: Option<PathBuf>,
 }
 
 /// What a `flags get` run counted: counters only, whatever the length of the list.
@@ -168,6 +172,16 @@ pub fn run_get(plan: &GetPlan, cancel: &Arc<Cancel>) -> Result<GetSummary, Error
         ListSource::Urls(urls) => Box::new(io::Cursor::new(urls.join("\n").into_bytes())),
     };
     let journal = Journal::open(&plan.dest).map_err(dest_error)?;
+    let trace = match &plan.trace {
+        Some(path) => Some((
+            path.clone(),
+            BufWriter::new(File::create(path).map_err(|source| Error::TraceCreate {
+                path: path.clone(),
+                source,
+            })?),
+        )),
+        None => None,
+    };
     let failed = File::create(plan.dest.join(FAILED_PART)).map_err(dest_error)?;
     let run_start = download::run_start(&plan.dest).map_err(dest_error)?;
     let progress = Progress::stream(plan.verbose, plan.json);
@@ -201,8 +215,10 @@ pub fn run_get(plan: &GetPlan, cancel: &Arc<Cancel>) -> Result<GetSummary, Error
         verbose: plan.verbose,
         retries: plan.retries,
         cancel: Arc::clone(cancel),
+        trace,
+        start: Instant::now(),
     };
-    let start = Instant::now();
+    let start = run.start;
     match plan.mode {
         Mode::Async => run_async(&mut run, plan, target)?,
         _ => run_threads(&mut run, plan, target)?,
@@ -211,6 +227,12 @@ pub fn run_get(plan: &GetPlan, cancel: &Arc<Cancel>) -> Result<GetSummary, Error
     run.progress.finish();
     run.journal.commit().map_err(dest_error)?;
     run.failed.flush().map_err(dest_error)?;
+    if let Some((path, out)) = &mut run.trace {
+        out.flush().map_err(|source| Error::TraceWrite {
+            path: path.clone(),
+            source,
+        })?;
+    }
     std::fs::rename(plan.dest.join(FAILED_PART), plan.dest.join(FAILED)).map_err(dest_error)?;
 
     let stopped = cancel.stopped();
@@ -273,6 +295,19 @@ struct Run {
     /// Retries of a transient failure (`--retries`).
     retries: u32,
     cancel: Arc<Cancel>,
+    /// `--trace`: the file and the writer its lines go through.
+    trace: Option<(PathBuf, BufWriter<File>)>,
+    /// When the run started (trace times count from it).
+    start: Instant,
+}
+
+/// What a download task hands back: the entry, how it ended, and when it ran (on which lane).
+struct Done {
+    entry: Entry,
+    outcome: UrlOutcome,
+    lane: usize,
+    start: Instant,
+    end: Instant,
 }
 
 impl Run {
@@ -324,8 +359,40 @@ impl Run {
     /// Counts a finished download, or puts it in the delay queue for a retry: a transient
     /// failure with retries left waits there (exponential backoff with jitter, at least the
     /// server's `Retry-After`, which also pauses its host), holding no slot.
-    fn finished(&mut self, mut entry: Entry, outcome: UrlOutcome) -> Result<(), Error> {
+    fn finished(&mut self, done: Done) -> Result<(), Error> {
+        let Done {
+            mut entry,
+            outcome,
+            lane,
+            start,
+            end,
+        } = done;
         self.hosts.finished(&entry.host);
+        if let Some((path, out)) = &mut self.trace {
+            let status = match &outcome {
+                UrlOutcome::Saved(_) | UrlOutcome::Unchanged | UrlOutcome::Existing => {
+                    DownloadStatus::Ok
+                }
+                UrlOutcome::NotFound => DownloadStatus::NotFound,
+                UrlOutcome::Error(_) | UrlOutcome::Transient { .. } => DownloadStatus::Error,
+            };
+            let secs = |t: Instant| t.saturating_duration_since(self.start).as_secs_f64();
+            let line = TraceLine {
+                code: entry.url.clone(),
+                lane,
+                start: secs(start),
+                end: secs(end),
+                attempts: entry.retries + 1,
+                outcome: status,
+            };
+            serde_json::to_writer(&mut *out, &line)
+                .map_err(io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|source| Error::TraceWrite {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
         if let UrlOutcome::Transient { retry_after, .. } = &outcome
             && entry.retries < self.retries
             && !self.cancel.is_cancelled()
@@ -386,6 +453,8 @@ impl Run {
 thread_local! {
     /// This worker thread's client (the pool's threads serve one run and end with it).
     static CLIENT: std::cell::OnceCell<BlockingClient> = const { std::cell::OnceCell::new() };
+    /// This worker thread's lane in the trace, numbered in the order threads first download.
+    static LANE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
 /// `--mode threads`: our `ThreadPoolExecutor`, `max_req` workers with a blocking client each;
@@ -401,7 +470,8 @@ fn run_threads(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(),
         1,
         Arc::clone(&target.cancel),
     ));
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<(Entry, UrlOutcome)>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+    let lanes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let options = UrlOptions {
         cap: plan.max_size,
         skip_existing: plan.skip_existing,
@@ -415,7 +485,16 @@ fn run_threads(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(),
         {
             let (client, target, done) =
                 (Arc::clone(&client), Arc::clone(&target), done_tx.clone());
+            let lanes = Arc::clone(&lanes);
             let task = move || {
+                let lane = LANE.with(|lane| {
+                    *lane.get().get_or_insert_with(|| {
+                        let id = lanes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        lane.set(Some(id));
+                        id
+                    })
+                });
+                let start = Instant::now();
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     CLIENT.with(|own| {
                         let own = own.get_or_init(|| client.sibling());
@@ -430,14 +509,20 @@ fn run_threads(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(),
                     })
                 }))
                 .unwrap_or_else(|_| UrlOutcome::Error("download task failed: it panicked".into()));
-                let _ = done.send((entry, outcome));
+                let _ = done.send(Done {
+                    entry,
+                    outcome,
+                    lane,
+                    start,
+                    end: Instant::now(),
+                });
             };
             pool.submit(task).map_err(|_| Error::ThreadPoolRefused)?;
         }
         if run.is_over() {
             break;
         }
-        let (entry, outcome) = match done_rx.recv_timeout(wait) {
+        let done = match done_rx.recv_timeout(wait) {
             Ok(done) => done,
             // Nothing finished for a while: what is done is made durable meanwhile.
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -446,7 +531,7 @@ fn run_threads(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(),
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        run.finished(entry, outcome)?;
+        run.finished(done)?;
     }
     pool.shutdown(false, false);
     Ok(())
@@ -482,7 +567,10 @@ fn run_async(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(), E
                 let (client, target) = (Arc::clone(&client), Arc::clone(&target));
                 let (url, name, key) = (entry.url.clone(), entry.name.clone(), entry.key());
                 let handle = tasks.spawn(async move {
-                    download::get_url(&*client, &target, &url, &name, key, options).await
+                    let start = Instant::now();
+                    let outcome =
+                        download::get_url(&*client, &target, &url, &name, key, options).await;
+                    (outcome, start, Instant::now())
                 });
                 running.insert(handle.id(), entry);
             }
@@ -504,15 +592,27 @@ fn run_async(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(), E
                     continue;
                 }
             };
-            let (id, outcome) = match joined {
-                Ok((id, outcome)) => (id, outcome),
+            let now = Instant::now();
+            let (id, (outcome, start, end)) = match joined {
+                Ok(done) => done,
                 Err(error) => (
                     error.id(),
-                    UrlOutcome::Error(format!("download task failed: {error}")),
+                    (
+                        UrlOutcome::Error(format!("download task failed: {error}")),
+                        now,
+                        now,
+                    ),
                 ),
             };
             if let Some(entry) = running.remove(&id) {
-                run.finished(entry, outcome)?;
+                run.finished(Done {
+                    entry,
+                    outcome,
+                    // One thread runs every task.
+                    lane: 0,
+                    start,
+                    end,
+                })?;
             }
         }
         Ok(())

@@ -698,3 +698,32 @@ fn issue_15_a_retry_waits_outside_the_slots() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn issue_15_trace_has_a_line_per_entry() -> TestResult {
+    let scratch = Scratch::new()?;
+    let server = gif_server()?;
+    let base = host(&server);
+    let list = format!("{base}/a.gif\n{base}/missing.gif\n{base}/b.gif\n");
+    std::fs::write(scratch.path().join("list"), list)?;
+    let (code, _) = run_json(&scratch, &["-i", "list", "--trace", "trace.jsonl"])?;
+    assert_eq!(code, 1);
+    let text = std::fs::read_to_string(scratch.path().join("trace.jsonl"))?;
+    let mut lines = flags_engine::parse_trace(&text)?;
+    lines.sort_by(|a, b| a.code.cmp(&b.code));
+    let seen: Vec<(String, flags_engine::DownloadStatus)> =
+        lines.iter().map(|l| (l.code.clone(), l.outcome)).collect();
+    assert_eq!(
+        seen,
+        [
+            (format!("{base}/a.gif"), flags_engine::DownloadStatus::Ok),
+            (format!("{base}/b.gif"), flags_engine::DownloadStatus::Ok),
+            (
+                format!("{base}/missing.gif"),
+                flags_engine::DownloadStatus::NotFound
+            ),
+        ]
+    );
+    assert!(lines.iter().all(|l| l.end >= l.start && l.attempts == 1));
+    Ok(())
+}
