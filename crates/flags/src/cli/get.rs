@@ -25,7 +25,7 @@ pub(crate) struct GetArgs {
     #[arg(short, long = "input", value_name = "LIST")]
     pub(crate) input: Option<PathBuf>,
 
-    /// How to schedule the downloads (threads or async)
+    /// How to schedule the downloads (sequential runs as threads with -m 1)
     #[arg(long, value_enum, default_value_t = ModeArg::Threads)]
     pub(crate) mode: ModeArg,
 
@@ -109,12 +109,7 @@ impl TryFrom<GetArgs> for GetPlan {
         let mode = match args.mode {
             ModeArg::Threads | ModeArg::Sequential => Mode::Threads,
             ModeArg::Async => Mode::Async,
-            ModeArg::Processes => {
-                return Err(UsageError(
-                    "flags get runs --mode threads or async (processes is not supported yet)"
-                        .into(),
-                ));
-            }
+            ModeArg::Processes => Mode::Processes,
         };
         let max_req = match (args.mode, args.max_req) {
             (_, Some(0)) => return Err(UsageError("--max-req must be at least 1".into())),
@@ -195,7 +190,6 @@ mod tests {
         for args in [
             &[][..],
             &["-i", "l", "http://h/a"],
-            &["-i", "l", "--mode", "processes"],
             &["-i", "l", "-m", "0"],
             &["-i", "l", "--max-per-host", "0"],
             &["-i", "l", "--max-size", "0"],

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use self::cancel::Cancel;
 pub(crate) use self::http::{AsyncClient, BlockingClient};
+pub(crate) use self::processes::UrlPool;
 pub use self::save::exit_between_saves;
 use self::save::{Committed, Staged};
 pub(crate) use self::save::{run_start, safe_component};
@@ -396,8 +397,8 @@ async fn fetch_and_save<T: Transport>(
     }
 }
 
-/// What one URL of `flags get` came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What one URL of `flags get` came to. Serde: it crosses from the worker processes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum UrlOutcome {
     /// Saved: new, or replacing a different file from before the run; its size.
     Saved(u64),
@@ -421,7 +422,7 @@ pub(crate) enum UrlOutcome {
 }
 
 /// How `flags get` fetches each URL.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) struct UrlOptions {
     /// The largest body saved.
     pub(crate) cap: u64,

@@ -23,7 +23,9 @@ use concurrent_futures::ThreadPoolExecutor;
 use self::hosts::Hosts;
 use self::journal::Journal;
 use self::list::{BadLine, Entry, ListReader};
-use crate::download::{self, AsyncClient, BlockingClient, Cancel, Target, UrlOptions, UrlOutcome};
+use crate::download::{
+    self, AsyncClient, BlockingClient, Cancel, Target, UrlOptions, UrlOutcome, UrlPool,
+};
 use crate::error::Error;
 use crate::plan::{Mode, NameBy};
 use crate::progress::Progress;
@@ -57,7 +59,8 @@ pub enum ListSource {
 pub struct GetPlan {
     /// The list.
     pub source: ListSource,
-    /// [`Mode::Threads`] or [`Mode::Async`] (the others run as threads).
+    /// [`Mode::Threads`], [`Mode::Async`] or [`Mode::Processes`] (sequential runs as
+    /// threads).
     pub mode: Mode,
     /// Downloads at once, in all.
     pub max_req: usize,
@@ -221,6 +224,7 @@ pub fn run_get(plan: &GetPlan, cancel: &Arc<Cancel>) -> Result<GetSummary, Error
     let start = run.start;
     match plan.mode {
         Mode::Async => run_async(&mut run, plan, target)?,
+        Mode::Processes => run_processes(&mut run, plan, &target)?,
         _ => run_threads(&mut run, plan, target)?,
     }
     let elapsed = start.elapsed();
@@ -534,6 +538,65 @@ fn run_threads(run: &mut Run, plan: &GetPlan, target: Arc<Target>) -> Result<(),
         run.finished(done)?;
     }
     pool.shutdown(false, false);
+    Ok(())
+}
+
+/// `--mode processes`: our `ProcessPoolExecutor`, `max_req` worker processes with a blocking
+/// client each; each task's done-callback hands its outcome to the calling thread, which
+/// schedules and counts as in the threads mode.
+fn run_processes(run: &mut Run, plan: &GetPlan, target: &Target) -> Result<(), Error> {
+    let options = UrlOptions {
+        cap: plan.max_size,
+        skip_existing: plan.skip_existing,
+        timestamping: plan.timestamping,
+    };
+    let pool = UrlPool::new(plan.max_req.max(1), target, options)?;
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+    // Lanes are the workers' pids, numbered in the order their first result arrives.
+    let mut lanes = std::collections::HashMap::new();
+    loop {
+        let wait = run.wake();
+        run.fill()?;
+        while !run.cancel.is_cancelled()
+            && let Some(entry) = run.hosts.start()
+        {
+            let (url, name, key) = (entry.url.clone(), entry.name.clone(), entry.key());
+            let done = done_tx.clone();
+            let start = Instant::now();
+            let submitted = pool.submit(url, name, key, move |pid, outcome| {
+                let outcome = outcome
+                    .unwrap_or_else(|| UrlOutcome::Error("not attempted: interrupted".into()));
+                let _ = done.send(Done {
+                    entry,
+                    outcome,
+                    lane: pid as usize,
+                    start,
+                    end: Instant::now(),
+                });
+            });
+            if let Err(error) = submitted {
+                if run.cancel.is_cancelled() {
+                    break;
+                }
+                return Err(error);
+            }
+        }
+        if run.is_over() {
+            break;
+        }
+        let mut done = match done_rx.recv_timeout(wait) {
+            Ok(done) => done,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                run.journal.commit().map_err(Error::JournalWrite)?;
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let next = lanes.len();
+        done.lane = *lanes.entry(done.lane).or_insert(next);
+        run.finished(done)?;
+    }
+    pool.shutdown();
     Ok(())
 }
 

@@ -68,7 +68,7 @@ fn host(server: &FaultServer) -> String {
 
 #[test]
 fn issue_15_a_list_with_names_comments_and_bad_lines() -> TestResult {
-    for mode in ["threads", "async"] {
+    for mode in ["threads", "async", "processes"] {
         let scratch = Scratch::new()?;
         let server = gif_server()?;
         let base = host(&server);
@@ -121,7 +121,6 @@ fn issue_15_usage_errors_exit_2() -> TestResult {
         &["get", "-i", "no-such-list"],
         &["get", "-i", "."],
         &["get", "-i", "l", "http://h/x"],
-        &["get", "--mode", "processes", "http://h/x"],
         &["get", "--max-size", "lots", "http://h/x"],
         &["get", "-m", "0", "http://h/x"],
     ] {
@@ -489,7 +488,7 @@ fn issue_15_timestamping_asks_if_modified_since_and_keeps_the_servers_date() -> 
 #[test]
 fn issue_15_ctrl_c_stops_reading_the_list_and_a_rerun_finishes_it() -> TestResult {
     use std::io::BufRead as _;
-    for mode in ["threads", "async"] {
+    for mode in ["threads", "async", "processes"] {
         let scratch = Scratch::new()?;
         let server = FaultServer::start(|_, _| Reply::Stall(Box::new(Reply::ok(GIF))))?;
         let base = host(&server);
@@ -662,7 +661,7 @@ fn issue_15_an_interrupted_large_body_resumes_with_range() -> TestResult {
 fn issue_15_a_retry_waits_outside_the_slots() -> TestResult {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    for mode in ["threads", "async"] {
+    for mode in ["threads", "async", "processes"] {
         let served_b = Arc::new(AtomicUsize::new(0));
         let b = FaultServer::start({
             let served_b = Arc::clone(&served_b);
