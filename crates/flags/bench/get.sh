@@ -66,6 +66,7 @@ run() {
 echo "== $(date -u +%F) $N URLs, $C connections, nginx (return 200) on 127.0.0.1:$PORT, load $(cut -d' ' -f1-3 /proc/loadavg)"
 run "flags get --mode threads -m $C" "$WORK/ft" "$FLAGS" get -i "$WORK/urls.txt" -m "$C" --max-per-host "$C" --dest .
 run "flags get --mode async -m $C" "$WORK/fa" "$FLAGS" get --mode async -i "$WORK/urls.txt" -m "$C" --max-per-host "$C" --dest .
+run "flags get --mode processes -m $C" "$WORK/fp" "$FLAGS" get --mode processes -i "$WORK/urls.txt" -m "$C" --max-per-host "$C" --dest .
 run "curl --parallel --parallel-max $C -K" "$WORK/c" curl -s --parallel --parallel-immediate --parallel-max "$C" -K "$WORK/curl.cfg"
 run "wget2 --max-threads=$C -i" "$WORK/w" wget2 -q --max-threads="$C" -i "$WORK/urls.txt"
 run "aria2c -j $C --deferred-input -i" "$WORK/ad" aria2c -q -j "$C" --deferred-input=true -i "$WORK/urls.txt"
