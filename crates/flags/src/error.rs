@@ -69,6 +69,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// `flags get`'s list could not be opened.
+    #[error("cannot read the list {}", path.display())]
+    List {
+        /// The list file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `flags get`'s list could not be read to its end.
+    #[error("cannot read the list")]
+    ListRead(#[source] std::io::Error),
+    /// `flags get`'s resume journal could not be written.
+    #[error("cannot write the journal in --dest")]
+    JournalWrite(#[source] std::io::Error),
+    /// `flags get`'s list of failures could not be written.
+    #[error("cannot write the list of failures in --dest")]
+    FailedWrite(#[source] std::io::Error),
     /// The `--json` report could not be encoded.
     #[error("cannot encode the JSON report")]
     Json(#[source] serde_json::Error),

@@ -62,6 +62,7 @@ pub mod book;
 pub mod countries;
 mod download;
 mod error;
+mod get;
 #[cfg(test)]
 mod layering;
 mod plan;
@@ -73,6 +74,9 @@ mod trace;
 pub use crate::download::{Cancel, exit_between_saves};
 pub use crate::download::{WorkerPlan, serve_worker};
 pub use crate::error::Error;
+pub use crate::get::{
+    FAILED, FAILED_PART, GetPlan, GetReport, GetSummary, GetTally, JOURNAL, ListSource, run_get,
+};
 pub use crate::plan::{Cluster, MAX_CONCURRENT_REQ, Mode, NameBy, Plan, Server};
 pub use crate::report::{
     DownloadStatus, EXIT_INTERRUPTED, ErrorDetail, JsonReport, Outcome, Record, Stop, Summary,

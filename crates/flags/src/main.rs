@@ -28,9 +28,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use flags_engine::{Cancel, Plan};
+use flags_engine::{Cancel, GetPlan, ListSource, Plan};
 
-use crate::cli::{BenchArgs, Cli, Command, OutputError, UsageError};
+use crate::cli::{BenchArgs, Cli, Command, GetArgs, OutputError, UsageError};
 
 fn main() -> ExitCode {
     // In a worker process of `--mode processes` this serves downloads and never returns.
@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve::main(args),
         Some(Command::Bench(args)) => bench_main(args),
         Some(Command::Worker(args)) => worker_main(args),
+        Some(Command::Get(args)) => get_main(args),
         None => match Plan::try_from(cli.download) {
             Ok(plan) => download(&plan).unwrap_or_else(|error| {
                 diag!("flags: {error:#}");
@@ -85,6 +86,38 @@ fn worker_main(args: cli::WorkerArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `flags get`: validate, check the list and `--dest`, then download.
+fn get_main(args: GetArgs) -> ExitCode {
+    let plan = match GetPlan::try_from(args) {
+        Ok(plan) => plan,
+        Err(error) => return usage_error(&error, &cli::get_usage()),
+    };
+    if let ListSource::File(list) = &plan.source
+        && let Err(error) = cli::prepare_list(list)
+    {
+        return usage_error(&error, &cli::get_usage());
+    }
+    let prepared = cli::prepare_dest(&plan.dest)
+        .and_then(|()| plan.trace.as_deref().map_or(Ok(()), cli::prepare_trace));
+    match prepared {
+        Ok(()) => {}
+        Err(OutputError::Usage(error)) => return usage_error(&error, &cli::get_usage()),
+        Err(OutputError::Full(error)) => {
+            diag!("flags get: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let run = || -> anyhow::Result<ExitCode> {
+        let cancel = Cancel::new();
+        signals::install(&cancel).context("cannot take over Ctrl-C and SIGTERM")?;
+        Ok(flags_engine::run_get(&plan, &cancel)?.exit_code())
+    };
+    run().unwrap_or_else(|error| {
+        diag!("flags get: {error:#}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Prints `*** Usage error: …` and the usage line; exit status 2.

@@ -28,6 +28,15 @@ impl Progress {
         }
     }
 
+    /// The progress of a list of unknown length (`flags get`): a count and a rate.
+    pub(crate) fn stream(verbose: bool, json: bool) -> Self {
+        let bar = (!verbose && std::io::stderr().is_terminal()).then(url_bar);
+        Self {
+            bar,
+            lines_to_stderr: json,
+        }
+    }
+
     /// One more download finished.
     pub(crate) fn inc(&self) {
         if let Some(bar) = &self.bar {
@@ -130,6 +139,21 @@ fn download_bar(len: u64) -> ProgressBar {
     .progress_chars("█▉▊▋▌▍▎▏ ");
     let bar =
         ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr()).with_style(style);
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// `flags get`'s bar: `⠋ [00:00:01] 120000 URLs (95000/s)`.
+fn url_bar() -> ProgressBar {
+    let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} URLs ({rate})")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+        .with_key(
+            "rate",
+            |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{:.0}/s", state.per_sec());
+            },
+        );
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style);
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
 }

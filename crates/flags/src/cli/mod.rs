@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod bench;
+mod get;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use flags_engine::countries;
 use flags_engine::{Mode, NameBy, Plan, Server};
 
 pub(crate) use self::bench::BenchArgs;
+pub(crate) use self::get::GetArgs;
 
 /// Default `--max-req` for the concurrent modes.
 const DEFAULT_CONCURRENT_REQ: usize = 30;
@@ -46,6 +48,9 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Serve `--mode cluster` downloads from a Redis broker (run one per host)
     Worker(WorkerArgs),
+    /// Download many URLs from a list (or the command line): bounded memory, per-host limits,
+    /// safe names, resumable
+    Get(GetArgs),
 }
 
 /// Which country codes, as typed: shared by the downloader and `flags bench`.
@@ -447,6 +452,35 @@ pub(crate) fn worker_usage() -> String {
     let mut cli = Cli::command();
     cli.find_subcommand_mut("worker")
         .map_or_else(String::new, |worker| worker.render_usage().to_string())
+}
+
+/// Checks, before any download, that `flags get`'s list can be opened and is a file.
+///
+/// # Errors
+///
+/// A [`UsageError`] naming the list and the reason.
+pub(crate) fn prepare_list(list: &Path) -> Result<(), UsageError> {
+    let unreadable =
+        |e: std::io::Error| UsageError(format!("cannot read the list {}: {e}", list.display()));
+    let file = std::fs::File::open(list).map_err(unreadable)?;
+    if file.metadata().map_err(unreadable)?.is_dir() {
+        return Err(UsageError(format!(
+            "cannot read the list {}: it is a directory",
+            list.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The usage line of `flags get`, for its `*** Usage error` messages.
+pub(crate) fn get_usage() -> String {
+    let mut command = Cli::command();
+    // Built, so that the subcommand's usage line starts with `flags get`.
+    command.build();
+    command
+        .find_subcommand_mut("get")
+        .map(|get| get.render_usage().to_string())
+        .unwrap_or_default()
 }
 
 /// The usage line of `flags bench`, for its `*** Usage error` messages.

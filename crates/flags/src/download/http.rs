@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ureq::http::header::{self, HeaderMap, HeaderValue};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
@@ -54,7 +54,22 @@ fn head(status: u16, headers: &HeaderMap) -> Head {
         content_length: text(header::CONTENT_LENGTH).and_then(|len| len.parse().ok()),
         content_encoding: text(header::CONTENT_ENCODING).filter(|encoding| !encoding.is_empty()),
         location: text(header::LOCATION),
+        last_modified: text(header::LAST_MODIFIED)
+            .and_then(|date| httpdate::parse_http_date(&date).ok()),
+        etag: text(header::ETAG).filter(|etag| !etag.is_empty()),
+        content_range: text(header::CONTENT_RANGE).and_then(|range| content_range(&range)),
     }
+}
+
+/// `bytes FIRST-LAST/TOTAL` as numbers (an unknown total, `*`, is `None`).
+fn content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    Some((
+        first.trim().parse().ok()?,
+        last.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    ))
 }
 
 /// `Retry-After` as a number of seconds (the HTTP-date form is ignored: backoff applies).
@@ -169,10 +184,22 @@ impl BlockingClient {
         }
     }
 
-    fn get_blocking(&self, url: &str) -> Result<(Head, BlockingBody), Fault> {
-        let response = self
-            .agent
-            .get(url)
+    fn get_blocking(
+        &self,
+        url: &str,
+        since: Option<SystemTime>,
+        range: Option<(u64, String)>,
+    ) -> Result<(Head, BlockingBody), Fault> {
+        let mut request = self.agent.get(url);
+        if let Some((from, validator)) = range {
+            request = request
+                .header(header::RANGE, format!("bytes={from}-"))
+                .header(header::IF_RANGE, validator);
+        }
+        if let Some(since) = since {
+            request = request.header(header::IF_MODIFIED_SINCE, httpdate::fmt_http_date(since));
+        }
+        let response = request
             .call()
             .map_err(|e| blocking_fault(&e, Phase::Head))?;
         let head = head(response.status().as_u16(), response.headers());
@@ -238,8 +265,13 @@ impl Body for BlockingBody {
 impl Transport for BlockingClient {
     type Body = BlockingBody;
 
-    fn get(&self, url: &str) -> impl Future<Output = Result<(Head, BlockingBody), Fault>> + Send {
-        std::future::ready(self.get_blocking(url))
+    fn get(
+        &self,
+        url: &str,
+        since: Option<SystemTime>,
+        range: Option<(u64, String)>,
+    ) -> impl Future<Output = Result<(Head, BlockingBody), Fault>> + Send {
+        std::future::ready(self.get_blocking(url, since, range))
     }
 
     fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send {
@@ -415,10 +447,25 @@ impl AsyncClient {
         }
     }
 
-    async fn get_async(&self, url: String) -> Result<(Head, AsyncBody), Fault> {
-        let response = self
-            .client(&url)?
-            .get(&url)
+    async fn get_async(
+        &self,
+        url: String,
+        since: Option<SystemTime>,
+        range: Option<(u64, String)>,
+    ) -> Result<(Head, AsyncBody), Fault> {
+        let mut request = self.client(&url)?.get(&url);
+        if let Some((from, validator)) = range {
+            request = request
+                .header(header::RANGE.as_str(), format!("bytes={from}-"))
+                .header(header::IF_RANGE.as_str(), validator);
+        }
+        if let Some(since) = since {
+            request = request.header(
+                header::IF_MODIFIED_SINCE.as_str(),
+                httpdate::fmt_http_date(since),
+            );
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| async_fault(&e, Phase::Head))?;
@@ -509,8 +556,13 @@ impl Body for AsyncBody {
 impl Transport for AsyncClient {
     type Body = AsyncBody;
 
-    fn get(&self, url: &str) -> impl Future<Output = Result<(Head, AsyncBody), Fault>> + Send {
-        self.get_async(url.to_owned())
+    fn get(
+        &self,
+        url: &str,
+        since: Option<SystemTime>,
+        range: Option<(u64, String)>,
+    ) -> impl Future<Output = Result<(Head, AsyncBody), Fault>> + Send {
+        self.get_async(url.to_owned(), since, range)
     }
 
     fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send {
@@ -546,12 +598,12 @@ mod tests {
     fn a_head_over_the_limit_is_a_permanent_error() -> std::io::Result<()> {
         let client = BlockingClient::new(Duration::from_secs(5), 1, Cancel::new());
         let (head, mut body) = client
-            .get_blocking(&serve_head(MAX_HEAD - 200)?)
+            .get_blocking(&serve_head(MAX_HEAD - 200)?, None, None)
             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         assert_eq!(head.status, 200);
         assert_eq!(body.read().ok().flatten(), Some(&b"GIF89a"[..]));
         for too_big in [MAX_HEAD + 100, 70_000] {
-            let Err(error) = client.get_blocking(&serve_head(too_big)?) else {
+            let Err(error) = client.get_blocking(&serve_head(too_big)?, None, None) else {
                 panic!("{too_big}: a head over the limit was accepted");
             };
             assert_eq!(error, Fault::InvalidHead, "{too_big}");

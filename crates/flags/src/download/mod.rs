@@ -29,10 +29,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use self::cancel::Cancel;
 pub use self::cluster::{WorkerPlan, serve_worker};
-use self::http::{AsyncClient, BlockingClient};
-use self::save::Staged;
+pub(crate) use self::http::{AsyncClient, BlockingClient};
+pub(crate) use self::processes::UrlPool;
 pub use self::save::exit_between_saves;
-pub(crate) use self::save::run_start;
+use self::save::{Committed, Staged};
+pub(crate) use self::save::{run_start, safe_component};
 use crate::error::Error;
 use crate::plan::{Mode, NameBy, Plan};
 use crate::progress::Progress;
@@ -44,6 +45,11 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// Longest `Retry-After` honoured; a server asking for more gets this.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+/// `flags get`: bodies of at least this many bytes with a validator (`ETag` or
+/// `Last-Modified`) are staged in a partial file that a rerun resumes with `Range`.
+pub(crate) const RESUMABLE: u64 = 1024 * 1024;
+/// `flags get`'s directory of partial files in `--dest`.
+pub(crate) const PARTIAL_DIR: &str = ".flags-partial";
 /// Largest flag accepted (flags are a few KiB).
 const MAX_BODY: u64 = 10 * 1024 * 1024;
 /// Largest `metadata.json` accepted (it holds one short name), read into memory.
@@ -69,6 +75,12 @@ pub(crate) struct Head {
     pub(crate) content_encoding: Option<String>,
     /// `Location`, when present (followed for 301, 302, 303, 307 and 308).
     pub(crate) location: Option<String>,
+    /// `Last-Modified`, when present and a valid HTTP date.
+    pub(crate) last_modified: Option<SystemTime>,
+    /// `ETag`, when present.
+    pub(crate) etag: Option<String>,
+    /// `Content-Range` as `(first, last, total)` bytes, when present and complete.
+    pub(crate) content_range: Option<(u64, u64, u64)>,
 }
 
 /// What went wrong with a request, sorted by the client into the classes that read the same
@@ -177,8 +189,15 @@ pub(crate) trait Transport {
     type Body: Body;
 
     /// GETs `url` (one request: redirects are the caller's) and returns the head of the
-    /// answer; its body is read through the returned [`Body`].
-    fn get(&self, url: &str) -> impl Future<Output = Result<(Head, Self::Body), Fault>> + Send;
+    /// answer; its body is read through the returned [`Body`]. With `since`, the request
+    /// carries `If-Modified-Since` (`flags get -N`); with `range`, `Range: bytes=FROM-` and
+    /// `If-Range: VALIDATOR` (`flags get` resuming a large body).
+    fn get(
+        &self,
+        url: &str,
+        since: Option<SystemTime>,
+        range: Option<(u64, String)>,
+    ) -> impl Future<Output = Result<(Head, Self::Body), Fault>> + Send;
 
     /// Sleeps before a retry; `false` when the run was cancelled meanwhile.
     fn sleep(&self, duration: Duration) -> impl Future<Output = bool> + Send;
@@ -196,6 +215,10 @@ trait Sink: Send {
     fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
     /// Forgets what was written (before the body is received again).
     fn clear(&mut self) -> io::Result<()>;
+    /// A 2xx head arrived and its body comes next.
+    fn start(&mut self, _head: &Head) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Sink for Vec<u8> {
@@ -214,6 +237,31 @@ impl Sink for Vec<u8> {
 struct FlagFile<'a> {
     dest: &'a std::path::Path,
     staged: Option<Staged>,
+    /// `flags get`: where a large body with a validator is staged so that a rerun can resume
+    /// it, and its validator's file.
+    partial: Option<(PathBuf, PathBuf)>,
+}
+
+impl FlagFile<'_> {
+    /// Stages a large body with a validator in its partial file (see [`RESUMABLE`]).
+    fn start_partial(&mut self, head: &Head) -> io::Result<()> {
+        let Some((path, validator_path)) = &self.partial else {
+            return Ok(());
+        };
+        let validator = head
+            .etag
+            .clone()
+            .or_else(|| head.last_modified.map(httpdate::fmt_http_date));
+        match (head.content_length, validator) {
+            (Some(len), Some(validator)) if len >= RESUMABLE && head.status == 200 => {
+                let staged = Staged::partial(self.dest, path, None)?;
+                std::fs::write(validator_path, validator)?;
+                self.staged = Some(staged);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 impl Sink for FlagFile<'_> {
@@ -228,13 +276,29 @@ impl Sink for FlagFile<'_> {
     fn clear(&mut self) -> io::Result<()> {
         self.staged.as_mut().map_or(Ok(()), Staged::clear)
     }
+
+    fn start(&mut self, head: &Head) -> io::Result<()> {
+        self.start_partial(head)
+    }
+}
+
+/// What [`get_with_retries`] got.
+#[derive(Debug)]
+enum Got {
+    /// A 2xx answer, its body in the sink; its `Last-Modified`.
+    Body(Option<SystemTime>),
+    /// 404.
+    NotFound,
+    /// 304: not modified since the date asked about.
+    NotModified,
 }
 
 /// Why [`get_with_retries`] gave up.
 #[derive(Debug)]
 enum Failed {
-    /// The request failed (or the server refused): the one-line reason.
-    Fetch(String),
+    /// The request failed (or the server refused): the one-line reason, and whether it is
+    /// worth another try.
+    Fetch(FetchError),
     /// The body could not be written where it goes (a full file system, say).
     Save(io::Error),
 }
@@ -290,11 +354,16 @@ async fn fetch_and_save<T: Transport>(
     let mut flag = FlagFile {
         dest: &target.dest,
         staged: None,
+        partial: None,
     };
-    match get_with_retries(client, target, &url, &mut flag, MAX_BODY, attempts).await {
-        Ok(true) => {}
-        Ok(false) => return Outcome::NotFound { url },
-        Err(Failed::Fetch(message)) => return Outcome::Error { message },
+    match get_with_retries(client, target, &url, None, &mut flag, MAX_BODY, attempts).await {
+        Ok(Got::Body(_)) => {}
+        Ok(Got::NotFound | Got::NotModified) => return Outcome::NotFound { url },
+        Err(Failed::Fetch(error)) => {
+            return Outcome::Error {
+                message: error.message,
+            };
+        }
         Err(Failed::Save(e)) => {
             return Outcome::Error {
                 message: format!("cannot save {saving}: {e}"),
@@ -330,6 +399,211 @@ async fn fetch_and_save<T: Transport>(
     }
 }
 
+/// What one URL of `flags get` came to. Serde: it crosses from the worker processes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum UrlOutcome {
+    /// Saved: new, or replacing a different file from before the run; its size.
+    Saved(u64),
+    /// The file from before the run had the same bytes, and was kept.
+    Unchanged,
+    /// `--skip-existing`: the file exists, no request was made.
+    Existing,
+    /// 404.
+    NotFound,
+    /// A failure that may pass (timeout, connection, 429, 5xx), after the download path's
+    /// own retries (`flags get` gives it none: its scheduler retries): the reason and the
+    /// server's `Retry-After`.
+    Transient {
+        /// The one-line reason.
+        message: String,
+        /// The server's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// Anything else, in one line.
+    Error(String),
+}
+
+/// How `flags get` fetches each URL.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct UrlOptions {
+    /// The largest body saved.
+    pub(crate) cap: u64,
+    /// No request for a file that exists.
+    pub(crate) skip_existing: bool,
+    /// `-N`: `If-Modified-Since` the file's modification time; the saved file gets the
+    /// answer's `Last-Modified`.
+    pub(crate) timestamping: bool,
+}
+
+/// `flags get`'s download of `url` into `target.dest/name` (a safe relative path): the same
+/// request, redirects, retries, classification and staged save as a flag, at most
+/// `options.cap` bytes, committed by [`Staged::commit_new`] (a name already saved in this
+/// run is an error; a file with the same bytes is kept). Never fails: the outcome says what
+/// happened.
+pub(crate) async fn get_url<T: Transport>(
+    client: &T,
+    target: &Target,
+    url: &str,
+    name: &str,
+    key: u64,
+    options: UrlOptions,
+) -> UrlOutcome {
+    let path = target.dest.join(name);
+    let existing = match (options.skip_existing, options.timestamping) {
+        (false, false) => None,
+        _ => std::fs::metadata(&path)
+            .ok()
+            .filter(std::fs::Metadata::is_file),
+    };
+    if options.skip_existing && existing.is_some() {
+        return UrlOutcome::Existing;
+    }
+    let since = existing
+        .filter(|_| options.timestamping)
+        .and_then(|meta| meta.modified().ok());
+    let partial = target.dest.join(PARTIAL_DIR).join(format!("{key:016x}"));
+    let validator = partial.with_extension("validator");
+    if let Some(outcome) = resume(client, target, url, name, options, &partial, &validator).await {
+        return outcome;
+    }
+    let mut file = FlagFile {
+        dest: &target.dest,
+        staged: None,
+        partial: Some((partial, validator.clone())),
+    };
+    let mut attempts = 0;
+    let got = get_with_retries(
+        client,
+        target,
+        url,
+        since,
+        &mut file,
+        options.cap,
+        &mut attempts,
+    );
+    let last_modified = match got.await {
+        Ok(Got::Body(last_modified)) => last_modified,
+        Ok(Got::NotModified) => return UrlOutcome::Unchanged,
+        Ok(Got::NotFound) => return UrlOutcome::NotFound,
+        Err(Failed::Fetch(error)) if error.transient => {
+            return UrlOutcome::Transient {
+                message: error.message,
+                retry_after: error.retry_after,
+            };
+        }
+        Err(Failed::Fetch(error)) => return UrlOutcome::Error(error.message),
+        Err(Failed::Save(e)) => return UrlOutcome::Error(format!("cannot save {name}: {e}")),
+    };
+    let staged = match file.staged {
+        Some(staged) => staged,
+        // An empty body is a file too: created here, as no byte created it.
+        None => match Staged::new(&target.dest) {
+            Ok(staged) => staged,
+            Err(e) => return UrlOutcome::Error(format!("cannot save {name}: {e}")),
+        },
+    };
+    let len = staged.len();
+    if options.timestamping
+        && let Some(modified) = last_modified
+        && let Err(e) = staged.set_modified(modified)
+    {
+        return UrlOutcome::Error(format!("cannot save {name}: {e}"));
+    }
+    commit_url(target, staged, name, &validator, len)
+}
+
+/// Names a whole body (see [`Staged::commit_new`]) and forgets its validator.
+fn commit_url(
+    target: &Target,
+    staged: Staged,
+    name: &str,
+    validator: &std::path::Path,
+    len: u64,
+) -> UrlOutcome {
+    let run_start = target.run_start.unwrap_or(SystemTime::UNIX_EPOCH);
+    let outcome = match staged.commit_new(name, run_start) {
+        Ok(Committed::Saved) => UrlOutcome::Saved(len),
+        Ok(Committed::Unchanged) => UrlOutcome::Unchanged,
+        Err(e) => return UrlOutcome::Error(format!("cannot save {name}: {e}")),
+    };
+    let _ = std::fs::remove_file(validator);
+    outcome
+}
+
+/// `flags get`: the rest of a large body a former run left in its `partial` file, asked for
+/// with `Range` and `If-Range` (the validator the first answer had). `None` when there is
+/// nothing to resume, or the server answers anything but a `206` whose `Content-Range`
+/// continues the file exactly: then the partial file is dropped and the download starts
+/// again.
+async fn resume<T: Transport>(
+    client: &T,
+    target: &Target,
+    url: &str,
+    name: &str,
+    options: UrlOptions,
+    partial: &std::path::Path,
+    validator_path: &std::path::Path,
+) -> Option<UrlOutcome> {
+    let validator = std::fs::read_to_string(validator_path).ok()?;
+    let have = std::fs::metadata(partial).ok()?.len();
+    if have == 0 {
+        return None;
+    }
+    let range = Some((have, validator));
+    let (head, mut body) = match get_following(client, target.timeout, url, None, range).await {
+        Ok(answer) => answer,
+        Err(error) => return Some(UrlOutcome::Error(error.message)),
+    };
+    let total = match head.content_range {
+        Some((first, last, total))
+            if head.status == 206 && first == have && last.checked_add(1) == Some(total) =>
+        {
+            total
+        }
+        _ => {
+            drain(&head, &mut body).await;
+            let _ = std::fs::remove_file(partial);
+            let _ = std::fs::remove_file(validator_path);
+            return None;
+        }
+    };
+    if total > options.cap {
+        return Some(UrlOutcome::Error(
+            FetchError::too_large(options.cap).message,
+        ));
+    }
+    let mut staged = match Staged::partial(&target.dest, partial, Some(have)) {
+        Ok(staged) => staged,
+        Err(e) => return Some(UrlOutcome::Error(format!("cannot save {name}: {e}"))),
+    };
+    let rest = options.cap - have;
+    match receive(&head, &mut body, &mut staged, rest, target.timeout).await {
+        Ok(()) if staged.len() == total => {}
+        // Kept: the next run asks for what is still missing.
+        Ok(()) => {
+            return Some(UrlOutcome::Error(format!(
+                "incomplete body: {} of {total} bytes",
+                staged.len()
+            )));
+        }
+        Err(BodyError::Fetch(error)) => return Some(UrlOutcome::Error(error.message)),
+        Err(BodyError::Save(e)) => {
+            return Some(UrlOutcome::Error(format!("cannot save {name}: {e}")));
+        }
+    }
+    Some(commit_url(target, staged, name, validator_path, total))
+}
+
+impl Sink for Staged {
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.write_all(chunk)
+    }
+
+    fn clear(&mut self) -> io::Result<()> {
+        Staged::clear(self)
+    }
+}
+
 /// The `country` field of `{base}/{cc}/metadata.json` (flags3).
 async fn country_name<T: Transport>(
     client: &T,
@@ -343,53 +617,66 @@ async fn country_name<T: Transport>(
     }
     let url = format!("{}/{lower}/metadata.json", target.base_url);
     let mut body = Vec::new();
-    match get_with_retries(client, target, &url, &mut body, MAX_METADATA, attempts).await {
-        Ok(true) => serde_json::from_slice::<Metadata>(&body)
+    match get_with_retries(
+        client,
+        target,
+        &url,
+        None,
+        &mut body,
+        MAX_METADATA,
+        attempts,
+    )
+    .await
+    {
+        Ok(Got::Body(_)) => serde_json::from_slice::<Metadata>(&body)
             .map(|m| m.country)
             .map_err(|e| format!("bad metadata.json ({e}): {url}")),
-        Ok(false) => Err(format!("metadata.json not found: {url}")),
-        Err(Failed::Fetch(message)) => Err(message),
+        Ok(Got::NotFound | Got::NotModified) => Err(format!("metadata.json not found: {url}")),
+        Err(Failed::Fetch(error)) => Err(error.message),
         Err(Failed::Save(e)) => Err(format!("cannot read metadata.json: {e}")),
     }
 }
 
 /// GETs `url`, retrying transient errors up to `target.retries` times, and streams the body of
-/// a 2xx answer into `sink` (at most `cap` bytes). `Ok(false)` is a 404.
+/// a 2xx answer into `sink` (at most `cap` bytes). With `since`, asks `If-Modified-Since`.
 async fn get_with_retries<T: Transport>(
     client: &T,
     target: &Target,
     url: &str,
+    since: Option<SystemTime>,
     sink: &mut dyn Sink,
     cap: u64,
     attempts: &mut u32,
-) -> Result<bool, Failed> {
+) -> Result<Got, Failed> {
     let mut retry = 0;
     loop {
         *attempts += 1;
-        let error = match get_following(client, target.timeout, url).await {
+        let error = match get_following(client, target.timeout, url, since, None).await {
             Ok((head, mut body)) if (200..300).contains(&head.status) => {
                 sink.clear().map_err(Failed::Save)?;
+                sink.start(&head).map_err(Failed::Save)?;
                 match receive(&head, &mut body, sink, cap, target.timeout).await {
-                    Ok(()) => return Ok(true),
+                    Ok(()) => return Ok(Got::Body(head.last_modified)),
                     Err(BodyError::Save(e)) => return Err(Failed::Save(e)),
                     Err(BodyError::Fetch(error)) => error,
                 }
             }
             Ok((head, mut body)) => {
                 drain(&head, &mut body).await;
-                if head.status == 404 {
-                    return Ok(false);
+                match head.status {
+                    404 => return Ok(Got::NotFound),
+                    304 if since.is_some() => return Ok(Got::NotModified),
+                    _ => FetchError::status(head.status, head.retry_after),
                 }
-                FetchError::status(head.status, head.retry_after)
             }
             Err(error) => error,
         };
         if !error.transient || retry >= target.retries || target.cancel.is_cancelled() {
-            return Err(Failed::Fetch(error.message));
+            return Err(Failed::Fetch(error));
         }
         retry += 1;
         if !client.sleep(backoff(retry, error.retry_after)).await {
-            return Err(Failed::Fetch(error.message));
+            return Err(Failed::Fetch(error));
         }
     }
 }
@@ -400,12 +687,14 @@ async fn get_following<T: Transport>(
     client: &T,
     timeout: Duration,
     url: &str,
+    since: Option<SystemTime>,
+    range: Option<(u64, String)>,
 ) -> Result<(Head, T::Body), FetchError> {
     let mut url = url.to_owned();
     let mut redirects = 0;
     loop {
         let (head, mut body) = client
-            .get(&url)
+            .get(&url, since, range.clone())
             .await
             .map_err(|fault| fault.into_error(timeout, 0, None))?;
         if head
@@ -510,7 +799,7 @@ async fn drain<B: Body>(head: &Head, body: &mut B) {
 /// The wait before retry number `retry` (from 1): exponential from [`BACKOFF_BASE`], capped at
 /// [`BACKOFF_CAP`], with "equal jitter" (a random point in the upper half), and never shorter than
 /// the server's `Retry-After` (capped at [`RETRY_AFTER_CAP`]).
-fn backoff(retry: u32, retry_after: Option<Duration>) -> Duration {
+pub(crate) fn backoff(retry: u32, retry_after: Option<Duration>) -> Duration {
     let exponential = BACKOFF_BASE
         .saturating_mul(1 << retry.saturating_sub(1).min(16))
         .min(BACKOFF_CAP);
@@ -659,7 +948,12 @@ mod tests {
     impl Transport for Script {
         type Body = ScriptBody;
 
-        fn get(&self, url: &str) -> impl Future<Output = Result<(Head, ScriptBody), Fault>> + Send {
+        fn get(
+            &self,
+            url: &str,
+            _since: Option<SystemTime>,
+            _range: Option<(u64, String)>,
+        ) -> impl Future<Output = Result<(Head, ScriptBody), Fault>> + Send {
             if let Ok(mut urls) = self.urls.lock() {
                 urls.push(url.to_owned());
             }
@@ -673,6 +967,9 @@ mod tests {
                         content_length: Some(response.body.len() as u64),
                         content_encoding: None,
                         location: response.location,
+                        last_modified: None,
+                        etag: None,
+                        content_range: None,
                     };
                     let body = ScriptBody {
                         rest: response.body,

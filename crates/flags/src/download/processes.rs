@@ -26,7 +26,10 @@ use std::time::{Duration, Instant, SystemTime};
 use concurrent_futures::{FutureError, ProcessPoolExecutor, SubmitError, as_completed};
 use serde::{Deserialize, Serialize};
 
-use super::{BlockingClient, Cancel, Record, Target, block_on, get_flag, save};
+use super::{
+    BlockingClient, Cancel, Record, Target, UrlOptions, UrlOutcome, block_on, get_flag, get_url,
+    save,
+};
 use crate::error::Error;
 use crate::plan::NameBy;
 use crate::progress::Progress;
@@ -125,6 +128,124 @@ fn fetch(code: String) -> Option<Done> {
         attempts: record.attempts,
         outcome: record.outcome,
     })
+}
+
+/// What `flags get`'s worker processes need, sent to each once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GetSettings {
+    dest: PathBuf,
+    timeout: Duration,
+    run_start: Option<SystemTime>,
+    parent: u32,
+    options: UrlOptions,
+}
+
+/// `flags get`'s options in a worker process, set by [`init_get`].
+static GET_OPTIONS: OnceLock<UrlOptions> = OnceLock::new();
+
+/// `flags get`'s initializer: the flags initializer's watch and client, and the options.
+fn init_get(settings: GetSettings) -> Result<(), String> {
+    let _ = GET_OPTIONS.set(settings.options);
+    init(Settings {
+        base_url: String::new(),
+        dest: settings.dest,
+        name_by: NameBy::Code,
+        retries: 0,
+        timeout: settings.timeout,
+        run_start: settings.run_start,
+        parent: settings.parent,
+    })
+}
+
+/// `flags get`'s task: downloads `url` into `name` (journal key `key`) in this worker
+/// process; `None` when the run was cancelled before it started. With the worker's pid.
+fn fetch_url((url, name, key): (String, String, u64)) -> (u32, Option<UrlOutcome>) {
+    let pid = std::process::id();
+    let (Some(worker), Some(options)) = (WORKER.get(), GET_OPTIONS.get()) else {
+        let message = "the worker process has no settings (initializer not run)";
+        return (pid, Some(UrlOutcome::Error(message.into())));
+    };
+    if worker.target.cancel.is_cancelled() {
+        return (pid, None);
+    }
+    let outcome = block_on(get_url(
+        &worker.client,
+        &worker.target,
+        &url,
+        &name,
+        key,
+        *options,
+    ));
+    (pid, Some(outcome))
+}
+
+/// `flags get --mode processes`: a pool of `workers` worker processes, each with its own
+/// client; Ctrl-C terminates the workers as in `flags --mode processes`.
+#[derive(Debug, Clone)]
+pub(crate) struct UrlPool {
+    pool: Arc<ProcessPoolExecutor>,
+}
+
+impl UrlPool {
+    /// Starts the pool for a run into `target.dest`.
+    ///
+    /// # Errors
+    ///
+    /// The pool cannot start.
+    pub(crate) fn new(workers: usize, target: &Target, options: UrlOptions) -> Result<Self, Error> {
+        let settings = GetSettings {
+            dest: target.dest.clone(),
+            timeout: target.timeout,
+            run_start: target.run_start,
+            parent: std::process::id(),
+            options,
+        };
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(workers)
+            .initializer(init_get, settings)
+            .build()
+            .map_err(Error::ProcessPool)?;
+        let pool = Arc::new(pool);
+        target.cancel.on_cancel({
+            let pool = Arc::clone(&pool);
+            move || pool.terminate_workers()
+        });
+        Ok(Self { pool })
+    }
+
+    /// Downloads `url` into `name` in a worker; `done` gets the worker's pid and the outcome
+    /// (`None`: cancelled before it started), on a thread of the pool.
+    ///
+    /// # Errors
+    ///
+    /// The pool is broken or refuses the task.
+    pub(crate) fn submit(
+        &self,
+        url: String,
+        name: String,
+        key: u64,
+        done: impl FnOnce(u32, Option<UrlOutcome>) + Send + 'static,
+    ) -> Result<(), Error> {
+        let handle = match self.pool.submit(fetch_url, (url, name, key)) {
+            Ok(handle) => handle,
+            Err(SubmitError::Broken(_, reason)) => return Err(Error::ProcessPoolBroken(reason)),
+            Err(_) => return Err(Error::ProcessPoolRefused),
+        };
+        handle.add_done_callback(move |handle| match handle.result_cloned() {
+            Ok((pid, outcome)) => done(pid, outcome),
+            Err(FutureError::Cancelled) => done(0, None),
+            Err(error) => done(
+                0,
+                Some(UrlOutcome::Error(format!("download task failed: {error}"))),
+            ),
+        });
+        Ok(())
+    }
+
+    /// Waits for the workers to exit.
+    pub(crate) fn shutdown(&self) {
+        self.pool.shutdown(true, false);
+    }
 }
 
 /// A worker's watch: SIGTERM from the pool (the parent's Ctrl-C) and the death of the parent.

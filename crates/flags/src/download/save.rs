@@ -79,6 +79,9 @@ enum Kind {
     Unnamed,
     /// A named temporary file, listed in [`NAMED`] while it exists.
     Named(tempfile::TempPath),
+    /// `flags get`'s partial file of a large body (`DEST/.flags-partial/KEY`): kept on failure
+    /// and by a kill, so that a rerun can ask for the rest (`Range`); renamed when whole.
+    Partial(PathBuf),
     /// Committed or removed.
     Gone,
 }
@@ -100,6 +103,34 @@ impl Staged {
             });
         }
         Self::named(dest)
+    }
+
+    /// The partial file at `path` of a large body downloading into `dest`: emptied
+    /// (`resume_at` `None`), or kept, with writes appended after its first `resume_at` bytes.
+    ///
+    /// # Errors
+    ///
+    /// Creating or opening the file, or its length not being `resume_at`.
+    pub(crate) fn partial(dest: &Path, path: &Path, resume_at: Option<u64>) -> io::Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(resume_at.is_none())
+            .open(path)?;
+        let len = file.seek(io::SeekFrom::End(0))?;
+        if resume_at.is_some_and(|at| at != len) {
+            return Err(io::Error::other("the partial file changed"));
+        }
+        Ok(Self {
+            file,
+            kind: Kind::Partial(path.to_owned()),
+            dest: dest.to_owned(),
+            len,
+        })
     }
 
     /// A new, empty named temporary file in `dest`.
@@ -146,6 +177,15 @@ impl Staged {
         Ok(())
     }
 
+    /// Sets the file's modification time (`flags get -N`: the server's `Last-Modified`).
+    ///
+    /// # Errors
+    ///
+    /// Setting the time.
+    pub(crate) fn set_modified(&self, time: SystemTime) -> io::Result<()> {
+        self.file.set_modified(time)
+    }
+
     /// Bytes written so far.
     pub(crate) fn len(&self) -> u64 {
         self.len
@@ -189,6 +229,7 @@ impl Staged {
                 // On failure the temporary file is removed with the error's `TempPath`.
                 persisted.map(|()| path).map_err(|e| e.error)
             }
+            Kind::Partial(partial) => std::fs::rename(&partial, &path).map(|()| path),
             Kind::Gone => Err(io::Error::other("the staged file is gone")),
         }
     }
@@ -235,6 +276,95 @@ impl Staged {
     }
 }
 
+/// What [`Staged::commit_new`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Committed {
+    /// The file was given its name (new, or replacing a file from before the run).
+    Saved,
+    /// A file from before the run had the same content: it was kept, untouched.
+    Unchanged,
+}
+
+impl Staged {
+    /// `flags get`'s save: gives the file the relative path `name` under `dest` (creating its
+    /// directories), unless a file of that name was saved in this run (since `run_start`):
+    /// two URLs of one run never share a file. A file from before the run with the same bytes
+    /// is kept as it is ([`Committed::Unchanged`]: no link, no rename, its times untouched);
+    /// one with other bytes is replaced in one step.
+    ///
+    /// # Errors
+    ///
+    /// The name taken in this run (`AlreadyExists`), or creating the directories, comparing,
+    /// linking or renaming.
+    pub(crate) fn commit_new(self, name: &str, run_start: SystemTime) -> io::Result<Committed> {
+        let path = self.dest.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        // Whether the name is free, or held by a file from before the run; `None` if taken
+        // in this run.
+        let before_run = |path: &Path| match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_file() && changed(&meta) < run_start => Ok(Some(Some(meta))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(None)),
+            Err(e) => Err(e),
+        };
+        let taken = || {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "another URL of this run was saved under this name",
+            )
+        };
+        // The comparison is made without the lock: only the decision and the naming need
+        // it, and holding it while reading would make every thread wait for each file.
+        let same = match before_run(&path)?.ok_or_else(taken)? {
+            Some(meta) => meta.len() == self.len && same_content(&self.file, self.len, &path)?,
+            None => false,
+        };
+        // `flags get` runs in one process: the mutex is enough, no `flock`.
+        let _lock = NameLock::in_process();
+        match before_run(&path)? {
+            None => Err(taken()),
+            Some(Some(_)) if same => Ok(Committed::Unchanged),
+            Some(_) => self.commit(name).map(|_| Committed::Saved),
+        }
+    }
+}
+
+/// Whether the staged `file` of `len` bytes holds the same bytes as the file at `path` (of
+/// the same length).
+fn same_content(file: &File, len: u64, path: &Path) -> io::Result<bool> {
+    use std::io::Read as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::FileExt as _;
+    let size = usize::try_from(len.min(64 * 1024))
+        .unwrap_or(64 * 1024)
+        .max(1);
+    let mut old = File::open(path)?;
+    let (mut a, mut b) = (vec![0u8; size], vec![0u8; size]);
+    let mut offset = 0u64;
+    loop {
+        let n = old.read(&mut a)?;
+        if n == 0 {
+            return Ok(offset == len);
+        }
+        if offset + n as u64 > len {
+            return Ok(false);
+        }
+        #[cfg(unix)]
+        file.read_exact_at(&mut b[..n], offset)?;
+        #[cfg(not(unix))]
+        {
+            let _ = (file, &mut b);
+            return Ok(false);
+        }
+        if a[..n] != b[..n] {
+            return Ok(false);
+        }
+        offset += n as u64;
+    }
+}
+
 /// When `meta`'s file last changed status (linked, renamed, written): its ctime where there is
 /// one, else its modification time.
 fn changed(meta: &std::fs::Metadata) -> SystemTime {
@@ -274,10 +404,17 @@ struct NameLock {
     _process: std::sync::MutexGuard<'static, ()>,
 }
 
+/// The threads' and tasks' side of [`NameLock`].
+static IN_PROCESS: Mutex<()> = Mutex::new(());
+
 impl NameLock {
+    /// The lock of this process's threads only (`flags get`, which has no worker processes).
+    fn in_process() -> std::sync::MutexGuard<'static, ()> {
+        IN_PROCESS.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn acquire(dest: &Path) -> Self {
-        static IN_PROCESS: Mutex<()> = Mutex::new(());
-        let process = IN_PROCESS.lock().unwrap_or_else(PoisonError::into_inner);
+        let process = Self::in_process();
         #[cfg(unix)]
         let dir = File::open(dest)
             .ok()
@@ -475,6 +612,16 @@ mod unnamed {
 /// also with an extension, as Windows reads `nul.txt`) gets a leading `_`. A name with nothing
 /// left falls back to the country code.
 pub(crate) fn country_file_name(country: &str, code: &str) -> String {
+    match safe_component(country) {
+        Some(stem) => format!("{stem}.gif"),
+        None => format!("{code}.gif"),
+    }
+}
+
+/// One path component made safe by [`country_file_name`]'s rules (a Windows device name gets
+/// a `_` before it), or `None` when nothing is left. `flags get` names each component of a
+/// URL's host and path with it.
+pub(crate) fn safe_component(country: &str) -> Option<String> {
     let mut stem = String::with_capacity(country.len().min(MAX_STEM_BYTES));
     for c in country.trim().chars() {
         let c = match c {
@@ -493,14 +640,11 @@ pub(crate) fn country_file_name(country: &str, code: &str) -> String {
     }
     let stem = stem.trim_end_matches('.');
     let name = if is_device_name(stem) {
-        format!("_{stem}.gif")
+        format!("_{stem}")
     } else {
-        format!("{stem}.gif")
+        stem.to_owned()
     };
-    if stem.is_empty() || !is_plain_file_name(&name) {
-        return format!("{code}.gif");
-    }
-    name
+    (!stem.is_empty() && is_plain_file_name(&name)).then_some(name)
 }
 
 /// Characters that change how a name is shown without being seen themselves: the

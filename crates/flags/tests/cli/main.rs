@@ -6,6 +6,7 @@ mod bench;
 mod cluster;
 mod examples;
 mod faults;
+mod get;
 mod interrupt;
 mod memory;
 mod modes;

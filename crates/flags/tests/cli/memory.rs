@@ -24,7 +24,7 @@ const BOUND: Duration = Duration::from_secs(120);
 type Error = Box<dyn std::error::Error>;
 
 /// A field of `/proc/PID/status` in bytes (given there in kB); 0 for a process gone.
-fn status_bytes(pid: u32, field: &str) -> u64 {
+pub(crate) fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
