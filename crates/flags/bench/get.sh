@@ -9,7 +9,9 @@
 # Needs: nginx curl wget2 aria2c /usr/bin/time  (Debian: apt-get install -y nginx curl wget2 aria2 time)
 # Usage:  crates/flags/bench/get.sh [N] [CONCURRENCY]     (default 100000 URLs, 50 connections)
 #   FIRST_ONLY=1  only the first runs, each directory removed after its run (for 1M URLs,
-#                 whose files would not fit in tmpfs seven times over); aria2c with --deferred-input only
+#                 whose files would not fit in tmpfs seven times over); aria2c with --deferred-input only;
+#                 then `flags get --skip-existing` over the finished list (its directory kept for it)
+#   BODIES=files  nginx serves a small file from disk (a flag GIF, `sendfile`) instead of `return 200`
 # Figures: wall time, URLs/s, and peak RSS (/usr/bin/time's maximum resident set size).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -37,12 +39,17 @@ http {
   server {
     listen 127.0.0.1:$PORT backlog=4096;
     location /r/ { return 200 "GIF89a a small flag\n"; }
+    location /f/ { root $WORK/www; rewrite ^ /flag.gif break; }
     location /v/ { return 200 "GIF89a \$request_id\n"; }
   }
 }
 CONF
+mkdir -p "$WORK/www"
+# A small real file for BODIES=files: a flag from the shared data when present.
+FLAG_GIF=${FLAG_GIF:-../shared/flags-data/flags/br/br.gif}
+if [[ -f "$FLAG_GIF" ]]; then cp "$FLAG_GIF" "$WORK/www/flag.gif"; else head -c 2048 /dev/urandom > "$WORK/www/flag.gif"; fi
 nginx -c "$WORK/nginx.conf" -p "$WORK"
-BASE="http://127.0.0.1:$PORT/r"
+if [[ ${BODIES:-} == files ]]; then BASE="http://127.0.0.1:$PORT/f"; KIND="small files ($(stat -c %s "$WORK/www/flag.gif") bytes)"; else BASE="http://127.0.0.1:$PORT/r"; KIND="return 200"; fi
 until curl -sf -o /dev/null "$BASE/0"; do :; done
 
 seq 0 $((N - 1)) | sed "s|^|$BASE/|" > "$WORK/urls.txt"
@@ -63,14 +70,20 @@ run() {
   if [[ ${FIRST_ONLY:-} ]]; then rm -rf "$dir"; fi
 }
 
-echo "== $(date -u +%F) $N URLs, $C connections, nginx (return 200) on 127.0.0.1:$PORT, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== $(date -u +%F) $N URLs, $C connections, nginx ($KIND) on 127.0.0.1:$PORT, load $(cut -d' ' -f1-3 /proc/loadavg)"
 run "flags get --mode threads -m $C" "$WORK/ft" "$FLAGS" get -i "$WORK/urls.txt" -m "$C" --max-per-host "$C" --dest .
 run "flags get --mode async -m $C" "$WORK/fa" "$FLAGS" get --mode async -i "$WORK/urls.txt" -m "$C" --max-per-host "$C" --dest .
 run "flags get --mode processes -m $C" "$WORK/fp" "$FLAGS" get --mode processes -i "$WORK/urls.txt" -m "$C" --max-per-host "$C" --dest .
 run "curl --parallel --parallel-max $C -K" "$WORK/c" curl -s --parallel --parallel-immediate --parallel-max "$C" -K "$WORK/curl.cfg"
 run "wget2 --max-threads=$C -i" "$WORK/w" wget2 -q --max-threads="$C" -i "$WORK/urls.txt"
 run "aria2c -j $C --deferred-input -i" "$WORK/ad" aria2c -q -j "$C" --deferred-input=true -i "$WORK/urls.txt"
-if [[ ${FIRST_ONLY:-} ]]; then exit 0; fi
+if [[ ${FIRST_ONLY:-} ]]; then
+  echo "== --skip-existing over the finished list"
+  FIRST_ONLY= run "flags get --mode async (to fill the directory)" "$WORK/fs" "$FLAGS" get --mode async -i "$WORK/urls.txt" -m "$C" --max-per-host "$C" --dest .
+  rm -f "$WORK/fs/.flags-journal"
+  run "flags get --skip-existing, no journal" "$WORK/fs" "$FLAGS" get -i "$WORK/urls.txt" -m "$C" --max-per-host "$C" --skip-existing --dest .
+  exit 0
+fi
 if (( N <= 200000 )); then
   run "aria2c -j $C -i" "$WORK/a" aria2c -q -j "$C" -i "$WORK/urls.txt"
 fi
