@@ -143,15 +143,8 @@ pub(super) fn run(
             Ok(done) => {
                 let next = lanes.len();
                 let lane = *lanes.entry(done.runner).or_insert(next);
-                let start = anchor.instant(done.started);
-                sink(Record {
-                    code: code.clone(),
-                    lane,
-                    start,
-                    end: start + done.took,
-                    attempts: done.attempts,
-                    outcome: done.outcome,
-                });
+                let timing = (done.started, done.took);
+                sink(anchor.record(code, lane, timing, done.attempts, done.outcome));
             }
             Err(FutureError::Cancelled) => {}
             Err(error) => sink(Record::failed_task(code, &error)),

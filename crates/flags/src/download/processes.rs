@@ -325,6 +325,27 @@ impl Anchor {
         }
     }
 
+    /// The record of a download another process ran: started at `started` on its system
+    /// clock and `took` long on its monotonic one, placed on this process's clock.
+    pub(super) fn record(
+        &self,
+        code: &str,
+        lane: usize,
+        (started, took): (SystemTime, Duration),
+        attempts: u32,
+        outcome: Outcome,
+    ) -> Record {
+        let start = self.instant(started);
+        Record {
+            code: code.to_owned(),
+            lane,
+            start,
+            end: start + took,
+            attempts,
+            outcome,
+        }
+    }
+
     pub(super) fn instant(&self, wall: SystemTime) -> Instant {
         match wall.duration_since(self.wall) {
             Ok(after) => self.instant.checked_add(after),
@@ -393,15 +414,8 @@ pub(super) fn run(
             Ok(Some(done)) => {
                 let next = lanes.len();
                 let lane = *lanes.entry(done.pid).or_insert(next);
-                let start = anchor.instant(done.started);
-                sink(Record {
-                    code: code.clone(),
-                    lane,
-                    start,
-                    end: start + done.took,
-                    attempts: done.attempts,
-                    outcome: done.outcome,
-                });
+                let timing = (done.started, done.took);
+                sink(anchor.record(code, lane, timing, done.attempts, done.outcome));
             }
             Err(FutureError::Cancelled) => {}
             // A worker that died or panicked, or a broken pool: that code failed.
